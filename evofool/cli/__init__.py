@@ -1,0 +1,73 @@
+"""The ``evofool`` command line: one module per command, all registered here.
+
+Every user error (``EvofoolError``, bad options, missing files) is shown as a single
+``error: ...`` line with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from evofool import __version__
+from evofool.errors import EvofoolError
+
+
+class OneLineError(click.ClickException):
+    """A ClickException that prints ``error: message`` and nothing else."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class EvofoolGroup(click.Group):
+    """A click group whose commands report user errors on one line (exit 2)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EvofoolError as exc:
+            raise OneLineError(str(exc)) from None
+        except click.UsageError as exc:
+            raise OneLineError(exc.format_message()) from None
+        except OSError as exc:
+            # Disk full, permission denied, ...: what was written stays; say what failed.
+            raise OneLineError(f"{exc.strerror or exc}"
+                               + (f": {exc.filename}" if getattr(exc, "filename", None) else "")) from None
+
+
+@click.group(cls=EvofoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="evofool")
+def cli() -> None:
+    """Evolve fooling images: pictures a classifier labels with near certainty."""
+
+
+# Each command lives in its own module; a missing optional module never breaks the CLI.
+_COMMAND_MODULES = [
+    "evofool.cli.run",
+    "evofool.cli.models",
+    "evofool.cli.export",
+    "evofool.cli.experiments",
+]
+for _name in _COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _name:
+            raise
+        continue
+    for _cmd in getattr(_module, "COMMANDS", []):
+        cli.add_command(_cmd)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="evofool")
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,93 @@
+"""The small interface every encoding implements.
+
+An encoding turns genomes into images. The engine never looks inside a genome: it
+asks the encoding for random genomes, offspring of parents, images, and for the
+bookkeeping that lets the archive keep one genome per class ("store").
+
+``Genomes`` is whatever batch type the encoding chooses (a tensor for ``direct``,
+a list of networks for ``cppn``); a *store* is a batch of fixed size K (one slot per
+class) in which empty slots may hold anything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+import torch
+
+Genomes = Any
+
+
+def torch_generator(rng: np.random.Generator, device: torch.device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from ``rng``.
+
+    All randomness in a run flows from one NumPy generator; tensor noise on the
+    device comes from a torch generator re-seeded from it at each use, so the
+    NumPy state alone fixes the run (and is all a checkpoint needs).
+    """
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(rng.integers(0, 2**63 - 1)))
+    return gen
+
+
+class Encoding(ABC):
+    """Maps genomes to images of one shape, in batches, on one device.
+
+    Args:
+        image_shape: ``(C, H, W)`` of the images to render (the model's input shape).
+        device: Where genomes live and images are rendered.
+    """
+
+    name: str = "base"
+
+    def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> None:
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.device = torch.device(device)
+
+    # --- evolution -------------------------------------------------------------------
+    @abstractmethod
+    def random(self, n: int, rng: np.random.Generator) -> Genomes:
+        """``n`` random genomes (the initial population)."""
+
+    @abstractmethod
+    def vary(self, parents: Genomes, rng: np.random.Generator, generation: int) -> Genomes:
+        """One offspring per parent (mutation, and crossover where the encoding has it)."""
+
+    @abstractmethod
+    def render(self, genomes: Genomes) -> torch.Tensor:
+        """Images of a batch: ``B×C×H×W`` uint8 on ``self.device`` (exactly what is saved)."""
+
+    # --- batches and the archive's store ---------------------------------------------------
+    @abstractmethod
+    def take(self, genomes: Genomes, index: np.ndarray) -> Genomes:
+        """The sub-batch ``genomes[index]`` (index may repeat)."""
+
+    @abstractmethod
+    def empty_store(self, size: int) -> Genomes:
+        """A store with ``size`` empty slots."""
+
+    @abstractmethod
+    def put(self, store: Genomes, slots: np.ndarray, genomes: Genomes, index: np.ndarray) -> Genomes:
+        """Writes ``genomes[index[i]]`` into ``store[slots[i]]``; returns the store."""
+
+    # --- saving (no pickle: plain arrays + JSON) ------------------------------------------
+    @abstractmethod
+    def pack(self, store: Genomes, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The genomes in ``store[slots]`` as named NumPy arrays (saved as ``.npy``)."""
+
+    @abstractmethod
+    def unpack(self, arrays: dict[str, np.ndarray], slots: np.ndarray, size: int) -> Genomes:
+        """A store of ``size`` slots with the packed genomes placed at ``slots``."""
+
+    def state_dict(self) -> dict:
+        """JSON-able counters the encoding carries across generations (id counters...)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restores what ``state_dict`` returned."""
+
+    def config(self) -> dict:
+        """The encoding's parameters, as recorded in the run config."""
+        return {}

@@ -1,0 +1,83 @@
+"""Batched scoring of images: one forward pass per chunk, no per-image Python work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from evofool.models.base import Classifier
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images → float32 in [0, 1]; float images are passed through as float32."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images.to(torch.float32)
+
+
+@dataclass
+class Scores:
+    """Per-class scores of a batch: both are ``N×K`` float32 tensors."""
+
+    log_probs: torch.Tensor
+    probs: torch.Tensor
+
+
+class BatchEvaluator:
+    """Scores batches of images with a classifier.
+
+    Args:
+        classifier: The model and its metadata.
+        device: Where to run; ``None`` picks ``cuda`` if available, else CPU.
+        max_batch: Largest chunk sent through the model at once (bounds memory).
+    """
+
+    def __init__(self, classifier: Classifier, device: torch.device | str | None = None,
+                 max_batch: int = 1024) -> None:
+        self.classifier = classifier
+        self.device = torch.device(device) if device is not None else default_device()
+        self.max_batch = int(max_batch)
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        classifier.module.to(self.device).eval()
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.num_classes
+
+    def check_shape(self, images: torch.Tensor) -> None:
+        """Raises ``EvofoolError`` unless ``images`` is ``N×C×H×W`` of the model's shape."""
+        from evofool.errors import EvofoolError
+
+        expected = tuple(self.classifier.input_shape)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise EvofoolError(
+                f"images of shape {tuple(images.shape[1:])} do not fit model "
+                f"{self.classifier.spec}, which takes C×H×W = {expected}")
+
+    @torch.inference_mode()
+    def log_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-class log-probabilities (``N×K`` float32) of uint8 or [0, 1] float images."""
+        self.check_shape(images)
+        out = []
+        for start in range(0, images.shape[0], self.max_batch):
+            chunk = to_unit_float(images[start:start + self.max_batch].to(self.device, non_blocking=True))
+            raw = self.classifier.module(self.classifier.preprocess(chunk)).float()
+            if self.classifier.outputs == "probs":
+                out.append(torch.log(raw.clamp_min(torch.finfo(torch.float32).tiny)))
+            else:
+                out.append(torch.log_softmax(raw, dim=1))
+        if not out:
+            return torch.empty(0, self.num_classes, device=self.device)
+        return torch.cat(out)
+
+    def evaluate(self, images: torch.Tensor) -> Scores:
+        """Log-probabilities and probabilities (softmax confidences) of a batch."""
+        logp = self.log_probs(images)
+        return Scores(log_probs=logp, probs=logp.exp())
