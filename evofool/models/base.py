@@ -26,6 +26,8 @@ class Classifier:
         preprocess: Maps float pixels in ``[0, 1]`` (``N×C×H×W``) to model input.
         outputs: ``"logits"`` (softmax is applied by the evaluator) or ``"probs"`` for
             models that already return probabilities (ensembles).
+        resize_inputs: True for photo models (ImageNet): image files of another size are
+            resized and centre-cropped by ``classify``; False: a wrong size is an error.
         meta: Free-form extra facts (weights file, training seed, accuracy...).
     """
 
@@ -35,6 +37,7 @@ class Classifier:
     class_names: list[str]
     preprocess: Callable[[torch.Tensor], torch.Tensor] = identity
     outputs: str = "logits"
+    resize_inputs: bool = False
     meta: dict = field(default_factory=dict)
 
     @property
