@@ -21,9 +21,24 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32)
 
 
+def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Log-softmax in float64 that stays informative for near-certain classes.
+
+    For the top class, ``log p = -log1p(sum_{j != top} exp(x_j - x_top))``: plain
+    log-softmax rounds to exactly 0 once the logit gap passes ~37 (float64) or ~17
+    (float32), after which champions could no longer improve. This form keeps
+    resolving differences until the gap reaches ~700.
+    """
+    x = logits.to(torch.float64)
+    logp = torch.log_softmax(x, dim=1)
+    top = x.argmax(dim=1, keepdim=True)
+    rest = torch.exp(x - x.gather(1, top)).scatter(1, top, 0.0).sum(dim=1, keepdim=True)
+    return logp.scatter(1, top, -torch.log1p(rest))
+
+
 @dataclass
 class Scores:
-    """Per-class scores of a batch: both are ``N×K`` float32 tensors."""
+    """Per-class scores of a batch: ``N×K`` float64 log-probabilities and probabilities."""
 
     log_probs: torch.Tensor
     probs: torch.Tensor
@@ -63,18 +78,18 @@ class BatchEvaluator:
 
     @torch.inference_mode()
     def log_probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Per-class log-probabilities (``N×K`` float32) of uint8 or [0, 1] float images."""
+        """Per-class log-probabilities (``N×K`` float64) of uint8 or [0, 1] float images."""
         self.check_shape(images)
         out = []
         for start in range(0, images.shape[0], self.max_batch):
             chunk = to_unit_float(images[start:start + self.max_batch].to(self.device, non_blocking=True))
-            raw = self.classifier.module(self.classifier.preprocess(chunk)).float()
+            raw = self.classifier.module(self.classifier.preprocess(chunk))
             if self.classifier.outputs == "probs":
-                out.append(torch.log(raw.clamp_min(torch.finfo(torch.float32).tiny)))
+                out.append(torch.log(raw.to(torch.float64).clamp_min(1e-300)))
             else:
-                out.append(torch.log_softmax(raw, dim=1))
+                out.append(stable_log_softmax(raw))
         if not out:
-            return torch.empty(0, self.num_classes, device=self.device)
+            return torch.empty(0, self.num_classes, device=self.device, dtype=torch.float64)
         return torch.cat(out)
 
     def evaluate(self, images: torch.Tensor) -> Scores:

@@ -1,0 +1,118 @@
+"""``evofool run`` and ``evofool resume``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from evofool.config import RunConfig, load_toml
+from evofool.errors import EvofoolError
+
+# CLI option name -> RunConfig field, for options that map one to one.
+_FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
+           "generations": "generations", "seed": "seed", "device": "device", "max_batch": "max_batch",
+           "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops"}
+
+
+def _param(spec: str) -> tuple[str, object]:
+    """``eta=20`` → ``("eta", 20)``; values are parsed as JSON where possible."""
+    if "=" not in spec:
+        raise EvofoolError(f"--param takes NAME=VALUE (got {spec!r})")
+    name, value = spec.split("=", 1)
+    try:
+        return name.strip().replace("-", "_"), json.loads(value)
+    except ValueError:
+        return name.strip().replace("-", "_"), value
+
+
+def _given(ctx: click.Context) -> dict:
+    """Config values the user typed (not defaults), so resume can tell what was asked for."""
+    out = {}
+    for opt, key in _FIELDS.items():
+        if ctx.get_parameter_source(opt) not in (None, click.core.ParameterSource.DEFAULT):
+            out[key] = ctx.params[opt]
+    if ctx.params.get("params"):
+        out["encoding_params"] = dict(_param(p) for p in ctx.params["params"])
+    return out
+
+
+def _hooks(no_gallery: bool) -> list:
+    if no_gallery:
+        return []
+    try:
+        from evofool.gallery import refresh_live
+    except ImportError:
+        return []
+    return [refresh_live]
+
+
+@click.command("run")
+@click.option("--model", default="lenet-mnist", show_default=True, help="Model spec (see 'evofool models').")
+@click.option("--encoding", default="direct", show_default=True, help="direct or cppn.")
+@click.option("--generations", type=int, default=200, show_default=True, help="Generations in total.")
+@click.option("--population", type=int, default=200, show_default=True, help="Offspring per generation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Encoding parameter, e.g. --param eta=20 (repeatable).")
+@click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/<model>-<encoding>-seed<S>].")
+@click.option("--config", "config_file", type=click.Path(), default=None, help="A run.toml with any of these options.")
+@click.option("--resume", "resume_dir", type=click.Path(), default=None, help="Continue the run in this folder.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
+@click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest forward-pass chunk.")
+@click.option("--checkpoint-every", type=int, default=25, show_default=True, help="Generations between checkpoints.")
+@click.option("--stop-at", type=float, default=None, help="Stop once every class reaches this confidence.")
+@click.option("--crops", type=int, default=1, show_default=True, help="1, or 10 for 10-crop scoring.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
+@click.pass_context
+def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
+        resume_dir, device, max_batch, checkpoint_every, stop_at, crops, quiet, no_gallery) -> None:
+    """Evolve fooling images: one champion per class, saved in a run folder."""
+    from evofool.job import Job
+
+    given = _given(ctx)
+    if resume_dir is not None:
+        job = Job.resume(resume_dir, overrides=given, progress=not quiet, hooks=_hooks(no_gallery))
+    else:
+        # Defaults < run.toml < options typed on the command line.
+        values = RunConfig().to_dict()
+        if config_file:
+            values.update(load_toml(config_file))
+        encoding_params = {**values.get("encoding_params", {}), **given.pop("encoding_params", {})}
+        values.update(given)
+        values["encoding_params"] = encoding_params
+        config = RunConfig.from_dict(values).validate()
+        job = Job.start(config, out, progress=not quiet, hooks=_hooks(no_gallery))
+        click.echo(f"run folder: {job.folder.path}", err=True)
+    ctx.exit(_finish(job))
+
+
+def _finish(job) -> int:
+    code = job.run()
+    if code == 0:
+        s = job.summary()
+        reached = f" (all ≥ 99.99 % at generation {s['all_9999_at']})" if s["all_9999_at"] else ""
+        click.echo(f"{s['n9999']}/{s['classes']} classes ≥ 99.99 %, {s['n99']}/{s['classes']} ≥ 99 %, "
+                   f"median {s['median_confidence']:.6f} after {s['generation']} generations{reached}; "
+                   f"run folder: {job.folder.path}")
+    return code
+
+
+@click.command("resume")
+@click.argument("run_dir", type=click.Path())
+@click.option("--generations", type=int, default=None, help="New total (extends a finished run).")
+@click.option("--device", default=None)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-gallery", is_flag=True)
+@click.pass_context
+def resume(ctx: click.Context, run_dir, generations, device, quiet, no_gallery) -> None:
+    """Continue an interrupted or finished run from its last checkpoint."""
+    from evofool.job import Job
+
+    overrides = {k: v for k, v in (("generations", generations), ("device", device)) if v is not None}
+    job = Job.resume(run_dir, overrides=overrides, progress=not quiet, hooks=_hooks(no_gallery))
+    ctx.exit(_finish(job))
+
+
+COMMANDS = [run, resume]

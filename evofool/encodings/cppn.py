@@ -1,0 +1,184 @@
+"""The ``cppn`` encoding: images drawn by evolving CPPNs (Nguyen et al. 2015).
+
+Genomes are immutable :class:`~evofool.encodings.cppn_genome.Genome` objects; a batch
+and a store are Python lists (``None`` marks an empty store slot), so ``take``/``put``
+only move references. Images are rendered for a whole batch at once (see
+:mod:`evofool.encodings.cppn_render`). Defaults follow the original paper's code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from evofool.encodings.base import Encoding
+from evofool.encodings.cppn_genome import (
+    ACTIVATIONS,
+    Counters,
+    Genome,
+    MutationRates,
+    check_genome,
+    compute_layers,
+    mutate_batch,
+    polynomial_bounded,
+    random_genome,
+)
+from evofool.encodings.cppn_render import (
+    DEFAULT_CHUNK_ELEMENTS,
+    quantise,
+    render_float,
+    render_one_reference,
+)
+
+__all__ = ["CPPNEncoding", "Genome", "render_one_reference"]
+
+
+def _poly_operator():
+    """The lead's shared vectorised operator when present, else this package's own."""
+    try:
+        from evofool.operators import polynomial_bounded as shared  # type: ignore[attr-defined]
+    except ImportError:
+        return polynomial_bounded
+    return shared
+
+
+class CPPNEncoding(Encoding):
+    """CPPN genomes rendered to ``C×H×W`` images (C = 1 grayscale, 3 colour via HSV).
+
+    Args:
+        image_shape: ``(C, H, W)``; C must be 1 or 3.
+        device: Where images are rendered.
+        p_weight: Per-weight probability of polynomial mutation.
+        eta: Distribution index of the polynomial mutation.
+        weight_bound: Weights live in ``[-weight_bound, weight_bound]``.
+        p_activation: Per-node probability of redrawing the activation.
+        p_add_link: Probability per offspring of adding a link.
+        p_remove_link: ... of removing a link (refused if it disconnects an output).
+        p_add_node: ... of splitting a link with a new hidden node.
+        p_remove_node: ... of deleting a hidden node (refused if it disconnects an output).
+        render_chunk_elements: Memory knob: about how many float32 node values one
+            rendering pass may hold (large images are rendered in several chunks).
+    """
+
+    name = "cppn"
+
+    def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu", *,
+                 p_weight: float = 0.1, eta: float = 15.0, weight_bound: float = 10.0,
+                 p_activation: float = 0.1, p_add_link: float = 0.5, p_remove_link: float = 0.3,
+                 p_add_node: float = 0.5, p_remove_node: float = 0.2,
+                 render_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> None:
+        super().__init__(image_shape, device)
+        if self.image_shape[0] not in (1, 3):
+            raise ValueError(f"cppn renders 1 (grayscale) or 3 (colour) channels, not {self.image_shape[0]}")
+        probs = dict(p_weight=p_weight, p_activation=p_activation, p_add_link=p_add_link,
+                     p_remove_link=p_remove_link, p_add_node=p_add_node, p_remove_node=p_remove_node)
+        for key, val in probs.items():
+            if not 0.0 <= float(val) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1], got {val}")
+        if eta <= 0 or weight_bound <= 0:
+            raise ValueError("eta and weight_bound must be positive")
+        self.rates = MutationRates(eta=float(eta), weight_bound=float(weight_bound),
+                                   **{k: float(v) for k, v in probs.items()})
+        self.render_chunk_elements = int(render_chunk_elements)
+        self.counters = Counters()
+        self._poly = _poly_operator()
+
+    @property
+    def n_out(self) -> int:
+        return self.image_shape[0]
+
+    # --- evolution -------------------------------------------------------------------
+    def random(self, n: int, rng: np.random.Generator) -> list[Genome]:
+        return [random_genome(self.n_out, rng, self.counters, self.rates.weight_bound) for _ in range(n)]
+
+    def vary(self, parents: list[Genome], rng: np.random.Generator, generation: int) -> list[Genome]:
+        return mutate_batch(list(parents), rng, self.counters, self.rates, poly=self._poly)
+
+    def render_float(self, genomes: list[Genome]) -> torch.Tensor:
+        """``B×C×H×W`` float32 images in [0, 1] before quantisation."""
+        return render_float(genomes, self.image_shape, self.device, self.render_chunk_elements)
+
+    def render(self, genomes: list[Genome]) -> torch.Tensor:
+        return quantise(self.render_float(genomes))
+
+    # --- batches and the store ---------------------------------------------------------
+    def take(self, genomes: list[Genome], index: np.ndarray) -> list[Genome]:
+        return [genomes[int(i)] for i in np.asarray(index).reshape(-1)]
+
+    def empty_store(self, size: int) -> list[Genome | None]:
+        return [None] * int(size)
+
+    def put(self, store: list, slots: np.ndarray, genomes: list[Genome], index: np.ndarray) -> list:
+        for s, i in zip(np.asarray(slots).reshape(-1), np.asarray(index).reshape(-1)):
+            store[int(s)] = genomes[int(i)]
+        return store
+
+    # --- saving ------------------------------------------------------------------------
+    def pack(self, store: list, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Flat concatenated arrays plus offsets: genome k owns nodes
+        ``node_offsets[k]:node_offsets[k+1]`` and links ``link_offsets[k]:link_offsets[k+1]``."""
+        genomes = [store[int(s)] for s in np.asarray(slots).reshape(-1)]
+        if any(g is None for g in genomes):
+            raise ValueError("cannot pack an empty store slot")
+
+        def cat(name: str, dtype) -> np.ndarray:
+            parts = [getattr(g, name) for g in genomes]
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        def offsets(sizes: list[int]) -> np.ndarray:
+            return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+        return {
+            "genome_id": np.array([g.gid for g in genomes], dtype=np.int64),
+            "parent_id": np.array([g.parent for g in genomes], dtype=np.int64),
+            "node_offsets": offsets([g.n_nodes for g in genomes]),
+            "node_id": cat("node_id", np.int64),
+            "node_act": cat("node_act", np.int8),
+            "link_offsets": offsets([g.n_links for g in genomes]),
+            "link_id": cat("link_id", np.int64),
+            "link_src": cat("link_src", np.int32),
+            "link_dst": cat("link_dst", np.int32),
+            "link_weight": cat("link_weight", np.float32),
+        }
+
+    def unpack(self, arrays: dict[str, np.ndarray], slots: np.ndarray, size: int) -> list:
+        """Rebuilds genomes (layers recomputed, every invariant checked) into a new store."""
+        slots = np.asarray(slots).reshape(-1)
+        no, lo = np.asarray(arrays["node_offsets"]), np.asarray(arrays["link_offsets"])
+        if no.size != slots.size + 1 or lo.size != slots.size + 1:
+            raise ValueError("packed CPPN arrays do not match the number of slots")
+        store = self.empty_store(size)
+        for k, s in enumerate(slots):
+            n0, n1, l0, l1 = int(no[k]), int(no[k + 1]), int(lo[k]), int(lo[k + 1])
+            src = np.asarray(arrays["link_src"][l0:l1])
+            dst = np.asarray(arrays["link_dst"][l0:l1])
+            g = Genome(gid=int(arrays["genome_id"][k]), parent=int(arrays["parent_id"][k]),
+                       n_out=self.n_out, node_id=arrays["node_id"][n0:n1], node_act=arrays["node_act"][n0:n1],
+                       node_layer=compute_layers(n1 - n0, src.astype(np.int64), dst.astype(np.int64)),
+                       link_id=arrays["link_id"][l0:l1], link_src=src, link_dst=dst,
+                       link_weight=arrays["link_weight"][l0:l1])
+            check_genome(g, self.rates.weight_bound)
+            store[int(s)] = g
+        return store
+
+    # --- state and config ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        c = self.counters
+        return {"next_genome_id": c.next_genome, "next_node_id": c.next_node, "next_link_id": c.next_link}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.counters = Counters(next_genome=int(state["next_genome_id"]),
+                                 next_node=int(state["next_node_id"]),
+                                 next_link=int(state["next_link_id"]))
+
+    def config(self) -> dict:
+        r = self.rates
+        return {
+            "p_weight": r.p_weight, "eta": r.eta, "weight_bound": r.weight_bound,
+            "p_activation": r.p_activation, "p_add_link": r.p_add_link,
+            "p_remove_link": r.p_remove_link, "p_add_node": r.p_add_node,
+            "p_remove_node": r.p_remove_node, "activations": list(ACTIVATIONS),
+            "colour_space": "hsv" if self.n_out == 3 else "gray",
+            "inputs": ["x", "y", "d", "bias"], "output_squash": "min(|out|, 1)",
+            "render_chunk_elements": self.render_chunk_elements,
+        }

@@ -1,0 +1,366 @@
+"""CPPN genomes: small immutable NumPy graphs and their NEAT-style mutations.
+
+Node layout (by position in the node arrays, which never changes meaning):
+
+* ``0..3``: the inputs x, y, d, bias (ids 0..3, no activation);
+* ``4..4+C-1``: the C outputs (ids 4..4+C-1);
+* the rest: hidden nodes, ids from a run-wide counter, kept in ascending id order.
+
+Links always go from an input or hidden node to a hidden or output node (outputs are
+sinks, inputs are sources) and the graph is kept acyclic. ``node_layer`` is the longest
+path from the inputs (inputs 0, a hidden node with no incoming link 1), so every link
+goes from a lower layer to a higher one: the renderer evaluates layer by layer.
+
+Genomes are frozen and their arrays read-only, so the archive can share one object
+between slots and a child never aliases a parent's mutable state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ACTIVATIONS: tuple[str, ...] = ("sine", "sigmoid", "gaussian", "linear")
+N_ACT = len(ACTIVATIONS)
+N_INPUTS = 4  # x, y, d, bias
+NO_ACT = -1  # activation code of the input nodes
+
+
+def _frozen(a: np.ndarray, dtype) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=dtype)
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class Genome:
+    """One CPPN. Link endpoints are positions in the node arrays.
+
+    Attributes:
+        gid: Run-wide unique genome id.
+        parent: ``gid`` of the parent, -1 for a random genome.
+        n_out: Number of output nodes (1 grayscale, 3 colour).
+        node_id: ``(N,)`` int64 node ids, ascending.
+        node_act: ``(N,)`` int8 activation codes (index into ``ACTIVATIONS``; -1 for inputs).
+        node_layer: ``(N,)`` int32 longest-path depth from the inputs.
+        link_id: ``(L,)`` int64 innovation ids.
+        link_src: ``(L,)`` int32 source positions.
+        link_dst: ``(L,)`` int32 destination positions.
+        link_weight: ``(L,)`` float32 weights.
+    """
+
+    gid: int
+    parent: int
+    n_out: int
+    node_id: np.ndarray
+    node_act: np.ndarray
+    node_layer: np.ndarray
+    link_id: np.ndarray
+    link_src: np.ndarray
+    link_dst: np.ndarray
+    link_weight: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name, dtype in (("node_id", np.int64), ("node_act", np.int8), ("node_layer", np.int32),
+                            ("link_id", np.int64), ("link_src", np.int32), ("link_dst", np.int32),
+                            ("link_weight", np.float32)):
+            object.__setattr__(self, name, _frozen(getattr(self, name), dtype))
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.node_id.size)
+
+    @property
+    def n_links(self) -> int:
+        return int(self.link_id.size)
+
+    @property
+    def n_hidden(self) -> int:
+        return self.n_nodes - N_INPUTS - self.n_out
+
+
+@dataclass
+class Counters:
+    """Run-wide id counters (encoding state: saved so a resumed run is bit-identical)."""
+
+    next_genome: int = 0
+    next_node: int = 0
+    next_link: int = 0
+
+
+@dataclass(frozen=True)
+class MutationRates:
+    """Per-offspring mutation parameters (defaults: the original paper's code)."""
+
+    p_weight: float = 0.1
+    eta: float = 15.0
+    weight_bound: float = 10.0
+    p_activation: float = 0.1
+    p_add_link: float = 0.5
+    p_remove_link: float = 0.3
+    p_add_node: float = 0.5
+    p_remove_node: float = 0.2
+
+
+# --- graph helpers (all vectorised over links; graphs have tens of nodes) ---------------
+
+def compute_layers(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Longest-path depth of every node (inputs 0, others at least 1).
+
+    Raises:
+        ValueError: if the links contain a cycle.
+    """
+    layer = np.ones(n_nodes, dtype=np.int64)
+    layer[:N_INPUTS] = 0
+    # Bellman-Ford style relaxation: converges in at most n_nodes rounds on a DAG.
+    for _ in range(n_nodes + 1):
+        new = layer.copy()
+        if src.size:
+            np.maximum.at(new, dst, layer[src] + 1)
+        if np.array_equal(new, layer):
+            return layer.astype(np.int32)
+        layer = new
+    raise ValueError("CPPN graph has a cycle")
+
+
+def reachable_from_inputs(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Boolean ``(N,)``: nodes reachable from some input (inputs included)."""
+    reached = np.zeros(n_nodes, dtype=bool)
+    reached[:N_INPUTS] = True
+    while True:
+        new = reached.copy()
+        new[dst[reached[src]]] = True
+        if np.array_equal(new, reached):
+            return reached
+        reached = new
+
+
+def outputs_connected(n_out: int, n_nodes: int, src: np.ndarray, dst: np.ndarray) -> bool:
+    """True when every output is reachable from some input."""
+    return bool(reachable_from_inputs(n_nodes, src, dst)[N_INPUTS:N_INPUTS + n_out].all())
+
+
+def transitive_closure(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``reach[i, j]``: a path of length >= 1 goes from node i to node j."""
+    reach = np.zeros((n_nodes, n_nodes), dtype=bool)
+    reach[src, dst] = True
+    # Repeated squaring: log2(N) boolean matrix products.
+    while True:
+        new = reach | ((reach.astype(np.int32) @ reach.astype(np.int32)) > 0)
+        if np.array_equal(new, reach):
+            return reach
+        reach = new
+
+
+def check_genome(g: Genome, bound: float = 10.0) -> None:
+    """Raises ``ValueError`` unless ``g`` satisfies every invariant of the encoding."""
+    n = g.n_nodes
+    arrays_n = (g.node_id, g.node_act, g.node_layer)
+    arrays_l = (g.link_id, g.link_src, g.link_dst, g.link_weight)
+    if any(a.shape != (n,) for a in arrays_n) or any(a.shape != (g.n_links,) for a in arrays_l):
+        raise ValueError("inconsistent array lengths")
+    fixed = N_INPUTS + g.n_out
+    if n < fixed or not np.array_equal(g.node_id[:fixed], np.arange(fixed)):
+        raise ValueError("inputs/outputs must be nodes 0..3 / 4..4+C-1")
+    if np.any(np.diff(g.node_id) <= 0):
+        raise ValueError("node ids must be unique and ascending")
+    if np.unique(g.link_id).size != g.n_links:
+        raise ValueError("link ids must be unique")
+    if np.any(g.node_act[:N_INPUTS] != NO_ACT) or np.any((g.node_act[N_INPUTS:] < 0) |
+                                                           (g.node_act[N_INPUTS:] >= N_ACT)):
+        raise ValueError("bad activation codes")
+    s, d = g.link_src.astype(np.int64), g.link_dst.astype(np.int64)
+    if np.any((s < 0) | (s >= n) | (d < 0) | (d >= n)):
+        raise ValueError("link endpoint out of range")
+    if np.any((s >= N_INPUTS) & (s < fixed)) or np.any(d < N_INPUTS):
+        raise ValueError("links must leave inputs/hidden nodes and enter hidden/output nodes")
+    if np.unique(s * n + d).size != g.n_links:
+        raise ValueError("duplicate links")
+    if not np.all(np.isfinite(g.link_weight)) or np.any(np.abs(g.link_weight) > bound):
+        raise ValueError("weight out of bounds")
+    layers = compute_layers(n, s, d)  # raises on a cycle
+    if not np.array_equal(layers, g.node_layer):
+        raise ValueError("stale node layers")
+    if not outputs_connected(g.n_out, n, s, d):
+        raise ValueError("an output is not reachable from the inputs")
+
+
+# --- construction and mutation -------------------------------------------------------------
+
+def random_genome(n_out: int, rng: np.random.Generator, counters: Counters, bound: float) -> Genome:
+    """Every input linked to every output, no hidden node, uniform weights and activations.
+
+    The initial links are the same structural innovation in every genome, so they get
+    the same innovation ids ``0..4*C-1`` (as in NEAT); the link counter starts above them.
+    """
+    n = N_INPUTS + n_out
+    src = np.repeat(np.arange(N_INPUTS), n_out)
+    dst = np.tile(np.arange(N_INPUTS, n), N_INPUTS)
+    weight = rng.uniform(-bound, bound, size=src.size)
+    act = np.concatenate([np.full(N_INPUTS, NO_ACT), rng.integers(0, N_ACT, size=n_out)])
+    counters.next_link = max(counters.next_link, src.size)
+    counters.next_node = max(counters.next_node, n)
+    gid = counters.next_genome
+    counters.next_genome += 1
+    return Genome(gid=gid, parent=-1, n_out=n_out, node_id=np.arange(n), node_act=act,
+                  node_layer=compute_layers(n, src, dst), link_id=np.arange(src.size),
+                  link_src=src, link_dst=dst, link_weight=weight)
+
+
+def polynomial_bounded(x: np.ndarray, eta: float, low: float, up: float, indpb: float,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Vectorised bounded polynomial mutation (Deb; same formula as DEAP's).
+
+    Each element mutates with probability ``indpb``. Two uniform draws per element are
+    always taken (mask, then shape), so the stream consumed depends only on ``x.size``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mask = rng.random(x.shape) < indpb
+    u = rng.random(x.shape)
+    span = up - low
+    d1 = (x - low) / span
+    d2 = (up - x) / span
+    mut_pow = 1.0 / (eta + 1.0)
+    with np.errstate(invalid="ignore"):
+        lo_val = 2.0 * u + (1.0 - 2.0 * u) * (1.0 - d1) ** (eta + 1.0)
+        hi_val = 2.0 * (1.0 - u) + 2.0 * (u - 0.5) * (1.0 - d2) ** (eta + 1.0)
+        delta = np.where(u < 0.5, lo_val ** mut_pow - 1.0, 1.0 - hi_val ** mut_pow)
+    return np.where(mask, np.clip(x + delta * span, low, up), x)
+
+
+class _Work:
+    """Mutable working copy of one genome during structural mutation."""
+
+    __slots__ = ("n_out", "node_id", "node_act", "link_id", "src", "dst", "w")
+
+    def __init__(self, g: Genome, weight: np.ndarray, act: np.ndarray) -> None:
+        self.n_out = g.n_out
+        self.node_id = g.node_id
+        self.node_act = act
+        self.link_id = g.link_id
+        self.src = g.link_src.astype(np.int64)
+        self.dst = g.link_dst.astype(np.int64)
+        self.w = weight
+
+    @property
+    def n(self) -> int:
+        return int(self.node_id.size)
+
+    def add_link(self, rng: np.random.Generator, counters: Counters, bound: float) -> None:
+        """Links a random (source, target) pair that is new and keeps the graph acyclic."""
+        n, fixed = self.n, N_INPUTS + self.n_out
+        reach = transitive_closure(n, self.src, self.dst)
+        ok = ~reach.T  # src -> dst closes a cycle iff dst already reaches src
+        np.fill_diagonal(ok, False)
+        ok[N_INPUTS:fixed, :] = False  # outputs are sinks
+        ok[:, :N_INPUTS] = False  # inputs are sources
+        ok[self.src, self.dst] = False  # no duplicate link
+        cand = np.flatnonzero(ok)
+        if cand.size == 0:
+            return
+        pick = cand[rng.integers(cand.size)]
+        self._append_link(pick // n, pick % n, rng.uniform(-bound, bound), counters)
+
+    def remove_link(self, rng: np.random.Generator) -> None:
+        """Drops a random link, unless that disconnects an output from the inputs (then a no-op)."""
+        if self.src.size == 0:
+            return
+        k = int(rng.integers(self.src.size))
+        keep = np.arange(self.src.size) != k
+        if outputs_connected(self.n_out, self.n, self.src[keep], self.dst[keep]):
+            self._keep_links(keep)
+
+    def add_node(self, rng: np.random.Generator, counters: Counters, bound: float) -> None:
+        """Splits a random link s->d into s->new (old weight) and new->d (random weight)."""
+        if self.src.size == 0:
+            return
+        k = int(rng.integers(self.src.size))
+        s, d, w = int(self.src[k]), int(self.dst[k]), float(self.w[k])
+        act = int(rng.integers(N_ACT))
+        w_out = rng.uniform(-bound, bound)
+        self._keep_links(np.arange(self.src.size) != k)
+        new = self.n  # appended last: ids only grow, so node ids stay ascending
+        self.node_id = np.append(self.node_id, counters.next_node)
+        self.node_act = np.append(self.node_act, act)
+        counters.next_node += 1
+        self._append_link(s, new, w, counters)
+        self._append_link(new, d, w_out, counters)
+
+    def remove_node(self, rng: np.random.Generator) -> None:
+        """Deletes a random hidden node and its links, unless an output would be cut off."""
+        fixed = N_INPUTS + self.n_out
+        n_hidden = self.n - fixed
+        if n_hidden == 0:
+            return
+        v = fixed + int(rng.integers(n_hidden))
+        keep = (self.src != v) & (self.dst != v)
+        if not outputs_connected(self.n_out, self.n, self.src[keep], self.dst[keep]):
+            return
+        self._keep_links(keep)
+        self.node_id = np.delete(self.node_id, v)
+        self.node_act = np.delete(self.node_act, v)
+        # Positions above v shift down by one.
+        self.src = self.src - (self.src > v)
+        self.dst = self.dst - (self.dst > v)
+
+    def _append_link(self, s: int, d: int, w: float, counters: Counters) -> None:
+        self.link_id = np.append(self.link_id, counters.next_link)
+        counters.next_link += 1
+        self.src = np.append(self.src, s)
+        self.dst = np.append(self.dst, d)
+        self.w = np.append(self.w, np.float32(w))
+
+    def _keep_links(self, keep: np.ndarray) -> None:
+        self.link_id, self.src, self.dst, self.w = (
+            self.link_id[keep], self.src[keep], self.dst[keep], self.w[keep])
+
+    def freeze(self, gid: int, parent: int) -> Genome:
+        return Genome(gid=gid, parent=parent, n_out=self.n_out, node_id=self.node_id,
+                      node_act=self.node_act, node_layer=compute_layers(self.n, self.src, self.dst),
+                      link_id=self.link_id, link_src=self.src, link_dst=self.dst, link_weight=self.w)
+
+
+def mutate_structure(parent: Genome, weight: np.ndarray, act: np.ndarray, rng: np.random.Generator,
+                     counters: Counters, rates: MutationRates) -> Genome:
+    """The child of ``parent`` with already-mutated ``weight``/``act`` and structural mutations.
+
+    Each structural operator fires with its own probability, in the original's order:
+    add link, remove link, add node (split a link), remove hidden node.
+    """
+    work = _Work(parent, weight, act)
+    fire = rng.random(4) < np.array([rates.p_add_link, rates.p_remove_link,
+                                      rates.p_add_node, rates.p_remove_node])
+    if fire[0]:
+        work.add_link(rng, counters, rates.weight_bound)
+    if fire[1]:
+        work.remove_link(rng)
+    if fire[2]:
+        work.add_node(rng, counters, rates.weight_bound)
+    if fire[3]:
+        work.remove_node(rng)
+    gid = counters.next_genome
+    counters.next_genome += 1
+    return work.freeze(gid, parent.gid)
+
+
+def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Counters,
+                 rates: MutationRates, poly=polynomial_bounded) -> list[Genome]:
+    """One child per parent: weights and activations vectorised over the whole batch,
+    then per-genome structural mutation."""
+    if not parents:
+        return []
+    n_links = np.array([p.n_links for p in parents])
+    n_act = np.array([p.n_nodes - N_INPUTS for p in parents])
+    b = rates.weight_bound
+    weights = np.concatenate([p.link_weight for p in parents]).astype(np.float64)
+    weights = poly(weights, rates.eta, -b, b, rates.p_weight, rng)
+    weights = np.clip(weights.astype(np.float32), -b, b)
+    acts = np.concatenate([p.node_act[N_INPUTS:] for p in parents])
+    redraw = rng.random(acts.size) < rates.p_activation
+    acts = np.where(redraw, rng.integers(0, N_ACT, size=acts.size), acts).astype(np.int8)
+    w_split = np.split(weights, np.cumsum(n_links)[:-1])
+    a_split = np.split(acts, np.cumsum(n_act)[:-1])
+    head = np.full(N_INPUTS, NO_ACT, dtype=np.int8)
+    return [mutate_structure(p, w, np.concatenate([head, a]), rng, counters, rates)
+            for p, w, a in zip(parents, w_split, a_split)]

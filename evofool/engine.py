@@ -1,0 +1,148 @@
+"""The generation loop: multi-task MAP-Elites with one batched forward pass per generation.
+
+Read top-down, one generation is::
+
+    parents  = uniform sample of champions from occupied cells   (generation 1: random genomes)
+    children = encoding.vary(parents)
+    images   = encoding.render(children)                          # B×C×H×W uint8, on the device
+    logp     = evaluator.log_probs(images)                        # B×K, ONE forward pass
+    archive.update(children, images, logp)                        # every cell each child beats
+    record   = statistics over the champions' confidences
+
+DEAP supplies the ``Toolbox`` the steps are registered in, and ``Statistics`` /
+``Logbook`` for the records; evofool owns the loop and the batched evaluation.
+All randomness comes from one NumPy generator passed in explicitly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import numpy as np
+import torch
+from deap import base, tools
+
+from evofool.archive import ClassArchive
+from evofool.encodings.base import Encoding, Genomes
+from evofool.evaluator import BatchEvaluator
+
+THRESHOLDS = {"n99": 0.99, "n9999": 0.9999}
+TIMING_KEYS = ("evals_per_s", "seconds")  # the only record fields that differ between identical runs
+
+
+def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Classes whose champions parent the next ``n`` offspring: uniform over occupied cells."""
+    occupied = archive.occupied
+    return occupied[rng.integers(0, len(occupied), size=n)]
+
+
+def make_statistics() -> tools.Statistics:
+    """DEAP statistics over the champions' confidences (one value per class)."""
+    stats = tools.Statistics()
+    stats.register("min", lambda v: float(np.min(v)))
+    stats.register("median", lambda v: float(np.median(v)))
+    stats.register("max", lambda v: float(np.max(v)))
+    for name, level in THRESHOLDS.items():
+        stats.register(name, lambda v, level=level: int(np.sum(np.asarray(v) >= level)))
+    return stats
+
+
+class Engine:
+    """Runs generations of MAP-Elites over a ``ClassArchive``.
+
+    Args:
+        encoding: Turns genomes into images.
+        evaluator: Scores images (one forward pass per generation, chunked).
+        archive: The per-class champions.
+        population: Offspring per generation.
+        rng: The run's single source of randomness.
+    """
+
+    def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
+                 population: int, rng: np.random.Generator) -> None:
+        self.encoding = encoding
+        self.evaluator = evaluator
+        self.archive = archive
+        self.population = int(population)
+        self.rng = rng
+        self.generation = 0          # generations completed
+        self.evaluations = 0         # images scored so far
+        self.stats = make_statistics()
+        self.logbook = tools.Logbook()
+        self.toolbox = base.Toolbox()
+        self.toolbox.register("select", sample_parents, self.archive)
+        self.toolbox.register("vary", self.encoding.vary)
+        self.toolbox.register("render", self.encoding.render)
+        self.toolbox.register("evaluate", self.evaluator.log_probs)
+
+    # --- ask / tell -------------------------------------------------------------------------
+    def ask(self) -> Genomes:
+        """The next generation's genomes: random at first, then mutated champions."""
+        if len(self.archive.occupied) == 0:
+            return self.encoding.random(self.population, self.rng)
+        parents = self.archive.genomes_of(self.toolbox.select(self.population, self.rng))
+        return self.toolbox.vary(parents, self.rng, self.generation + 1)
+
+    def tell(self, genomes: Genomes, images: torch.Tensor, log_probs: torch.Tensor) -> np.ndarray:
+        """Adds a scored generation to the archive; returns the classes that improved."""
+        self.generation += 1
+        self.evaluations += int(log_probs.shape[0])
+        return self.archive.update(genomes, images, log_probs, self.generation)
+
+    def step(self) -> dict:
+        """Runs one generation and returns its record (also appended to the logbook)."""
+        start = time.perf_counter()
+        genomes = self.ask()
+        images = self.toolbox.render(genomes)
+        log_probs = self.toolbox.evaluate(images)
+        improved = self.tell(genomes, images, log_probs)
+        seconds = time.perf_counter() - start
+        record = {"generation": self.generation, "evaluations": self.evaluations,
+                  "improved": int(len(improved)),
+                  **self.stats.compile(self.archive.confidences()),
+                  "evals_per_s": round(int(log_probs.shape[0]) / max(seconds, 1e-9), 1),
+                  "seconds": round(seconds, 6)}
+        self.logbook.record(**record)
+        return record
+
+    # --- state (checkpoints) ------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able state and named arrays that restore this engine exactly."""
+        state = {
+            "generation": self.generation,
+            "evaluations": self.evaluations,
+            "rng": self.rng.bit_generator.state,
+            "python_random": _python_random_state(),
+            "encoding": self.encoding.state_dict(),
+        }
+        arrays = self.archive.arrays()
+        arrays["rng.torch_cpu"] = torch.get_rng_state().numpy()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                arrays[f"rng.torch_cuda{i}"] = s.numpy()
+        return state, arrays
+
+    def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Restores what ``state_dict`` returned (raises ValueError/KeyError when it does not fit)."""
+        self.archive.load_arrays(arrays)
+        self.generation = int(state["generation"])
+        self.evaluations = int(state["evaluations"])
+        self.rng.bit_generator.state = state["rng"]
+        random.setstate(_python_random_from_json(state["python_random"]))
+        self.encoding.load_state_dict(state["encoding"])
+        torch.set_rng_state(torch.from_numpy(np.asarray(arrays["rng.torch_cpu"], dtype=np.uint8).copy()))
+        if torch.cuda.is_available():
+            cuda = [torch.from_numpy(arrays[k].copy()) for k in sorted(arrays) if k.startswith("rng.torch_cuda")]
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+
+
+def _python_random_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_random_from_json(data: list) -> tuple:
+    version, internal, gauss = data
+    return (version, tuple(internal), gauss)

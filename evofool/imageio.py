@@ -1,0 +1,94 @@
+"""Reading and writing image files as uint8 ``C×H×W`` tensors (C = 1 greyscale, 3 RGB)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from evofool.errors import EvofoolError
+
+_MODES = {1: "L", 3: "RGB"}
+
+
+def _mode(channels: int) -> str:
+    if channels not in _MODES:
+        raise EvofoolError(f"images must have 1 (greyscale) or 3 (RGB) channels, not {channels}")
+    return _MODES[channels]
+
+
+def resize_and_crop(img: Image.Image, height: int, width: int) -> Image.Image:
+    """Photo-model resizing: shorter side to ``size·256/224``, then a centre crop ``height×width``.
+
+    This is the usual ImageNet evaluation transform (resize 256, crop 224).
+    """
+    target = round(max(height, width) * 256 / 224)
+    w, h = img.size
+    scale = target / min(w, h)
+    new_w, new_h = max(width, round(w * scale)), max(height, round(h * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - width) // 2, (new_h - height) // 2
+    return img.crop((left, top, left + width, top + height))
+
+
+def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = False,
+               model: str | None = None) -> torch.Tensor:
+    """Reads an image file as a uint8 ``C×H×W`` tensor of the given shape.
+
+    Args:
+        path: Any format Pillow reads (PNG, JPEG, ...).
+        shape: ``(C, H, W)`` wanted; the image is converted to greyscale (C=1) or RGB (C=3).
+        resize: If true, an image of another size is resized and centre-cropped
+            (``resize_and_crop``); if false, another size is an error.
+        model: Model spec named in the size-mismatch error message.
+
+    Raises:
+        EvofoolError: Missing or unreadable file, or the wrong size when ``resize`` is false.
+    """
+    path = Path(path)
+    channels, height, width = shape
+    mode = _mode(channels)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            # Palette/alpha/16-bit images all go through Pillow's own conversion.
+            img = img.convert(mode)
+    except FileNotFoundError:
+        raise EvofoolError(f"{path} does not exist") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "not an image file" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise EvofoolError(f"{path}: cannot read as an image ({reason})") from None
+    if img.size != (width, height):
+        if not resize:
+            taker = f"model {model}" if model else "the model"
+            raise EvofoolError(f"{path} is {img.size[0]}×{img.size[1]} but {taker} takes {width}×{height}")
+        img = resize_and_crop(img, height, width)
+    array = np.asarray(img, dtype=np.uint8)
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def save_png(image: torch.Tensor, path: str | Path) -> Path:
+    """Writes a uint8 ``C×H×W`` tensor (C = 1 or 3, any device) as a PNG.
+
+    The parent folder is created if needed. Pixels are stored exactly (PNG is lossless),
+    so ``load_image`` of the result gives the same tensor back.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``image`` is not a uint8 tensor of shape 1×H×W or 3×H×W.
+    """
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in _MODES:
+        raise ValueError(f"save_png needs a uint8 1×H×W or 3×H×W tensor, got {image.dtype} "
+                         f"{tuple(image.shape)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = image.detach().to("cpu").numpy()
+    array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+    # fromarray infers L (H×W) or RGB (H×W×3) from the uint8 array.
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+    return path

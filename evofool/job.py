@@ -1,0 +1,209 @@
+"""A run as a job: build it from a config, run generations, checkpoint, resume, stop cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from evofool import __version__, checkpoint
+from evofool.archive import ClassArchive
+from evofool.config import RunConfig
+from evofool.encodings import make_encoding
+from evofool.engine import TIMING_KEYS, THRESHOLDS, Engine
+from evofool.errors import EvofoolError
+from evofool.evaluator import BatchEvaluator
+from evofool.runfolder import RunFolder
+
+EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+# Called after every checkpoint with the run folder (e.g. to refresh the live gallery).
+CheckpointHook = Callable[[RunFolder], None]
+
+
+def _resolve_device(name: str | None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EvofoolError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvofoolError(f"device {name} asked for, but no CUDA GPU is available")
+    return device
+
+
+def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
+    """The engine (encoding, evaluator, archive, rng) a config describes, and its classifier."""
+    from evofool.models import load_model
+
+    config.validate()
+    device = _resolve_device(config.device)
+    classifier = load_model(config.model, device=device)
+    if config.crops != 1:
+        from evofool.crops import TenCropClassifier  # noqa: F401 - optional feature
+        classifier = TenCropClassifier.wrap(classifier)
+    evaluator = BatchEvaluator(classifier, device=device, max_batch=config.max_batch)
+    try:
+        encoding = make_encoding(config.encoding, classifier.input_shape, device, **config.encoding_params)
+    except ValueError as exc:
+        raise EvofoolError(f"bad parameters for encoding {config.encoding!r}: {exc}") from None
+    archive = ClassArchive(classifier.num_classes, encoding, device)
+    rng = np.random.default_rng(config.seed)
+    return Engine(encoding, evaluator, archive, config.population, rng), classifier
+
+
+@dataclass
+class Job:
+    """A run bound to its folder.
+
+    Attributes:
+        folder: The run folder.
+        config: The run's config.
+        engine: The engine (restored from a checkpoint when resuming).
+        class_names: The model's class names.
+        progress: Show a progress bar on stderr.
+        hooks: Called after each checkpoint.
+    """
+
+    folder: RunFolder
+    config: RunConfig
+    engine: Engine
+    class_names: list[str]
+    progress: bool = True
+    hooks: list[CheckpointHook] = field(default_factory=list)
+    _stop_signal: int | None = None
+
+    # --- construction ----------------------------------------------------------------------
+    @classmethod
+    def start(cls, config: RunConfig, out: str | Path | None, **kwargs) -> "Job":
+        """A new run in a new folder (``out``, or ``runs/<model>-<encoding>-seed<S>``)."""
+        config.validate()
+        engine, classifier = build_engine(config)
+        path = Path(out) if out is not None else RunFolder.default_path(config)
+        folder = RunFolder.create(path, config, classifier.class_names)
+        return cls(folder, config, engine, list(classifier.class_names), **kwargs)
+
+    @classmethod
+    def resume(cls, path: str | Path, overrides: dict | None = None, **kwargs) -> "Job":
+        """Continues a run from its newest intact checkpoint.
+
+        Args:
+            path: The run folder.
+            overrides: Config values given again by the user. Keys that change what the run
+                computes (model, encoding, population, seed...) must equal the stored ones;
+                others (generations, checkpoint_every, device...) replace them.
+
+        Raises:
+            EvofoolError: not a run folder, no valid checkpoint, a config that changes the run.
+        """
+        folder = RunFolder.open(path)
+        stored = folder.config()
+        if overrides:
+            merged = RunConfig.from_dict({**stored.to_dict(), **overrides})
+            differing = stored.differing_keys(merged)
+            if differing:
+                raise EvofoolError(f"cannot resume {folder.path} with a different "
+                                   f"{', '.join(differing)} (that would be another run)")
+            config = merged.validate()
+        else:
+            config = stored
+        state, arrays, ckpt_path = checkpoint.load(folder.path)
+        if state.get("config_hash") != stored.hash():
+            raise EvofoolError(f"{ckpt_path} belongs to another run (config hash "
+                               f"{state.get('config_hash')} != {stored.hash()})")
+        engine, classifier = build_engine(config)
+        try:
+            engine.load_state_dict(state["engine"], arrays)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
+        folder.truncate_log(int(state["log_bytes"]))
+        if overrides:  # remember extended generations etc. for the next resume
+            doc = folder.read_config_doc()
+            doc["config"] = config.to_dict()
+            from evofool.runfolder import write_json_atomic
+            write_json_atomic(folder.path / "config.json", doc)
+        return cls(folder, config, engine, list(classifier.class_names), **kwargs)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Writes champions, summary and a checkpoint for the generations completed so far."""
+        archive = self.engine.archive
+        self.folder.write_champions(archive.images.cpu().numpy(), archive.confidences(),
+                                    archive.log_probs.cpu().numpy(), archive.generation.cpu().numpy(),
+                                    self.class_names)
+        engine_state, arrays = self.engine.state_dict()
+        state = {"evofool_version": __version__, "config": self.config.to_dict(),
+                 "config_hash": self.config.hash(), "log_bytes": self.folder.log_bytes(),
+                 "engine": engine_state}
+        path = checkpoint.save(self.folder.path, state, arrays)
+        self.folder.write_summary(self.summary())
+        for hook in self.hooks:
+            hook(self.folder)
+        return path
+
+    def summary(self) -> dict:
+        """Where the run stands, read from its log: generations, first generation each target held."""
+        reached = {}
+        for record in self.folder.read_log():
+            for key in THRESHOLDS:
+                if key not in reached and record[key] == len(self.class_names):
+                    reached[key] = record["generation"]
+        conf = self.engine.archive.confidences()
+        return {"generation": self.engine.generation, "evaluations": self.engine.evaluations,
+                "classes": len(self.class_names), "median_confidence": float(np.median(conf)),
+                **{f"{k}": int(np.sum(conf >= v)) for k, v in THRESHOLDS.items()},
+                **{f"all_{k[1:]}_at": reached.get(k) for k in THRESHOLDS}}
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop_signal is not None:
+            # A second Ctrl-C abandons the generation; the last checkpoint stays valid.
+            raise KeyboardInterrupt
+        self._stop_signal = signum
+
+    def _all_reached(self) -> bool:
+        stop = self.config.stop_at
+        return stop is not None and bool(np.all(self.engine.archive.confidences() >= stop))
+
+    def run(self) -> int:
+        """Runs until ``config.generations`` (or a signal); returns the process exit code."""
+        engine, total = self.engine, self.config.generations
+        every = self.config.checkpoint_every
+        previous = {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL}
+        bar = tqdm(total=total, initial=min(engine.generation, total), disable=not self.progress,
+                   file=sys.stderr, unit="gen", dynamic_ncols=True, leave=True)
+        try:
+            with open(self.folder.log_path, "a") as log:
+                while engine.generation < total and self._stop_signal is None and not self._all_reached():
+                    record = engine.step()
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.update(1)
+                    bar.set_postfix_str(
+                        f"best {record['max']:.4f} median {record['median']:.4f} "
+                        f"≥99.99%: {record['n9999']}/{len(self.class_names)} "
+                        f"{record['evals_per_s']:.0f} evals/s", refresh=False)
+                    if every and engine.generation % every == 0 and engine.generation < total:
+                        os.fsync(log.fileno())
+                        self.save()
+                os.fsync(log.fileno())
+            self.save()
+        finally:
+            bar.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if self._stop_signal is not None:
+            print(f"interrupted at generation {engine.generation}; checkpoint saved. "
+                  f"Resume with: evofool resume {self.folder.path}", file=sys.stderr)
+            return EXIT_SIGNAL[self._stop_signal]
+        return 0

@@ -1,0 +1,53 @@
+"""BatchEvaluator: chunking is invisible, uint8 == float input, shape errors are clear."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evofool.errors import EvofoolError
+from evofool.evaluator import BatchEvaluator
+from evofool.models import load_model
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_model("lenet-mnist")
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 7, 23])
+def test_matches_plain_softmax_for_any_batch_size(lenet, n):
+    gen = torch.Generator().manual_seed(n)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
+    with torch.inference_mode():
+        expected = torch.softmax(lenet.module(images.float() / 255.0), dim=1)
+    scores = BatchEvaluator(lenet, device="cpu", max_batch=7).evaluate(images)
+    assert scores.probs.shape == (n, 10) and scores.log_probs.shape == (n, 10)
+    torch.testing.assert_close(scores.probs, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scores.log_probs.exp(), scores.probs, rtol=0, atol=0)
+
+
+def test_chunk_size_does_not_change_results(lenet):
+    images = torch.rand(23, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    small = BatchEvaluator(lenet, device="cpu", max_batch=7).log_probs(images)
+    large = BatchEvaluator(lenet, device="cpu", max_batch=1024).log_probs(images)
+    torch.testing.assert_close(small, large, rtol=0, atol=1e-6)
+
+
+def test_uint8_and_float_inputs_agree(lenet):
+    images = torch.randint(0, 256, (9, 1, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(2))
+    ev = BatchEvaluator(lenet, device="cpu", max_batch=4)
+    torch.testing.assert_close(ev.log_probs(images), ev.log_probs(images.float() / 255.0),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 28, 28), (2, 1, 32, 32), (1, 28, 28), (28, 28)])
+def test_wrong_shape_is_a_user_error(lenet, shape):
+    with pytest.raises(EvofoolError, match=r"do not fit model lenet-mnist"):
+        BatchEvaluator(lenet, device="cpu").evaluate(torch.zeros(shape))
+
+
+def test_max_batch_must_be_positive(lenet):
+    with pytest.raises(ValueError):
+        BatchEvaluator(lenet, device="cpu", max_batch=0)
