@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -58,6 +59,10 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     except ValueError as exc:
         raise EvofoolError(f"bad parameters for encoding {config.encoding!r}: {exc}") from None
     archive = ClassArchive(classifier.num_classes, encoding, device)
+    # evofool draws only from ``rng``; the global generators are seeded too so that any
+    # library code that does use them is reproducible (and their states are checkpointed).
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     return Engine(encoding, evaluator, archive, config.population, rng), classifier
 

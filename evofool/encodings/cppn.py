@@ -20,7 +20,6 @@ from evofool.encodings.cppn_genome import (
     check_genome,
     compute_layers,
     mutate_batch,
-    polynomial_bounded,
     random_genome,
 )
 from evofool.encodings.cppn_render import (
@@ -31,15 +30,6 @@ from evofool.encodings.cppn_render import (
 )
 
 __all__ = ["CPPNEncoding", "Genome", "render_one_reference"]
-
-
-def _poly_operator():
-    """The lead's shared vectorised operator when present, else this package's own."""
-    try:
-        from evofool.operators import polynomial_bounded as shared  # type: ignore[attr-defined]
-    except ImportError:
-        return polynomial_bounded
-    return shared
 
 
 class CPPNEncoding(Encoding):
@@ -81,7 +71,6 @@ class CPPNEncoding(Encoding):
                                    **{k: float(v) for k, v in probs.items()})
         self.render_chunk_elements = int(render_chunk_elements)
         self.counters = Counters()
-        self._poly = _poly_operator()
 
     @property
     def n_out(self) -> int:
@@ -92,7 +81,7 @@ class CPPNEncoding(Encoding):
         return [random_genome(self.n_out, rng, self.counters, self.rates.weight_bound) for _ in range(n)]
 
     def vary(self, parents: list[Genome], rng: np.random.Generator, generation: int) -> list[Genome]:
-        return mutate_batch(list(parents), rng, self.counters, self.rates, poly=self._poly)
+        return mutate_batch(list(parents), rng, self.counters, self.rates)
 
     def render_float(self, genomes: list[Genome]) -> torch.Tensor:
         """``B×C×H×W`` float32 images in [0, 1] before quantisation."""

@@ -20,6 +20,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+
+from evofool.encodings.base import torch_generator
+from evofool.operators import polynomial_bounded
 
 ACTIVATIONS: tuple[str, ...] = ("sine", "sigmoid", "gaussian", "linear")
 N_ACT = len(ACTIVATIONS)
@@ -208,25 +212,17 @@ def random_genome(n_out: int, rng: np.random.Generator, counters: Counters, boun
                   link_src=src, link_dst=dst, link_weight=weight)
 
 
-def polynomial_bounded(x: np.ndarray, eta: float, low: float, up: float, indpb: float,
-                       rng: np.random.Generator) -> np.ndarray:
-    """Vectorised bounded polynomial mutation (Deb; same formula as DEAP's).
+def mutate_weights(weights: np.ndarray, rates: MutationRates, rng: np.random.Generator) -> np.ndarray:
+    """Polynomial bounded mutation of a flat weight vector (the shared vectorised operator).
 
-    Each element mutates with probability ``indpb``. Two uniform draws per element are
-    always taken (mask, then shape), so the stream consumed depends only on ``x.size``.
+    Runs on the CPU in float64 with a torch generator seeded from ``rng``, then rounds
+    back to float32 (unmutated weights come back bit-identical).
     """
-    x = np.asarray(x, dtype=np.float64)
-    mask = rng.random(x.shape) < indpb
-    u = rng.random(x.shape)
-    span = up - low
-    d1 = (x - low) / span
-    d2 = (up - x) / span
-    mut_pow = 1.0 / (eta + 1.0)
-    with np.errstate(invalid="ignore"):
-        lo_val = 2.0 * u + (1.0 - 2.0 * u) * (1.0 - d1) ** (eta + 1.0)
-        hi_val = 2.0 * (1.0 - u) + 2.0 * (u - 0.5) * (1.0 - d2) ** (eta + 1.0)
-        delta = np.where(u < 0.5, lo_val ** mut_pow - 1.0, 1.0 - hi_val ** mut_pow)
-    return np.where(mask, np.clip(x + delta * span, low, up), x)
+    b = rates.weight_bound
+    x = torch.from_numpy(np.asarray(weights, dtype=np.float64))
+    gen = torch_generator(rng, torch.device("cpu"))
+    out = polynomial_bounded(x, rates.eta, -b, b, rates.p_weight, gen).numpy()
+    return np.clip(out.astype(np.float32), np.float32(-b), np.float32(b))
 
 
 class _Work:
@@ -345,17 +341,14 @@ def mutate_structure(parent: Genome, weight: np.ndarray, act: np.ndarray, rng: n
 
 
 def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Counters,
-                 rates: MutationRates, poly=polynomial_bounded) -> list[Genome]:
+                 rates: MutationRates) -> list[Genome]:
     """One child per parent: weights and activations vectorised over the whole batch,
     then per-genome structural mutation."""
     if not parents:
         return []
     n_links = np.array([p.n_links for p in parents])
     n_act = np.array([p.n_nodes - N_INPUTS for p in parents])
-    b = rates.weight_bound
-    weights = np.concatenate([p.link_weight for p in parents]).astype(np.float64)
-    weights = poly(weights, rates.eta, -b, b, rates.p_weight, rng)
-    weights = np.clip(weights.astype(np.float32), -b, b)
+    weights = mutate_weights(np.concatenate([p.link_weight for p in parents]), rates, rng)
     acts = np.concatenate([p.node_act[N_INPUTS:] for p in parents])
     redraw = rng.random(acts.size) < rates.p_activation
     acts = np.where(redraw, rng.integers(0, N_ACT, size=acts.size), acts).astype(np.int8)
