@@ -84,8 +84,13 @@ def decode(blob: bytes) -> tuple[dict, dict[str, np.ndarray]]:
     return state, arrays
 
 
-def save(run_dir: str | Path, state: dict, arrays: dict[str, np.ndarray]) -> Path:
+def save(run_dir: str | Path, state: dict, arrays: dict[str, np.ndarray], rotate: bool = True) -> Path:
     """Atomically writes the run's checkpoint, keeping the previous one.
+
+    Args:
+        rotate: Keep the current checkpoint as ``checkpoint.prev.safetensors``. False
+            replaces the current one and leaves the previous one alone (used when the
+            current one is damaged and the previous one is the only intact checkpoint).
 
     Returns:
         The path of the new checkpoint.
@@ -102,7 +107,7 @@ def save(run_dir: str | Path, state: dict, arrays: dict[str, np.ndarray]) -> Pat
         tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
         raise
     current = run_dir / CURRENT
-    if current.exists():
+    if rotate and current.exists():
         os.replace(current, run_dir / PREVIOUS)
     os.replace(tmp, current)
     _fsync_dir(run_dir)

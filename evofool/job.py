@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -87,6 +89,10 @@ class Job:
     progress: bool = True
     hooks: list[CheckpointHook] = field(default_factory=list)
     _stop_signal: int | None = None
+    # False after resuming from checkpoint.prev because checkpoint.safetensors is damaged:
+    # the next save then replaces the damaged file instead of rotating it over the only
+    # intact checkpoint.
+    _rotate: bool = True
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
@@ -96,7 +102,11 @@ class Job:
         engine, classifier = build_engine(config)
         path = Path(out) if out is not None else RunFolder.default_path(config)
         folder = RunFolder.create(path, config, classifier.class_names)
-        return cls(folder, config, engine, list(classifier.class_names), **kwargs)
+        job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
+        # A generation-0 checkpoint: a run killed before its first periodic checkpoint can
+        # still be resumed (its folder would otherwise be neither resumable nor reusable).
+        job.save(hooks=False)
+        return job
 
     @classmethod
     def resume(cls, path: str | Path, overrides: dict | None = None, **kwargs) -> "Job":
@@ -122,7 +132,11 @@ class Job:
             config = merged.validate()
         else:
             config = stored
-        state, arrays, ckpt_path = checkpoint.load(folder.path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state, arrays, ckpt_path = checkpoint.load(folder.path)
+        for w in caught:  # one plain line each (not Python's file:line warning format)
+            print(f"warning: {w.message}", file=sys.stderr)
         if state.get("config_hash") != stored.hash():
             raise EvofoolError(f"{ckpt_path} belongs to another run (config hash "
                                f"{state.get('config_hash')} != {stored.hash()})")
@@ -137,11 +151,18 @@ class Job:
             doc["config"] = config.to_dict()
             from evofool.runfolder import write_json_atomic
             write_json_atomic(folder.path / "config.json", doc)
-        return cls(folder, config, engine, list(classifier.class_names), **kwargs)
+        job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
+        job._rotate = ckpt_path.name != checkpoint.PREVIOUS or not (folder.path / checkpoint.CURRENT).exists()
+        return job
 
     # --- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> Path:
-        """Writes champions, summary and a checkpoint for the generations completed so far."""
+    def save(self, hooks: bool = True) -> Path:
+        """Writes champions, summary and a checkpoint for the generations completed so far.
+
+        Raises:
+            EvofoolError: when the checkpoint cannot be written (disk full...); the
+                previous checkpoint is then intact.
+        """
         archive = self.engine.archive
         self.folder.write_champions(archive.images.cpu().numpy(), archive.confidences(),
                                     archive.log_probs.cpu().numpy(), archive.generation.cpu().numpy(),
@@ -150,9 +171,16 @@ class Job:
         state = {"evofool_version": __version__, "config": self.config.to_dict(),
                  "config_hash": self.config.hash(), "log_bytes": self.folder.log_bytes(),
                  "engine": engine_state}
-        path = checkpoint.save(self.folder.path, state, arrays)
+        try:
+            path = checkpoint.save(self.folder.path, state, arrays, rotate=self._rotate)
+        except OSError as exc:
+            raise EvofoolError(f"could not write the checkpoint of generation {self.engine.generation} "
+                               f"in {self.folder.path}: {exc.strerror or exc}; the previous checkpoint "
+                               f"is intact (free space, then: evofool resume "
+                               f"{shlex.quote(str(self.folder.path))})") from None
+        self._rotate = True
         self.folder.write_summary(self.summary())
-        for hook in self.hooks:
+        for hook in self.hooks if hooks else ():
             hook(self.folder)
         return path
 
@@ -209,6 +237,6 @@ class Job:
                 signal.signal(s, handler)
         if self._stop_signal is not None:
             print(f"interrupted at generation {engine.generation}; checkpoint saved. "
-                  f"Resume with: evofool resume {self.folder.path}", file=sys.stderr)
+                  f"Resume with: evofool resume {shlex.quote(str(self.folder.path))}", file=sys.stderr)
             return EXIT_SIGNAL[self._stop_signal]
         return 0

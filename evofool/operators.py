@@ -3,6 +3,8 @@
 DEAP's ``mutPolynomialBounded`` loops over genes in Python (55 ms for a
 196,608-gene genome); these apply the same per-gene formulas to a tensor of any
 shape in a handful of tensor ops, drawing randomness from an explicit generator.
+The formulas are split from the random draws (``*_from_uniforms``) so tests can
+feed DEAP and evofool the same random numbers and demand equal results.
 """
 
 from __future__ import annotations
@@ -14,13 +16,27 @@ def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator |
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
+def polynomial_step(genes: torch.Tensor, rand: torch.Tensor, eta: float, low: float, up: float) -> torch.Tensor:
+    """DEAP's polynomial bounded mutation of ``genes`` given one uniform draw per gene."""
+    span = up - low
+    delta_1 = (genes - low) / span
+    delta_2 = (up - genes) / span
+    mut_pow = 1.0 / (eta + 1.0)
+    # Both branches are computed for every gene; torch.where picks the one DEAP would.
+    val_lo = 2.0 * rand + (1.0 - 2.0 * rand) * (1.0 - delta_1) ** (eta + 1.0)
+    val_hi = 2.0 * (1.0 - rand) + 2.0 * (rand - 0.5) * (1.0 - delta_2) ** (eta + 1.0)
+    delta_q = torch.where(rand < 0.5, val_lo.clamp_min(0) ** mut_pow - 1.0,
+                          1.0 - val_hi.clamp_min(0) ** mut_pow)
+    return (genes + delta_q * span).clamp(low, up)
+
+
 def polynomial_bounded(x: torch.Tensor, eta: float, low: float, up: float, indpb: float,
                        generator: torch.Generator | None = None) -> torch.Tensor:
     """Polynomial bounded mutation (Deb & Agrawal), per gene with probability ``indpb``.
 
-    Same formulas as ``deap.tools.mutPolynomialBounded`` (a gene is mutated where
-    ``u <= indpb``, the perturbation is scaled by ``up - low`` and the result clipped
-    to the bounds).
+    Same formulas as ``deap.tools.mutPolynomialBounded``: a gene is mutated where
+    its uniform draw is ``<= indpb``; the perturbation is scaled by ``up - low`` and
+    the result clipped to the bounds.
 
     Args:
         x: Genes, any shape, floating point; not modified.
@@ -33,22 +49,34 @@ def polynomial_bounded(x: torch.Tensor, eta: float, low: float, up: float, indpb
     Returns:
         The mutated genes, a new tensor of ``x``'s shape and dtype.
     """
-    span = up - low
     mutate = _uniform(x.shape, x, generator) <= indpb
     # Only the selected genes (10 % by default) go through the pow-heavy formula.
     genes = x[mutate]
-    rand = _uniform(genes.shape, genes, generator)
-    delta_1 = (genes - low) / span
-    delta_2 = (up - genes) / span
-    mut_pow = 1.0 / (eta + 1.0)
-    lower = rand < 0.5
-    # Both branches are computed for every selected gene; torch.where picks DEAP's.
-    val_lo = 2.0 * rand + (1.0 - 2.0 * rand) * (1.0 - delta_1) ** (eta + 1.0)
-    val_hi = 2.0 * (1.0 - rand) + 2.0 * (rand - 0.5) * (1.0 - delta_2) ** (eta + 1.0)
-    delta_q = torch.where(lower, val_lo.clamp_min(0) ** mut_pow - 1.0, 1.0 - val_hi.clamp_min(0) ** mut_pow)
     out = x.clone()
-    out[mutate] = (genes + delta_q * span).clamp_(low, up)
+    out[mutate] = polynomial_step(genes, _uniform(genes.shape, genes, generator), eta, low, up)
     return out
+
+
+def sbx_from_uniforms(x1: torch.Tensor, x2: torch.Tensor, cross_u: torch.Tensor, rand: torch.Tensor,
+                      swap_u: torch.Tensor, eta: float, low: float, up: float, indpb: float
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """DEAP's simulated binary bounded crossover given three uniform draws per gene."""
+    cross = (cross_u <= indpb) & ((x1 - x2).abs() > 1e-14)
+    lo = torch.minimum(x1, x2)
+    hi = torch.maximum(x1, x2)
+    diff = torch.where(cross, hi - lo, torch.ones_like(hi))  # avoid 0-division where unused
+    expo = 1.0 / (eta + 1.0)
+
+    def beta_q(beta: torch.Tensor) -> torch.Tensor:
+        alpha = 2.0 - beta ** -(eta + 1.0)
+        return torch.where(rand <= 1.0 / alpha, (rand * alpha) ** expo, (1.0 / (2.0 - rand * alpha)) ** expo)
+
+    c1 = (0.5 * (lo + hi - beta_q(1.0 + 2.0 * (lo - low) / diff) * (hi - lo))).clamp(low, up)
+    c2 = (0.5 * (lo + hi + beta_q(1.0 + 2.0 * (up - hi) / diff) * (hi - lo))).clamp(low, up)
+    swap = swap_u <= 0.5
+    y1 = torch.where(swap, c2, c1)
+    y2 = torch.where(swap, c1, c2)
+    return torch.where(cross, y1, x1), torch.where(cross, y2, x2)
 
 
 def simulated_binary_bounded(x1: torch.Tensor, x2: torch.Tensor, eta: float, low: float, up: float,
@@ -57,8 +85,8 @@ def simulated_binary_bounded(x1: torch.Tensor, x2: torch.Tensor, eta: float, low
     """Simulated binary bounded crossover, gene-wise, of two equally shaped batches.
 
     Same formulas as ``deap.tools.cxSimulatedBinaryBounded``: each gene pair is
-    crossed with probability ``indpb`` (DEAP hard-codes 0.5) when the parents
-    differ, children are clipped and randomly swapped.
+    crossed with probability ``indpb`` (DEAP hard-codes 0.5) where the parents
+    differ; children are clipped to the bounds and randomly swapped.
 
     Args:
         x1: First parents (any shape); not modified.
@@ -72,23 +100,5 @@ def simulated_binary_bounded(x1: torch.Tensor, x2: torch.Tensor, eta: float, low
     Returns:
         The two children.
     """
-    cross = (_uniform(x1.shape, x1, generator) <= indpb) & ((x1 - x2).abs() > 1e-14)
-    rand = _uniform(x1.shape, x1, generator)
-    swap = _uniform(x1.shape, x1, generator) <= 0.5
-    lo = torch.minimum(x1, x2)
-    hi = torch.maximum(x1, x2)
-    diff = torch.where(cross, hi - lo, torch.ones_like(hi))  # avoid 0-division where unused
-    expo = 1.0 / (eta + 1.0)
-
-    def beta_q(beta: torch.Tensor) -> torch.Tensor:
-        alpha = 2.0 - beta ** -(eta + 1.0)
-        small = rand <= 1.0 / alpha
-        return torch.where(small, (rand * alpha) ** expo, (1.0 / (2.0 - rand * alpha)) ** expo)
-
-    c1 = 0.5 * (lo + hi - beta_q(1.0 + 2.0 * (lo - low) / diff) * (hi - lo))
-    c2 = 0.5 * (lo + hi + beta_q(1.0 + 2.0 * (up - hi) / diff) * (hi - lo))
-    c1 = c1.clamp(low, up)
-    c2 = c2.clamp(low, up)
-    y1 = torch.where(swap, c2, c1)
-    y2 = torch.where(swap, c1, c2)
-    return torch.where(cross, y1, x1), torch.where(cross, y2, x2)
+    draws = [_uniform(x1.shape, x1, generator) for _ in range(3)]
+    return sbx_from_uniforms(x1, x2, *draws, eta=eta, low=low, up=up, indpb=indpb)

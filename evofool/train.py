@@ -67,7 +67,7 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def train_lenet(train_images: torch.Tensor, train_labels: torch.Tensor, num_classes: int,
-                seed: int = 0, epochs: int = 6, batch_size: int = 128, lr: float = 0.05,
+                seed: int = 0, epochs: int = 5, batch_size: int = 128, lr: float = 0.05,
                 momentum: float = 0.9, weight_decay: float = 5e-4,
                 test_images: torch.Tensor | None = None, test_labels: torch.Tensor | None = None,
                 progress: Callable[[EpochStats], None] | None = None) -> TrainResult:

@@ -20,10 +20,10 @@ def test_matches_plain_softmax_for_any_batch_size(lenet, n):
     gen = torch.Generator().manual_seed(n)
     images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=gen)
     with torch.inference_mode():
-        expected = torch.softmax(lenet.module(images.float() / 255.0), dim=1)
+        expected = torch.softmax(lenet.module(images.float() / 255.0).double(), dim=1)
     scores = BatchEvaluator(lenet, device="cpu", max_batch=7).evaluate(images)
     assert scores.probs.shape == (n, 10) and scores.log_probs.shape == (n, 10)
-    torch.testing.assert_close(scores.probs, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scores.probs, expected, rtol=0, atol=1e-6, check_dtype=False)
     torch.testing.assert_close(scores.log_probs.exp(), scores.probs, rtol=0, atol=0)
 
 

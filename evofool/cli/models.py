@@ -20,7 +20,7 @@ from evofool.models import DEFAULT_MODEL, list_models, load_model
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Weights file to write (.safetensors); a .json sidecar goes next to it.")
 @click.option("--seed", default=0, show_default=True, help="Fixes initial weights and data order.")
-@click.option("--epochs", default=6, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=0.05, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Peak learning rate (SGD, Nesterov momentum 0.9, warm-up then cosine decay).")

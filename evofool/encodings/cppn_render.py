@@ -46,10 +46,10 @@ def input_planes_np(height: int, width: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _input_planes(height: int, width: int, device: torch.device) -> torch.Tensor:
-    """``4×P`` float32 inputs on ``device`` (cached: the same for every genome)."""
+def _input_planes(height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``4×P`` inputs on ``device`` (cached: the same for every genome)."""
     planes = input_planes_np(height, width).reshape(N_INPUTS, -1)
-    return torch.from_numpy(planes.astype(np.float32)).to(device)
+    return torch.from_numpy(planes).to(device=device, dtype=dtype)
 
 
 def apply_activation_(code: int, x: torch.Tensor) -> torch.Tensor:
@@ -81,23 +81,31 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Layout:
-    """Padded, slot-indexed form of a batch of genomes (built with NumPy).
+    """One batch flattened into a single node order (built with NumPy).
+
+    Row 0..3 of the value tensor are the shared inputs; then every non-input node of
+    every genome, sorted by (layer, activation, genome, position), outputs last (as
+    layer ``depth + 1``). A step is a run of rows of one layer; within it each
+    activation owns a contiguous run of rows.
 
     Attributes:
-        weights: ``B×T×T_h`` float32, ``weights[b, dst_slot, src_slot]``.
-        n_src: ``T_h`` = inputs + hidden slots (outputs are never sources).
-        layers: Per hidden layer ``(start, stop, groups)`` with groups ``(act, start, stop)``.
-        out_act: ``B×C`` activation codes of the outputs.
+        n_rows: Rows of the value tensor.
+        link_src, link_dst, link_weight: Links sorted by (destination row, source row).
+        steps: ``(row_start, row_stop, link_start, link_stop, groups)`` per layer, with
+            groups ``(activation, row_start, row_stop)``.
+        out_rows: ``B*C`` rows of the outputs in (genome, channel) order.
     """
 
-    weights: np.ndarray
-    n_src: int
-    layers: list[tuple[int, int, list[tuple[int, int, int]]]]
-    out_act: np.ndarray
+    n_rows: int
+    link_src: np.ndarray
+    link_dst: np.ndarray
+    link_weight: np.ndarray
+    steps: list[tuple[int, int, int, int, list[tuple[int, int, int]]]]
+    out_rows: np.ndarray
 
 
 def build_layout(genomes: list[Genome], n_out: int) -> Layout:
-    """Slots and dense per-genome weight matrices for a batch; no per-link Python."""
+    """Rows and sorted links for a batch: array concatenation and sorting, no per-link Python."""
     b = len(genomes)
     fixed = N_INPUTS + n_out
     n_nodes = np.fromiter((g.n_nodes for g in genomes), np.int64, b)
@@ -109,80 +117,74 @@ def build_layout(genomes: list[Genome], n_out: int) -> Layout:
     gidx = np.repeat(np.arange(b), n_nodes)
     local = np.arange(node_off[-1]) - node_off[gidx]
 
-    slot = local.copy()  # inputs keep slots 0..3
-    hid = np.flatnonzero(local >= fixed)
-    layers: list[tuple[int, int, list[tuple[int, int, int]]]] = []
-    n_src = N_INPUTS
-    if hid.size:
-        depth = int(layer[hid].max())
-        n_groups = depth * N_ACT
-        key = (layer[hid] - 1) * N_ACT + act[hid]  # group = (layer, activation)
-        combo = gidx[hid] * n_groups + key
-        width = np.bincount(combo, minlength=b * n_groups).reshape(b, n_groups).max(axis=0)
-        start = N_INPUTS + np.concatenate([[0], np.cumsum(width)[:-1]])
-        order = np.argsort(combo, kind="stable")
-        sc = combo[order]
-        run_start = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
-        rank = np.arange(sc.size) - np.repeat(run_start, np.diff(np.r_[run_start, sc.size]))
-        slot[hid[order]] = start[key[order]] + rank
-        n_src = N_INPUTS + int(width.sum())
-        for lay in range(depth):
-            groups = [(a, int(start[lay * N_ACT + a]), int(start[lay * N_ACT + a] + width[lay * N_ACT + a]))
-                      for a in range(N_ACT) if width[lay * N_ACT + a] > 0]
-            if groups:
-                layers.append((groups[0][1], groups[-1][2], groups))
-    out = np.flatnonzero((local >= N_INPUTS) & (local < fixed))
-    slot[out] = n_src + local[out] - N_INPUTS
+    is_out = (local >= N_INPUTS) & (local < fixed)
+    layer[is_out] = layer.max(initial=0) + 1  # outputs are sinks: evaluate them last
+    nodes = np.flatnonzero(local >= N_INPUTS)
+    order = nodes[np.lexsort((local[nodes], gidx[nodes], act[nodes], layer[nodes]))]
+    row = local.copy()  # inputs: the shared rows 0..3
+    row[order] = N_INPUTS + np.arange(order.size)
 
     base = np.repeat(node_off[:-1], n_links)
-    src = slot[np.concatenate([g.link_src for g in genomes]) + base]
-    dst = slot[np.concatenate([g.link_dst for g in genomes]) + base]
-    weights = np.zeros((b, n_src + n_out, n_src), dtype=np.float32)
-    weights[np.repeat(np.arange(b), n_links), dst, src] = np.concatenate([g.link_weight for g in genomes])
-    return Layout(weights=weights, n_src=n_src, layers=layers, out_act=act[out].reshape(b, n_out))
+    src = row[np.concatenate([g.link_src for g in genomes]) + base]
+    dst = row[np.concatenate([g.link_dst for g in genomes]) + base]
+    weight = np.concatenate([g.link_weight for g in genomes])
+    # Summation order inside a node = its sources' order, which for one genome's nodes
+    # does not depend on the rest of the batch: a genome renders the same in any batch.
+    link_order = np.lexsort((src, dst))
+    src, dst, weight = src[link_order], dst[link_order], weight[link_order]
+
+    key_layer, key_act = layer[order], act[order]
+    cut = np.flatnonzero(np.r_[True, (key_layer[1:] != key_layer[:-1]) | (key_act[1:] != key_act[:-1]), True])
+    steps: list[tuple[int, int, int, int, list[tuple[int, int, int]]]] = []
+    for g0, g1 in zip(cut[:-1], cut[1:]):
+        group = (int(key_act[g0]), N_INPUTS + int(g0), N_INPUTS + int(g1))
+        if steps and key_layer[g0] == key_layer[steps[-1][4][0][1] - N_INPUTS]:
+            steps[-1][4].append(group)
+        else:
+            steps.append((group[1], 0, 0, 0, [group]))
+    bounds = np.searchsorted(dst, [s[0] for s in steps] + [N_INPUTS + order.size])
+    steps = [(s[0], s[4][-1][2], int(bounds[i]), int(bounds[i + 1]), s[4]) for i, s in enumerate(steps)]
+    return Layout(n_rows=N_INPUTS + order.size, link_src=src, link_dst=dst, link_weight=weight,
+                  steps=steps, out_rows=row[np.flatnonzero(is_out)])
 
 
 def _render_chunk(genomes: list[Genome], n_out: int, planes: torch.Tensor) -> torch.Tensor:
-    """``B×C×P`` float32 output values (already squashed to [0, 1]) of one chunk."""
+    """``B×C×P`` output values (already squashed to [0, 1]) of one chunk."""
     lay = build_layout(genomes, n_out)
-    device = planes.device
-    b, p = len(genomes), planes.shape[1]
-    w = torch.from_numpy(lay.weights).to(device)
-    vals = torch.empty(b, lay.n_src, p, dtype=torch.float32, device=device)
-    vals[:, :N_INPUTS] = planes
-    for start, stop, groups in lay.layers:
-        pre = torch.bmm(w[:, start:stop, :start], vals[:, :start])
+    device, dtype = planes.device, planes.dtype
+    src = torch.from_numpy(lay.link_src).to(device)
+    dst = torch.from_numpy(lay.link_dst).to(device)
+    weight = torch.from_numpy(lay.link_weight).to(device=device, dtype=dtype).unsqueeze(1)
+    vals = torch.empty(lay.n_rows, planes.shape[1], dtype=dtype, device=device)
+    vals[:N_INPUTS] = planes
+    for r0, r1, l0, l1, groups in lay.steps:
+        # Gather the sources of this layer's links, weight them, scatter-add per node.
+        contrib = vals.index_select(0, src[l0:l1]).mul_(weight[l0:l1])
+        block = vals[r0:r1].zero_()
+        block.index_add_(0, dst[l0:l1] - r0, contrib)
         for code, g0, g1 in groups:
-            apply_activation_(code, pre[:, g0 - start:g1 - start])
-        vals[:, start:stop] = pre
-    out = torch.bmm(w[:, lay.n_src:], vals)  # B×C×P
-    flat = out.view(b * n_out, p)
-    codes = lay.out_act.reshape(-1)
-    for code in range(N_ACT):
-        rows = np.flatnonzero(codes == code)
-        if rows.size:
-            idx = torch.from_numpy(rows).to(device)
-            flat.index_copy_(0, idx, apply_activation_(code, flat.index_select(0, idx)))
-    return out.abs_().clamp_(max=1.0)
+            apply_activation_(code, block[g0 - r0:g1 - r0])
+    out = vals.index_select(0, torch.from_numpy(lay.out_rows).to(device))
+    return out.abs_().clamp_(max=1.0).view(len(genomes), n_out, -1)
 
 
 def _chunks(genomes: list[Genome], pixels: int, max_elements: int) -> list[list[Genome]]:
     """Consecutive chunks whose node-value tensor stays near ``max_elements`` floats."""
-    chunks, cur, widest = [], [], 0
+    chunks, cur, rows = [], [], 0
     for g in genomes:
-        w = max(widest, g.n_nodes)
-        if cur and (len(cur) + 1) * w * pixels > max_elements:
+        need = (g.n_nodes + g.n_links) * pixels  # node values + gathered link terms
+        if cur and rows + need > max_elements:
             chunks.append(cur)
-            cur, w = [], g.n_nodes
+            cur, rows = [], 0
         cur.append(g)
-        widest = w
+        rows += need
     if cur:
         chunks.append(cur)
     return chunks
 
 
 def render_float(genomes: list[Genome], image_shape: tuple[int, int, int], device: torch.device,
-                 max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+                 max_elements: int = DEFAULT_CHUNK_ELEMENTS, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``B×C×H×W`` float32 images in [0, 1] (RGB for C=3), before quantisation.
 
     Genomes are rendered in as few chunks as memory allows (one for small images); each
@@ -192,12 +194,12 @@ def render_float(genomes: list[Genome], image_shape: tuple[int, int, int], devic
     device = torch.device(device)
     if not genomes:
         return torch.empty(0, c, h, wd, device=device)
-    planes = _input_planes(h, wd, device)
+    planes = _input_planes(h, wd, device, dtype)
     parts = [_render_chunk(ch, c, planes) for ch in _chunks(list(genomes), h * wd, max_elements)]
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     if c == 3:
         out = hsv_to_rgb(out)
-    return out.view(len(genomes), c, h, wd)
+    return out.view(len(genomes), c, h, wd).to(torch.float32)
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ Preprocessing is ``(x * scale - mean) / std`` on [0, 1] pixels.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -93,7 +94,10 @@ def load_torchscript(path: str, spec: str, device: torch.device | str = "cpu") -
     if not zipfile.is_zipfile(file):
         raise EvofoolError(f"{file} is not a TorchScript archive (save it with torch.jit.save)")
     try:
-        module = torch.jit.load(str(file), map_location=device)
+        with warnings.catch_warnings():
+            # Recent torch deprecates TorchScript; loading user archives is this module's job.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+            module = torch.jit.load(str(file), map_location=device)
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EvofoolError(f"{file} is not a TorchScript archive ({first})") from None

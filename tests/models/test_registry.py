@@ -36,6 +36,9 @@ def write_scripted(tmp_path, sidecar: dict | None, name: str = "tiny.pt"):
     return net, path
 
 
+# torch 2.13 deprecates TorchScript; it is still what this loader is for.
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+
 SIDECAR = {"input_shape": [3, 8, 8], "class_names": ["a", "b", "c", "d"],
            "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.5], "scale": 2.0}
 
@@ -68,9 +71,9 @@ def test_torchscript_round_trip(tmp_path):
     x = torch.rand(5, 3, 8, 8)
     mean = torch.tensor(SIDECAR["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(SIDECAR["std"]).view(1, 3, 1, 1)
-    expected = torch.softmax(net((x * 2.0 - mean) / std), 1)
+    expected = torch.softmax(net((x * 2.0 - mean) / std).double(), 1)
     got = BatchEvaluator(clf, device="cpu").evaluate(x).probs
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6, check_dtype=False)
 
 
 def test_torchscript_sidecar_with_suffix_replaced(tmp_path):
@@ -135,7 +138,7 @@ def test_torchvision_real_model():
     assert clf.input_shape == (3, 224, 224) and clf.resize_inputs
     assert len(clf.class_names) == 1000
     probs = BatchEvaluator(clf, device="cpu").evaluate(torch.rand(2, 3, 224, 224)).probs
-    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+    torch.testing.assert_close(probs.sum(1), torch.ones(2, dtype=probs.dtype))
 
 
 def test_lenet_path_loads_saved_file(tmp_path):
@@ -162,3 +165,12 @@ def test_lenet_path_errors(tmp_path):
     junk.write_bytes(b"\x00" * 64)
     with pytest.raises(EvofoolError, match="not a safetensors"):
         load_model(f"lenet:{junk}")
+
+
+def test_torch_save_file_is_not_torchscript(tmp_path):
+    # torch.save output is also a zip archive; it must still be refused clearly.
+    path = tmp_path / "state.pt"
+    torch.save(TinyNet().state_dict(), path)
+    (tmp_path / "state.pt.json").write_text(json.dumps(SIDECAR))
+    with pytest.raises(EvofoolError, match="not a TorchScript archive"):
+        load_model(f"torchscript:{path}")

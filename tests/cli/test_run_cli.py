@@ -1,0 +1,118 @@
+"""`evofool run` end to end, through the real CLI, on the shipped LeNet."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from evofool import checkpoint
+from evofool.cli import cli
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0]
+
+
+def test_run_writes_a_complete_run_folder(tmp_path):
+    out = tmp_path / "r"
+    result = run_cli("run", "--generations", "12", "--population", "50", "--seed", "3", "--out", str(out),
+                     "--quiet", "--no-gallery", "--checkpoint-every", "5")
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "config.json").read_text())
+    assert doc["config"]["population"] == 50 and doc["class_names"] == [str(i) for i in range(10)]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["generation"] for r in log] == list(range(1, 13))
+    assert log[-1]["evaluations"] == 600
+    assert all(r["min"] <= r["median"] <= r["max"] <= 1 for r in log)
+    # Champion confidence never decreases: the archive only accepts improvements.
+    assert all(b["min"] >= a["min"] - 1e-12 for a, b in zip(log, log[1:]))
+    champs = json.loads((out / "champions.json").read_text())["champions"]
+    assert len(champs) == 10 and all((out / c["file"]).is_file() for c in champs)
+    assert (out / "checkpoint.safetensors").is_file() and (out / "checkpoint.prev.safetensors").is_file()
+    assert "classes ≥ 99.99 %" in result.stdout
+
+
+def test_same_seed_gives_identical_archive(tmp_path):
+    for name in ("a", "b"):
+        assert run_cli("run", "--generations", "8", "--population", "40", "--seed", "11",
+                       "--out", str(tmp_path / name), "--quiet", "--no-gallery").exit_code == 0
+    _, a, _ = checkpoint.load(tmp_path / "a")
+    _, b, _ = checkpoint.load(tmp_path / "b")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    _, c, _ = checkpoint.load(tmp_path / "a")
+    assert run_cli("run", "--generations", "8", "--population", "40", "--seed", "12",
+                   "--out", str(tmp_path / "c"), "--quiet", "--no-gallery").exit_code == 0
+    _, c, _ = checkpoint.load(tmp_path / "c")
+    assert not np.array_equal(a["archive.images"], c["archive.images"])
+
+
+def test_direct_encoding_fools_lenet_on_all_ten_classes(tmp_path):
+    """The paper's first result, with the defaults: every digit at >= 99.99 % within 200 generations."""
+    out = tmp_path / "full"
+    result = run_cli("run", "--seed", "0", "--out", str(out), "--quiet", "--no-gallery",
+                     "--stop-at", "0.9999")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n9999"] == 10
+    assert summary["all_9999_at"] is not None and summary["all_9999_at"] <= 200
+    assert f"at generation {summary['all_9999_at']}" in result.stdout
+
+
+def test_config_toml_and_command_line_override(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('population = 30\ngenerations = 3\nseed = 4\n[encoding_params]\neta = 20.0\n')
+    out = tmp_path / "t"
+    assert run_cli("run", "--config", str(toml), "--generations", "2", "--out", str(out),
+                   "--quiet", "--no-gallery").exit_code == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["population"], cfg["generations"], cfg["seed"]) == (30, 2, 4)
+    assert cfg["encoding_params"] == {"eta": 20.0}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--encoding", "pixels"], "unknown encoding"),
+    (["--population", "0"], "population"),
+    (["--generations", "-1"], "generations"),
+    (["--model", "no-such-model"], "unknown model"),
+    (["--param", "etaa=3"], "bad parameters"),
+    (["--param", "eta"], "NAME=VALUE"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
+    result = run_cli("run", "--out", str(tmp_path / "x"), "--quiet", "--generations", "1", *args)
+    assert_one_line_error(result, fragment)
+
+
+def test_out_folder_holding_another_run_is_never_overwritten(tmp_path):
+    out = tmp_path / "r"
+    assert run_cli("run", "--generations", "2", "--population", "10", "--out", str(out),
+                   "--quiet", "--no-gallery").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    result = run_cli("run", "--generations", "2", "--population", "10", "--seed", "9", "--out", str(out), "--quiet")
+    assert_one_line_error(result, "already holds a run", "evofool resume")
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    stray = tmp_path / "notes"
+    stray.mkdir()
+    (stray / "mine.txt").write_text("keep")
+    assert_one_line_error(run_cli("run", "--out", str(stray), "--quiet"), "not empty")
+
+
+def test_python_dash_m_entry_point_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "evofool", "run", "--population", "0", "--out",
+                           str(tmp_path / "p")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr

@@ -1,0 +1,57 @@
+"""The direct (pixel) encoding."""
+
+import numpy as np
+import pytest
+import torch
+
+from evofool.encodings import make_encoding
+from evofool.encodings.direct import DirectEncoding
+from evofool.errors import EvofoolError
+
+
+def test_random_vary_render_are_uint8_images_of_the_model_shape():
+    enc = DirectEncoding((1, 28, 28))
+    rng = np.random.default_rng(0)
+    g = enc.random(8, rng)
+    assert g.shape == (8, 1, 28, 28) and g.dtype == torch.uint8
+    assert len(torch.unique(g)) > 200  # uniform over 0..255
+    child = enc.vary(g, rng, generation=1)
+    assert child.dtype == torch.uint8 and child.shape == g.shape
+    changed = (child != g).float().mean().item()
+    assert 0.06 < changed < 0.11  # ~10 % mutated; a few steps round back to the same level
+    assert torch.equal(enc.render(child), child)
+
+
+def test_rate_halves_on_schedule():
+    enc = DirectEncoding((1, 8, 8), mutation_rate=0.1, halve_every=10)
+    assert enc.rate_at(1) == 0.1 and enc.rate_at(10) == 0.05 and enc.rate_at(25) == 0.025
+    assert DirectEncoding((1, 8, 8), halve_every=0).rate_at(10_000) == 0.1
+
+
+def test_same_rng_same_offspring_and_crossover_changes_genes():
+    enc = DirectEncoding((3, 8, 8), crossover_rate=1.0)
+    parents = enc.random(6, np.random.default_rng(1))
+    a = enc.vary(parents, np.random.default_rng(5), 1)
+    b = enc.vary(parents, np.random.default_rng(5), 1)
+    assert torch.equal(a, b)
+    no_cx = DirectEncoding((3, 8, 8), crossover_rate=0.0).vary(parents, np.random.default_rng(5), 1)
+    assert (a != parents).float().mean() > (no_cx != parents).float().mean()
+
+
+def test_pack_unpack_round_trip():
+    enc = DirectEncoding((1, 5, 5))
+    store = enc.empty_store(4)
+    g = enc.random(2, np.random.default_rng(0))
+    store = enc.put(store, np.array([1, 3]), g, np.array([0, 1]))
+    packed = enc.pack(store, np.array([1, 3]))
+    back = enc.unpack(packed, np.array([1, 3]), 4)
+    assert torch.equal(back, store)
+    with pytest.raises(ValueError):
+        enc.unpack({"pixels": packed["pixels"][:, :, :3]}, np.array([1, 3]), 4)
+
+
+def test_unknown_encoding_and_bad_params_are_user_errors():
+    with pytest.raises(EvofoolError, match="unknown encoding"):
+        make_encoding("pixels", (1, 28, 28))
+    with pytest.raises(EvofoolError, match="bad parameters"):
+        make_encoding("direct", (1, 28, 28), etaa=3)

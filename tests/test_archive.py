@@ -1,0 +1,70 @@
+"""ClassArchive: vectorised multi-cell updates."""
+
+import numpy as np
+import torch
+
+from evofool.archive import ClassArchive
+from evofool.encodings.direct import DirectEncoding
+
+
+def _archive(k=5):
+    enc = DirectEncoding((1, 4, 4))
+    return ClassArchive(k, enc), enc
+
+
+def _logp(probs):
+    return torch.log(torch.tensor(probs, dtype=torch.float64))
+
+
+def test_one_image_beating_three_champions_takes_all_three_cells():
+    archive, enc = _archive(5)
+    first = torch.full((2, 1, 4, 4), 10, dtype=torch.uint8)
+    first[1] = 20
+    archive.update(first, first, _logp([[0.4, 0.3, 0.1, 0.1, 0.1], [0.1, 0.1, 0.25, 0.2, 0.35]]), generation=1)
+    before = archive.log_probs.clone()
+    # The new image beats classes 0, 2 and 3 and loses on 1 and 4.
+    star = torch.full((1, 1, 4, 4), 99, dtype=torch.uint8)
+    changed = archive.update(star, star, _logp([[0.42, 0.02, 0.26, 0.25, 0.05]]), generation=2)
+    assert list(changed) == [0, 2, 3]
+    for k in (0, 2, 3):
+        assert torch.all(archive.images[k] == 99) and torch.all(archive.genomes[k] == 99)
+        assert archive.generation[k] == 2
+    for k in (1, 4):
+        assert archive.log_probs[k] == before[k] and archive.generation[k] == 1
+    assert torch.all(archive.images[1] == 10)
+    assert torch.all(archive.images[4] == 20)
+
+
+def test_image_beating_no_champion_changes_nothing():
+    archive, enc = _archive(3)
+    x = torch.full((1, 1, 4, 4), 5, dtype=torch.uint8)
+    archive.update(x, x, _logp([[0.5, 0.3, 0.2]]), 1)
+    state = (archive.log_probs.clone(), archive.images.clone(), archive.generation.clone(), archive.genomes.clone())
+    y = torch.full((2, 1, 4, 4), 7, dtype=torch.uint8)
+    changed = archive.update(y, y, _logp([[0.5, 0.3, 0.2], [0.4, 0.2, 0.1]]), 2)  # ties keep the old one
+    assert len(changed) == 0
+    for a, b in zip(state, (archive.log_probs, archive.images, archive.generation, archive.genomes)):
+        assert torch.equal(a, b)
+
+
+def test_best_of_batch_wins_each_cell_and_empty_cells_stay_empty():
+    archive, _ = _archive(4)
+    x = torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 4, 4).contiguous()
+    lp = _logp([[0.7, 0.1, 0.1, 0.1], [0.1, 0.8, 0.05, 0.05], [0.2, 0.2, 0.3, 0.3]])
+    lp[:, 3] = -torch.inf  # nobody scores class 3
+    archive.update(x, x, lp, 1)
+    assert list(archive.occupied) == [0, 1, 2]
+    assert [int(archive.images[k, 0, 0, 0]) for k in range(3)] == [0, 1, 2]
+    assert archive.confidences()[3] == 0.0
+
+
+def test_arrays_round_trip_bit_for_bit():
+    archive, enc = _archive(4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 1, 4, 4), dtype=torch.uint8, generator=g)
+    archive.update(x, x, torch.log_softmax(torch.randn(6, 4, generator=g, dtype=torch.float64), 1), 3)
+    copy = ClassArchive(4, enc)
+    copy.load_arrays(archive.arrays())
+    for name in ("log_probs", "images", "generation", "genomes"):
+        assert torch.equal(getattr(copy, name), getattr(archive, name))
+    np.testing.assert_array_equal(copy.occupied, archive.occupied)

@@ -1,0 +1,117 @@
+"""The vectorised operators against DEAP's own, on small genomes."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from deap import tools
+
+from evofool.operators import (polynomial_bounded, polynomial_step, sbx_from_uniforms,
+                               simulated_binary_bounded)
+
+
+class ScriptedRandom:
+    """Feeds DEAP's ``random.random()`` calls from a prepared list."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __call__(self):
+        return self.values.pop(0)
+
+
+def test_polynomial_matches_deap_given_same_draws(monkeypatch):
+    rng = np.random.default_rng(1)
+    for eta, low, up in [(15.0, 0.0, 1.0), (20.0, -10.0, 10.0)]:
+        x = rng.uniform(low, up, 64)
+        x[:3] = [low, up, (low + up) / 2]  # genes on the bounds too
+        mask_u = rng.uniform(size=64)
+        rand_u = rng.uniform(size=64)
+        indpb = 0.4
+        # DEAP draws mask, then (only for mutated genes) the step, gene by gene.
+        seq = []
+        for i in range(64):
+            seq.append(mask_u[i])
+            if mask_u[i] <= indpb:
+                seq.append(rand_u[i])
+        monkeypatch.setattr(random, "random", ScriptedRandom(seq))
+        (expected,) = tools.mutPolynomialBounded(list(x), eta=eta, low=low, up=up, indpb=indpb)
+        xt = torch.tensor(x, dtype=torch.float64)
+        mutated = polynomial_step(xt, torch.tensor(rand_u), eta, low, up)
+        ours = torch.where(torch.tensor(mask_u) <= indpb, mutated, xt)
+        np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_sbx_matches_deap_given_same_draws(monkeypatch):
+    rng = np.random.default_rng(2)
+    eta, low, up = 10.0, 0.0, 1.0
+    a, b = rng.uniform(size=50), rng.uniform(size=50)
+    b[:5] = a[:5]  # equal genes are never crossed
+    cross_u, rand_u, swap_u = rng.uniform(size=(3, 50))
+    seq = []
+    for i in range(50):
+        seq.append(cross_u[i])
+        if cross_u[i] <= 0.5 and abs(a[i] - b[i]) > 1e-14:
+            seq += [rand_u[i], swap_u[i]]
+    monkeypatch.setattr(random, "random", ScriptedRandom(seq))
+    e1, e2 = tools.cxSimulatedBinaryBounded(list(a), list(b), eta=eta, low=low, up=up)
+    o1, o2 = sbx_from_uniforms(torch.tensor(a), torch.tensor(b), torch.tensor(cross_u), torch.tensor(rand_u),
+                               torch.tensor(swap_u), eta, low, up, 0.5)
+    np.testing.assert_allclose(o1.numpy(), e1, atol=1e-12)
+    np.testing.assert_allclose(o2.numpy(), e2, atol=1e-12)
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov–Smirnov statistic."""
+    grid = np.sort(np.concatenate([a, b]))
+    ca = np.searchsorted(np.sort(a), grid, side="right") / len(a)
+    cb = np.searchsorted(np.sort(b), grid, side="right") / len(b)
+    return float(np.max(np.abs(ca - cb)))
+
+
+def test_polynomial_step_distribution_rate_and_bounds_like_deap():
+    """Independent randomness: same distribution of step sizes, same rate, same clamping."""
+    random.seed(0)
+    rng = np.random.default_rng(0)
+    genomes = rng.uniform(size=(400, 25))
+    deap_out = np.array([tools.mutPolynomialBounded(list(g), eta=15.0, low=0.0, up=1.0, indpb=0.1)[0]
+                         for g in genomes])
+    gen = torch.Generator().manual_seed(0)
+    ours = polynomial_bounded(torch.tensor(genomes), 15.0, 0.0, 1.0, 0.1, gen).numpy()
+    deap_steps = (deap_out - genomes)[deap_out != genomes]
+    our_steps = (ours - genomes)[ours != genomes]
+    assert abs(len(our_steps) / genomes.size - 0.1) < 0.01
+    assert abs(len(deap_steps) / genomes.size - len(our_steps) / genomes.size) < 0.015
+    assert _ks(deap_steps, our_steps) < 0.08  # ~1,000 samples each: 0.08 is far above noise-free
+    assert ours.min() >= 0.0 and ours.max() <= 1.0
+    # Genes at a bound only move inwards (clamping).
+    edge = polynomial_bounded(torch.ones(10_000, dtype=torch.float64), 15.0, 0.0, 1.0, 1.0, gen)
+    assert edge.max() <= 1.0 and (edge < 1.0).any()
+
+
+def test_polynomial_rate_zero_and_one():
+    x = torch.rand(1000, dtype=torch.float64)
+    assert torch.equal(polynomial_bounded(x, 15.0, 0.0, 1.0, 0.0), x)
+    assert (polynomial_bounded(x, 15.0, 0.0, 1.0, 1.0) != x).float().mean() > 0.99
+
+
+def test_sbx_distribution_like_deap():
+    random.seed(1)
+    rng = np.random.default_rng(1)
+    a, b = rng.uniform(size=(2, 300, 20))
+    d1 = np.array([tools.cxSimulatedBinaryBounded(list(x), list(y), eta=10.0, low=0.0, up=1.0)[0]
+                   for x, y in zip(a, b)])
+    gen = torch.Generator().manual_seed(1)
+    o1, o2 = simulated_binary_bounded(torch.tensor(a), torch.tensor(b), 10.0, 0.0, 1.0, 0.5, gen)
+    assert _ks((d1 - a).ravel(), (o1.numpy() - a).ravel()) < 0.06
+    # Children of a crossed pair keep the parents' mean unless clamped.
+    assert torch.all((o1 >= 0) & (o1 <= 1) & (o2 >= 0) & (o2 <= 1))
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 28, 28), (2, 3, 16, 16)])
+def test_polynomial_is_seeded_and_shape_preserving(shape):
+    x = torch.rand(shape)
+    a = polynomial_bounded(x, 15.0, 0.0, 1.0, 0.1, torch.Generator().manual_seed(7))
+    b = polynomial_bounded(x, 15.0, 0.0, 1.0, 0.1, torch.Generator().manual_seed(7))
+    assert a.shape == x.shape and torch.equal(a, b)
