@@ -30,6 +30,8 @@ class RunConfig:
         checkpoint_every: Generations between checkpoints (0: only at the end).
         stop_at: Stop early once every class reaches this confidence (``None``: never).
         crops: 1, or 10 for the original's 10-crop scoring (photo models).
+        ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
+        workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
 
     model: str = "lenet-mnist"
@@ -43,6 +45,8 @@ class RunConfig:
     checkpoint_every: int = 25
     stop_at: float | None = None
     crops: int = 1
+    ray: str | None = None
+    workers: int = 0
 
     def validate(self) -> "RunConfig":
         """Raises ``EvofoolError`` for values no run can use; returns self."""
@@ -58,6 +62,8 @@ class RunConfig:
             raise EvofoolError(f"stop-at must lie in (0, 1] (got {self.stop_at})")
         if self.crops not in (1, 10):
             raise EvofoolError(f"crops must be 1 or 10 (got {self.crops})")
+        if self.workers < 0:
+            raise EvofoolError(f"workers must be 0 or more (got {self.workers})")
         if not isinstance(self.encoding_params, dict):
             raise EvofoolError("encoding_params must be a table of name = value")
         return self

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +30,13 @@ from evofool.evaluator import BatchEvaluator
 
 THRESHOLDS = {"n99": 0.99, "n9999": 0.9999}
 TIMING_KEYS = ("evals_per_s", "seconds")  # the only record fields that differ between identical runs
+
+
+class Scorer(Protocol):
+    """Renders and scores a batch of genomes somewhere (this process, Ray workers...)."""
+
+    def __call__(self, genomes: Genomes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns ``(images B×C×H×W uint8, log_probs B×K float64)`` in the genomes' order."""
 
 
 def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -57,10 +65,12 @@ class Engine:
         archive: The per-class champions.
         population: Offspring per generation.
         rng: The run's single source of randomness.
+        scorer: Renders and scores genomes; default: ``encoding.render`` then ``evaluator``
+            in this process (``evofool.distributed.RayEvaluator`` farms it out instead).
     """
 
     def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
-                 population: int, rng: np.random.Generator) -> None:
+                 population: int, rng: np.random.Generator, scorer: Scorer | None = None) -> None:
         self.encoding = encoding
         self.evaluator = evaluator
         self.archive = archive
@@ -75,6 +85,7 @@ class Engine:
         self.toolbox.register("vary", self.encoding.vary)
         self.toolbox.register("render", self.encoding.render)
         self.toolbox.register("evaluate", self.evaluator.log_probs)
+        self.score: Callable[[Genomes], tuple[torch.Tensor, torch.Tensor]] = scorer or self.score_locally
 
     # --- ask / tell -------------------------------------------------------------------------
     def ask(self) -> Genomes:
@@ -90,12 +101,16 @@ class Engine:
         self.evaluations += int(log_probs.shape[0])
         return self.archive.update(genomes, images, log_probs, self.generation)
 
+    def score_locally(self, genomes: Genomes) -> tuple[torch.Tensor, torch.Tensor]:
+        """Renders the batch and scores it in one (chunked) forward pass, in this process."""
+        images = self.toolbox.render(genomes)
+        return images, self.toolbox.evaluate(images)
+
     def step(self) -> dict:
         """Runs one generation and returns its record (also appended to the logbook)."""
         start = time.perf_counter()
         genomes = self.ask()
-        images = self.toolbox.render(genomes)
-        log_probs = self.toolbox.evaluate(images)
+        images, log_probs = self.score(genomes)
         improved = self.tell(genomes, images, log_probs)
         seconds = time.perf_counter() - start
         record = {"generation": self.generation, "evaluations": self.evaluations,

@@ -66,7 +66,14 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    return Engine(encoding, evaluator, archive, config.population, rng), classifier
+    scorer = None
+    if config.ray:
+        try:
+            from evofool.distributed import RayEvaluator
+        except ImportError as exc:
+            raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
+        scorer = RayEvaluator.from_config(config, encoding, classifier)
+    return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer), classifier
 
 
 @dataclass
@@ -152,7 +159,7 @@ class Job:
             from evofool.runfolder import write_json_atomic
             write_json_atomic(folder.path / "config.json", doc)
         job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
-        job._rotate = ckpt_path.name != checkpoint.PREVIOUS or not (folder.path / checkpoint.CURRENT).exists()
+        job._rotate = ckpt_path.name != checkpoint.PREVIOUS
         return job
 
     # --- checkpoints ---------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""Gallery images: native PNG copies, nearest-neighbour enlargements and paged contact sheets."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from evofool.gallery.rundata import Champion
+
+TARGET_SIZE = 224      # enlarged copies are at least this many pixels on their long side
+TILE_SIZE = 140        # image area of a contact-sheet tile
+PER_PAGE = 100         # most tiles on one contact-sheet page
+MAX_COLUMNS = 10
+
+BACKGROUND = (22, 24, 29)
+TILE_BACKGROUND = (34, 37, 44)
+TEXT = (222, 226, 232)
+MUTED = (150, 156, 166)
+
+
+def default_scale(height: int, width: int, target: int = TARGET_SIZE) -> int:
+    """Integer enlargement that brings the long side to at least ``target`` (1: none needed)."""
+    side = max(height, width)
+    return 1 if side >= target else math.ceil(target / side)
+
+
+def enlarged_name(name: str, scale: int) -> str:
+    """``0003-three.png`` → ``0003-three-x8.png``."""
+    stem, ext = os.path.splitext(name)
+    return f"{stem}-x{scale}{ext}"
+
+
+def save_png_atomic(image: Image.Image, path: Path, compress_level: int = 6) -> None:
+    """Saves a PNG via a temp file + rename (a browser never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    image.save(tmp, format="PNG", compress_level=compress_level)
+    os.replace(tmp, path)
+
+
+def copy_atomic(source: Path, path: Path) -> None:
+    """Copies a file byte for byte via a temp file + rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, path)
+
+
+def enlarge(image: Image.Image, scale: int) -> Image.Image:
+    """Nearest-neighbour enlargement, so every source pixel becomes a crisp ``scale×scale`` block."""
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+
+
+def format_confidence(p: float) -> str:
+    """``99.99 %``-style text with enough digits to tell near-certain values apart."""
+    if p >= 1.0:
+        return "100 %"
+    if p >= 0.9999:
+        text = f"{p * 100:.4f}"
+        return ">99.9999 %" if text == "100.0000" else f"{text} %"
+    return f"{p * 100:.2f} %"
+
+
+def confidence_color(p: float) -> tuple[int, int, int]:
+    """Green at ≥ 99.99 %, lime at ≥ 99 %, amber at ≥ 50 %, else coral."""
+    if p >= 0.9999:
+        return (94, 224, 138)
+    if p >= 0.99:
+        return (181, 224, 94)
+    if p >= 0.5:
+        return (224, 192, 94)
+    return (224, 122, 94)
+
+
+@lru_cache(maxsize=8)
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's bundled font at ``size`` px (bitmap fallback without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+def fit_text(text: str, fnt, width: int) -> str:
+    """``text`` cut with an ellipsis so that it fits in ``width`` pixels."""
+    if fnt.getlength(text) <= width:
+        return text
+    while text and fnt.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def tile_image(image: Image.Image, size: int = TILE_SIZE) -> Image.Image:
+    """A champion shown at about ``size`` px: integer nearest-neighbour zoom, or a downscale."""
+    image = image.convert("RGB")
+    side = max(image.size)
+    if side <= size:
+        return enlarge(image, max(1, size // side))
+    factor = size / side
+    return image.resize((max(1, round(image.width * factor)), max(1, round(image.height * factor))),
+                        Image.Resampling.LANCZOS)
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    """Geometry of a contact-sheet page."""
+
+    columns: int
+    rows: int
+    tile_w: int
+    tile_h: int
+    image_h: int
+    pad: int = 12
+    header: int = 44
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.pad + self.columns * (self.tile_w + self.pad),
+                self.header + self.pad + self.rows * (self.tile_h + self.pad))
+
+
+def paginate(n: int, per_page: int = PER_PAGE) -> list[range]:
+    """Balanced pages of at most ``per_page`` items (150 → 75 + 75)."""
+    pages = max(1, math.ceil(n / per_page))
+    size = math.ceil(n / pages) if n else 0
+    return [range(i, min(n, i + size)) for i in range(0, n, size)] if n else [range(0)]
+
+
+def layout(count: int, image_w: int, image_h: int) -> SheetLayout:
+    """A roughly 16:10 grid of ``count`` tiles, at most ``MAX_COLUMNS`` wide."""
+    tile_w = max(image_w, 120)
+    tile_h = image_h + 46
+    columns = math.ceil(math.sqrt(1.6 * count * (tile_h + 12) / (tile_w + 12)))
+    columns = max(1, min(columns, count, MAX_COLUMNS))
+    return SheetLayout(columns=columns, rows=math.ceil(count / columns), tile_w=tile_w, tile_h=tile_h,
+                       image_h=image_h)
+
+
+def render_sheet(champions: list[Champion], images: list[Image.Image], title: str) -> Image.Image:
+    """One contact-sheet page: a grid of tiles, class and confidence under each.
+
+    Args:
+        champions: The classes on this page, in order.
+        images: Their tile images (see ``tile_image``), all the same size.
+        title: Header line.
+    """
+    image_w = max(im.width for im in images)
+    image_h = max(im.height for im in images)
+    geo = layout(len(champions), image_w, image_h)
+    sheet = Image.new("RGB", geo.size, BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((geo.pad, 12), fit_text(title, font(20), geo.size[0] - 2 * geo.pad), font=font(20), fill=TEXT)
+    label, small = font(15), font(14)
+    for i, (champion, image) in enumerate(zip(champions, images)):
+        row, col = divmod(i, geo.columns)
+        x = geo.pad + col * (geo.tile_w + geo.pad)
+        y = geo.header + geo.pad + row * (geo.tile_h + geo.pad)
+        draw.rectangle((x - 4, y - 4, x + geo.tile_w + 3, y + geo.tile_h + 1), fill=TILE_BACKGROUND)
+        sheet.paste(image, (x + (geo.tile_w - image.width) // 2, y + (geo.image_h - image.height) // 2))
+        ty = y + geo.image_h + 5
+        index = f"{champion.index} "
+        draw.text((x, ty), index, font=label, fill=MUTED)
+        name_x = x + int(label.getlength(index))
+        draw.text((name_x, ty), fit_text(champion.name, label, geo.tile_w - (name_x - x)), font=label, fill=TEXT)
+        draw.text((x, ty + 19), format_confidence(champion.confidence), font=small,
+                  fill=confidence_color(champion.confidence))
+    return sheet
+
+
+def sheet_name(page: int) -> str:
+    """``contact-sheet-01.png`` (1-based page number)."""
+    return f"contact-sheet-{page:02d}.png"
