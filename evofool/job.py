@@ -139,20 +139,28 @@ class Job:
             config = merged.validate()
         else:
             config = stored
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            state, arrays, ckpt_path = checkpoint.load(folder.path)
-        for w in caught:  # one plain line each (not Python's file:line warning format)
-            print(f"warning: {w.message}", file=sys.stderr)
-        if state.get("config_hash") != stored.hash():
-            raise EvofoolError(f"{ckpt_path} belongs to another run (config hash "
-                               f"{state.get('config_hash')} != {stored.hash()})")
-        engine, classifier = build_engine(config)
-        try:
-            engine.load_state_dict(state["engine"], arrays)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
-        folder.truncate_log(int(state["log_bytes"]))
+        if (not any((folder.path / n).exists() for n in (checkpoint.CURRENT, checkpoint.PREVIOUS))
+                and folder.log_bytes() == 0):
+            # Stopped between creating its folder and its generation-0 checkpoint: nothing was
+            # computed yet, and generation 0 is exactly what the config rebuilds.
+            engine, classifier = build_engine(config)
+            folder.log_path.touch()
+            ckpt_path = folder.path / checkpoint.CURRENT
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                state, arrays, ckpt_path = checkpoint.load(folder.path)
+            for w in caught:  # one plain line each (not Python's file:line warning format)
+                print(f"warning: {w.message}", file=sys.stderr)
+            if state.get("config_hash") != stored.hash():
+                raise EvofoolError(f"{ckpt_path} belongs to another run (config hash "
+                                   f"{state.get('config_hash')} != {stored.hash()})")
+            engine, classifier = build_engine(config)
+            try:
+                engine.load_state_dict(state["engine"], arrays)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
+            folder.truncate_log(int(state["log_bytes"]))
         if overrides:  # remember extended generations etc. for the next resume
             doc = folder.read_config_doc()
             doc["config"] = config.to_dict()

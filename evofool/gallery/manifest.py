@@ -1,0 +1,85 @@
+"""``manifest.json`` and ``manifest.csv``: what a gallery holds, and which run it came from."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+from evofool.errors import EvofoolError
+from evofool.gallery.rundata import RunData
+from evofool.runfolder import write_json_atomic
+
+MANIFEST_JSON = "manifest.json"
+MANIFEST_CSV = "manifest.csv"
+FORMAT = "evofool-gallery/1"
+CSV_FIELDS = ["class", "name", "confidence", "log_prob", "generation", "image", "enlarged",
+              "model", "encoding", "seed", "population", "generations_done"]
+
+
+def run_summary(run: RunData) -> dict:
+    """The run facts a gallery records: model, encoding, seed, population, generations done..."""
+    cfg = run.config
+    evaluations = next((r.get("evaluations") for r in reversed(run.log) if "evaluations" in r),
+                       run.summary.get("evaluations"))
+    return {"folder": str(run.folder.path.resolve()), "model": cfg.get("model"), "encoding": cfg.get("encoding"),
+            "encoding_params": cfg.get("encoding_params", {}), "seed": cfg.get("seed"),
+            "population": cfg.get("population"), "generations": cfg.get("generations"),
+            "generations_done": run.generations_done, "evaluations": evaluations,
+            "crops": cfg.get("crops", 1), "num_classes": run.num_classes,
+            "config_hash": run.config_hash, "evofool_version": run.version}
+
+
+def build_manifest(run: RunData, classes: list[dict], sheets: list[dict], plots: list[str],
+                   export: dict) -> dict:
+    """The manifest document (see the module docstring)."""
+    from evofool import __version__
+
+    return {"format": FORMAT, "evofool_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run": run_summary(run), "export": export,
+            "classes": classes, "contact_sheets": sheets, "plots": plots}
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Writes ``manifest.json`` and ``manifest.csv`` (one row per class, run facts repeated)."""
+    write_json_atomic(out / MANIFEST_JSON, manifest)
+    run = manifest["run"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for entry in manifest["classes"]:
+        writer.writerow({**{k: run.get(k) for k in CSV_FIELDS if k in run},
+                         **{k: entry.get(k) for k in CSV_FIELDS if k in entry},
+                         "confidence": repr(entry["confidence"]), "log_prob": repr(entry["log_prob"]),
+                         "enlarged": entry.get("enlarged") or ""})
+    tmp = out / (MANIFEST_CSV + ".tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, out / MANIFEST_CSV)
+
+
+def read_manifest(out: Path, strict: bool = True) -> dict | None:
+    """A gallery's ``manifest.json``.
+
+    Args:
+        out: The gallery folder.
+        strict: Raise for a missing or damaged manifest; otherwise return ``None``.
+
+    Raises:
+        EvofoolError: (strict only) no manifest, or a damaged one.
+    """
+    path = out / MANIFEST_JSON
+    try:
+        doc = json.loads(path.read_text())
+        if doc.get("format") != FORMAT or not isinstance(doc.get("classes"), list):
+            raise ValueError
+        return doc
+    except FileNotFoundError:
+        if strict:
+            raise EvofoolError(f"{out} is not an evofool gallery (no {MANIFEST_JSON})") from None
+    except (OSError, ValueError, AttributeError):
+        if strict:
+            raise EvofoolError(f"{path} is damaged") from None
+    return None
