@@ -65,7 +65,7 @@ def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = Fal
             taker = f"model {model}" if model else "the model"
             raise EvofoolError(f"{path} is {img.size[0]}×{img.size[1]} but {taker} takes {width}×{height}")
         img = resize_and_crop(img, height, width)
-    array = np.asarray(img, dtype=np.uint8)
+    array = np.array(img, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))
 

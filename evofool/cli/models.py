@@ -62,6 +62,8 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
         "history": [{"epoch": s.epoch, "train_loss": round(s.train_loss, 6),
                      "test_accuracy": s.test_accuracy} for s in result.history],
         "train_seconds": round(seconds, 1),
+        # CPU float reductions can depend on the thread count; record it for exact replays.
+        "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

@@ -22,12 +22,7 @@ from evofool.encodings.cppn_genome import (
     mutate_batch,
     random_genome,
 )
-from evofool.encodings.cppn_render import (
-    DEFAULT_CHUNK_ELEMENTS,
-    quantise,
-    render_float,
-    render_one_reference,
-)
+from evofool.encodings.cppn_render import DEFAULT_CHUNK_ELEMENTS, render_batch, render_one_reference
 
 __all__ = ["CPPNEncoding", "Genome", "render_one_reference"]
 
@@ -48,8 +43,8 @@ class CPPNEncoding(Encoding):
         p_remove_node: ... of deleting a hidden node (refused if it disconnects an output).
         render_dtype: ``"float64"`` (default, accurate) or ``"float32"`` (faster, errors up
             to ~1e-3 on deep genomes) for the rendering arithmetic.
-        render_chunk_elements: Memory knob: about how many node values one rendering
-            pass may hold (large images are rendered in several chunks).
+        render_chunk_elements: GPU memory knob: about how many node values one rendering
+            pass may hold (large batches are rendered in several chunks).
     """
 
     name = "cppn"
@@ -91,11 +86,13 @@ class CPPNEncoding(Encoding):
 
     def render_float(self, genomes: list[Genome]) -> torch.Tensor:
         """``B×C×H×W`` images in [0, 1] before quantisation, in the rendering dtype."""
-        return render_float(genomes, self.image_shape, self.device, self.render_chunk_elements,
-                            dtype=getattr(torch, self.render_dtype))
+        return render_batch(genomes, self.image_shape, self.device, getattr(torch, self.render_dtype),
+                            quantise=False, max_elements=self.render_chunk_elements)
 
     def render(self, genomes: list[Genome]) -> torch.Tensor:
-        return quantise(self.render_float(genomes))
+        """``B×C×H×W`` uint8 ``round(255 * p)`` (quantised tile by tile, while in cache)."""
+        return render_batch(genomes, self.image_shape, self.device, getattr(torch, self.render_dtype),
+                            quantise=True, max_elements=self.render_chunk_elements)
 
     # --- batches and the store ---------------------------------------------------------
     def take(self, genomes: list[Genome], index: np.ndarray) -> list[Genome]:

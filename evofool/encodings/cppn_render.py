@@ -7,15 +7,16 @@ the one output as the pixel; colour models read the three outputs as **HSV** (hu
 saturation, value, each in [0, 1]; hue 0 and 1 are both red) and convert to RGB.
 Images are quantised as ``round(255 * p)`` (round half to even) to uint8.
 
-Batched layout: every genome's hidden nodes are grouped by (layer, activation); each
-group gets as many slots as the largest count over the batch (padding slots have zero
-weights in and out, so they cannot change anything). The node values of the batch live
-in one ``B×T×P`` tensor (T slots, P pixels): slots 0..3 are the inputs, then the hidden
-groups layer by layer, then the C outputs. Layer l is one ``torch.bmm`` of the weights
-from all earlier slots (``B×M_l×S_l``) with their values (``B×S_l×P``); each activation is
-then applied in place to its contiguous slice, so no function is computed on a slot
-that does not use it. Outputs sit after the last hidden layer (they are sinks, so any
-later position is valid) and their activations are applied per row via index_select.
+Batched layout (no padding): all non-input nodes of all genomes of a batch are rows of
+one value tensor, sorted by (layer, activation, genome); rows 0..3 are the inputs,
+shared by every genome, and the outputs come last (they are sinks). Layer by layer,
+each link's source row is gathered and weighted, the terms are scatter-added into
+their destination rows (``index_add_``), and each activation is applied in place to
+its contiguous run of rows. Work is therefore proportional to links + nodes of the
+batch (CPPNs are sparse: ~1.3 links per node), not to a padded dense square; the loop
+runs over the batch's layers, never over genomes, pixels or links. On the CPU pixels
+are processed in cache-sized tiles, and squashing, HSV→RGB and quantisation happen
+per tile while the values are still in cache.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ import torch
 
 from evofool.encodings.cppn_genome import N_ACT, N_INPUTS, Genome
 
-# Roughly how many float32 node values (genomes × slots × pixels) one chunk may hold.
-DEFAULT_CHUNK_ELEMENTS = 2**25
+# GPU: about how many node values (rows × pixels) one chunk may hold (bounds memory).
+DEFAULT_CHUNK_ELEMENTS = 2**27
+# CPU: node rows per chunk, and node values per pixel tile (sized for the cache).
+CPU_CHUNK_ROWS = 2048
+TILE_ELEMENTS = 2**18
 
 
 # --- inputs and activations ------------------------------------------------------------
@@ -148,66 +152,82 @@ def build_layout(genomes: list[Genome], n_out: int) -> Layout:
                   steps=steps, out_rows=row[np.flatnonzero(is_out)])
 
 
-def _render_chunk(genomes: list[Genome], n_out: int, planes: torch.Tensor) -> torch.Tensor:
-    """``B×C×P`` output values (already squashed to [0, 1]) of one chunk."""
+def _render_chunk(genomes: list[Genome], n_out: int, planes: torch.Tensor, out: torch.Tensor,
+                  tile_elements: int | None) -> None:
+    """Renders one chunk into ``out`` (``B×C×P``, float or uint8 = quantised).
+
+    On the CPU the pixels go in tiles of about ``tile_elements`` node values, so a tile
+    stays in cache through all layers, squashing, colour conversion and quantisation
+    (every step is memory-bound; streaming whole images through RAM ~10 times is
+    what made naive batching slower than one genome at a time at 224×224).
+    """
     lay = build_layout(genomes, n_out)
     device, dtype = planes.device, planes.dtype
+    b, n_pix = len(genomes), planes.shape[1]
     src = torch.from_numpy(lay.link_src).to(device)
     dst = torch.from_numpy(lay.link_dst).to(device)
     weight = torch.from_numpy(lay.link_weight).to(device=device, dtype=dtype).unsqueeze(1)
-    vals = torch.empty(lay.n_rows, planes.shape[1], dtype=dtype, device=device)
-    vals[:N_INPUTS] = planes
-    for r0, r1, l0, l1, groups in lay.steps:
-        # Gather the sources of this layer's links, weight them, scatter-add per node.
-        # (Advanced indexing: much faster than index_select for long rows on CPU.)
-        contrib = vals[src[l0:l1]].mul_(weight[l0:l1])
-        block = vals[r0:r1].zero_()
-        block.index_add_(0, dst[l0:l1] - r0, contrib)
-        for code, g0, g1 in groups:
-            apply_activation_(code, block[g0 - r0:g1 - r0])
-    out = vals[torch.from_numpy(lay.out_rows).to(device)]
-    return out.abs_().clamp_(max=1.0).view(len(genomes), n_out, -1)
+    dst_rel = [dst[l0:l1] - r0 for r0, _, l0, l1, _ in lay.steps]
+    out_rows = torch.from_numpy(lay.out_rows).to(device)
+    width = n_pix if tile_elements is None else max(64, min(n_pix, tile_elements // lay.n_rows))
+    vals = torch.empty(lay.n_rows, width, dtype=dtype, device=device)
+    for p0 in range(0, n_pix, width):
+        p1 = min(p0 + width, n_pix)
+        v = vals[:, :p1 - p0]
+        v[:N_INPUTS] = planes[:, p0:p1]
+        for (r0, r1, l0, l1, groups), d_rel in zip(lay.steps, dst_rel):
+            # Gather the sources of this layer's links, weight them, scatter-add per node.
+            # (Advanced indexing: much faster than index_select for long rows on CPU.)
+            contrib = v[src[l0:l1]].mul_(weight[l0:l1])
+            block = v[r0:r1].zero_()
+            block.index_add_(0, d_rel, contrib)
+            for code, g0, g1 in groups:
+                apply_activation_(code, block[g0 - r0:g1 - r0])
+        pix = v[out_rows].abs_().clamp_(max=1.0).view(b, n_out, p1 - p0)
+        if n_out == 3:
+            pix = hsv_to_rgb(pix)
+        if out.dtype == torch.uint8:
+            pix = pix.mul_(255.0).round_()  # round half to even, then exact cast
+        out[:, :, p0:p1] = pix
 
 
-def _chunks(genomes: list[Genome], pixels: int, max_elements: int) -> list[list[Genome]]:
-    """Consecutive chunks whose node-value tensor stays near ``max_elements`` floats."""
+def _chunks(genomes: list[Genome], max_rows: int) -> list[list[Genome]]:
+    """Consecutive chunks of at most about ``max_rows`` node rows each."""
     chunks, cur, rows = [], [], 0
     for g in genomes:
-        need = (g.n_nodes + g.n_links) * pixels  # node values + gathered link terms
-        if cur and rows + need > max_elements:
+        if cur and rows + g.n_nodes > max_rows:
             chunks.append(cur)
             cur, rows = [], 0
         cur.append(g)
-        rows += need
+        rows += g.n_nodes
     if cur:
         chunks.append(cur)
     return chunks
 
 
-def render_float(genomes: list[Genome], image_shape: tuple[int, int, int], device: torch.device,
-                 max_elements: int = DEFAULT_CHUNK_ELEMENTS, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``B×C×H×W`` images in [0, 1] (RGB for C=3) in ``dtype``, before quantisation.
+def render_batch(genomes: list[Genome], image_shape: tuple[int, int, int], device: torch.device | str,
+                 dtype: torch.dtype = torch.float64, quantise: bool = True,
+                 max_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """Renders a batch: ``B×C×H×W`` uint8 (``quantise``) or floats in [0, 1] of ``dtype``.
 
-    Genomes are rendered in as few chunks as memory allows (one for small images); each
-    chunk is one layer-by-layer pass over all its genomes. float64 is the default
-    because CPPNs are badly conditioned (weights up to 10 feeding ``sin``): float32
-    errors reach ~3e-4 on deep genomes, float64 ones stay far below one grey level.
+    float64 is the default arithmetic because CPPNs are badly conditioned (weights up
+    to 10 feeding ``sin``): float32 errors reach ~3e-4 on deep genomes, float64 ones
+    stay far below one grey level. Genomes go in chunks of node rows (bounding memory
+    and, on the CPU, the tile width); each chunk is one layer-by-layer pass.
     """
-    c, h, wd = image_shape
+    c, h, w = image_shape
     device = torch.device(device)
+    out = torch.empty(len(genomes), c, h * w, dtype=torch.uint8 if quantise else dtype, device=device)
     if not genomes:
-        return torch.empty(0, c, h, wd, device=device)
-    planes = _input_planes(h, wd, device, dtype)
-    parts = [_render_chunk(ch, c, planes) for ch in _chunks(list(genomes), h * wd, max_elements)]
-    out = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if c == 3:
-        out = hsv_to_rgb(out)
-    return out.view(len(genomes), c, h, wd)
-
-
-def quantise(images: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images → uint8 ``round(255 * p)``."""
-    return images.mul(255.0).round_().to(torch.uint8)
+        return out.view(0, c, h, w)
+    planes = _input_planes(h, w, device, dtype)
+    on_cpu = device.type == "cpu"
+    max_rows = CPU_CHUNK_ROWS if on_cpu else max(1, max_elements // (h * w))
+    start = 0
+    for chunk in _chunks(list(genomes), max_rows):
+        _render_chunk(chunk, c, planes, out[start:start + len(chunk)], TILE_ELEMENTS if on_cpu else None)
+        start += len(chunk)
+    return out.view(len(genomes), c, h, w)
 
 
 # --- reference renderer (tests only) ------------------------------------------------------

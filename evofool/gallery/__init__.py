@@ -19,11 +19,14 @@ GALLERY_DIR = "gallery"
 def refresh_live(folder: RunFolder) -> None:
     """Re-writes ``folder/gallery`` after a checkpoint, reusing unchanged images and pages.
 
+    While the run goes on only the page, native PNGs, manifests and plots are written;
+    the checkpoint that finishes the run adds enlargements and contact sheets.
+
     Never raises (except ``KeyboardInterrupt``): a failing gallery must not stop a run,
     so errors are reported as one warning line on stderr.
     """
     try:
-        export_gallery(folder.path, Path(folder.path) / GALLERY_DIR, live=True, reuse=True)
+        export_gallery(folder.path, Path(folder.path) / GALLERY_DIR, live=True)
     except Exception as exc:  # noqa: BLE001 - the run matters more than its gallery
         print(f"warning: gallery refresh failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
 

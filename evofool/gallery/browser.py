@@ -46,7 +46,8 @@ def selftest(index: str | Path, timeout: float = 60) -> dict:
     """Loads ``index.html`` headless; returns what its inline self-test found.
 
     Returns:
-        ``{"images": N, "loaded": N, "rows": N, "broken": [src, ...]}``.
+        ``{"images": N, "loaded": N, "pending": N, "rows": N, "broken": [src, ...]}``
+        (pending: lazy images outside the window, which never load headless).
 
     Raises:
         EvofoolError: no browser, or the page did not report (script error, timeout).

@@ -10,8 +10,9 @@ Layout of ``runs/NAME/gallery/``::
     manifest.json, manifest.csv    classes, files, run facts
     index.html                     the page: sortable, filterable, self-contained
 
-With ``reuse=True`` (the live gallery refreshed at checkpoints) images and contact-sheet
-pages whose champions did not change since the last export are kept, not re-rendered.
+The live gallery (``live=True``, refreshed at every checkpoint of a run) keeps images and
+contact-sheet pages whose champions did not change, and skips enlargements and contact
+sheets until the run has finished.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ IMAGES_DIR = "images"
 INDEX = "index.html"
 PROGRESS_PLOT = "progress.png"
 HISTOGRAM_PLOT = "confidences.png"
+WORKERS = min(4, os.cpu_count() or 1)
 
 
 @dataclass
@@ -63,9 +66,12 @@ class ExportResult:
     seconds: float = 0.0
 
 
-def _stamp(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_mtime_ns}:{st.st_size}"
+def _stamp(champion: Champion) -> str:
+    """Identifies a champion's content: a new champion always has a higher log-probability.
+
+    (Not the file's mtime: the run re-writes every champion PNG at each checkpoint.)
+    """
+    return f"{champion.generation}:{champion.log_prob!r}:{champion.source.stat().st_size}"
 
 
 def _open_png(path: Path) -> Image.Image:
@@ -78,63 +84,93 @@ def _open_png(path: Path) -> Image.Image:
         raise EvofoolError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
 
 
-def _export_images(run: RunData, chosen: list[Champion], out: Path, scale: int | None,
-                   previous: dict[int, dict], result: ExportResult) -> list[dict]:
-    """Writes native and enlarged PNGs; returns one manifest entry per class."""
-    (out / IMAGES_DIR).mkdir(exist_ok=True)
-    entries = []
-    for ch in chosen:
-        name = champion_filename(ch.index, ch.name, run.name_width)
-        stamp = _stamp(ch.source)
-        old = previous.get(ch.index)
-        if (old and old.get("source_stamp") == stamp and old.get("image") == f"{IMAGES_DIR}/{name}"
+def _write_class(run: RunData, ch: Champion, name: str, stamp: str, out: Path, scale: int | None,
+                 enlarge: bool) -> tuple[dict, Image.Image]:
+    """Copies one champion PNG (and writes its enlargement); its manifest entry and image."""
+    image = _open_png(ch.source)
+    s = scale if scale is not None else gi.default_scale(image.height, image.width)
+    gi.copy_file(ch.source, out / IMAGES_DIR / name)
+    enlarged = None
+    if s > 1 and enlarge:
+        enlarged = f"{IMAGES_DIR}/{gi.enlarged_name(name, s)}"
+        gi.save_png(gi.enlarge(image, s), out / enlarged, compress_level=1)
+    entry = {"class": ch.index, "name": ch.name, "confidence": ch.confidence, "log_prob": ch.log_prob,
+             "generation": ch.generation, "image": f"{IMAGES_DIR}/{name}", "enlarged": enlarged, "scale": s,
+             "width": image.width, "height": image.height,
+             "source": ch.source.relative_to(run.folder.path).as_posix(), "source_stamp": stamp}
+    return entry, image
+
+
+def _reusable(old: dict | None, name: str, stamp: str, out: Path, scale: int | None, enlarge: bool) -> bool:
+    """Whether the previous export's files for a class still show the same champion."""
+    return bool(old and old.get("source_stamp") == stamp and old.get("image") == f"{IMAGES_DIR}/{name}"
                 and (scale is None or old.get("scale") == scale)
-                and all((out / f).is_file() for f in (old["image"], old.get("enlarged")) if f)):
-            entries.append({**old, "confidence": ch.confidence, "log_prob": ch.log_prob,
-                            "generation": ch.generation})
+                and (not enlarge or old.get("enlarged") is not None or old.get("scale") == 1)
+                and all((out / f).is_file() for f in (old["image"], old.get("enlarged")) if f))
+
+
+def _export_images(run: RunData, chosen: list[Champion], out: Path, scale: int | None, enlarge: bool,
+                   previous: dict[int, dict], pool: ThreadPoolExecutor,
+                   result: ExportResult) -> tuple[list[dict], dict[int, Image.Image]]:
+    """Writes native (and enlarged) PNGs, reusing unchanged ones from ``previous``.
+
+    Returns:
+        One manifest entry per class, and the images it opened (class → image).
+    """
+    (out / IMAGES_DIR).mkdir(exist_ok=True)
+    entries: list[dict | None] = []
+    jobs = {}
+    for i, ch in enumerate(chosen):
+        name = champion_filename(ch.index, ch.name, run.name_width)
+        stamp = _stamp(ch)
+        old = previous.get(ch.index)
+        if _reusable(old, name, stamp, out, scale, enlarge):
+            entries.append({**old, "confidence": ch.confidence, "log_prob": ch.log_prob, "generation": ch.generation})
             result.reused += 1
-            continue
-        image = _open_png(ch.source)
-        s = scale if scale is not None else gi.default_scale(image.height, image.width)
-        gi.copy_atomic(ch.source, out / IMAGES_DIR / name)
-        enlarged = None
-        if s > 1:
-            enlarged = f"{IMAGES_DIR}/{gi.enlarged_name(name, s)}"
-            gi.save_png_atomic(gi.enlarge(image, s), out / enlarged, compress_level=3)
-        result.images += 1 + (enlarged is not None)
-        entries.append({"class": ch.index, "name": ch.name, "confidence": ch.confidence,
-                        "log_prob": ch.log_prob, "generation": ch.generation,
-                        "image": f"{IMAGES_DIR}/{name}", "enlarged": enlarged, "scale": s,
-                        "width": image.width, "height": image.height,
-                        "source": ch.source.relative_to(run.folder.path).as_posix(), "source_stamp": stamp})
-    return entries
+        else:
+            entries.append(None)
+            jobs[i] = pool.submit(_write_class, run, ch, name, stamp, out, scale, enlarge)
+    loaded = {}
+    for i, job in jobs.items():
+        entries[i], loaded[chosen[i].index] = job.result()
+        result.images += 1 + (entries[i]["enlarged"] is not None)
+    return entries, loaded
 
 
-def _sheet_title(run: RunData, page: int, pages: int, chosen: list[Champion], what: str) -> str:
-    """Header of a contact-sheet page (no generation count, so unchanged pages can be reused)."""
+def _sheet_titles(run: RunData, page: int, pages: int, what: str) -> tuple[str, str]:
+    """Header lines of a contact-sheet page (no generation count, so unchanged pages can be reused)."""
     cfg = run.config
     where = f" · page {page}/{pages}" if pages > 1 else ""
-    return f"{run.folder.path.resolve().name} · {cfg.get('model')} · {cfg.get('encoding')} · {what}{where}"
+    return (f"{run.folder.path.resolve().name} · {what}{where}",
+            f"{cfg.get('model')} · {cfg.get('encoding')} · seed {cfg.get('seed')}")
 
 
 def _export_sheets(run: RunData, chosen: list[Champion], entries: list[dict], out: Path, what: str,
-                   previous: dict, result: ExportResult) -> list[dict]:
+                   previous: dict | None, loaded: dict[int, Image.Image], pool: ThreadPoolExecutor,
+                   result: ExportResult) -> list[dict]:
     """Writes the contact-sheet pages whose content changed; returns their manifest entries."""
     old_keys = {s.get("file"): s.get("key") for s in previous.get("contact_sheets", [])} if previous else {}
     pages = gi.paginate(len(chosen))
-    sheets = []
+    sheets, jobs = [], []
     for number, span in enumerate(pages, 1):
         page = [chosen[i] for i in span]
-        title = _sheet_title(run, number, len(pages), page, what)
-        key = hashlib.sha256(json.dumps([title] + [[entries[i]["class"], entries[i]["source_stamp"],
-                                                    entries[i]["log_prob"]] for i in span]).encode()).hexdigest()[:16]
+        titles = _sheet_titles(run, number, len(pages), what)
+        key = hashlib.sha256(json.dumps([*titles] + [entries[i]["source_stamp"] for i in span]).encode()).hexdigest()[:16]
         name = gi.sheet_name(number)
         if old_keys.get(name) != key or not (out / name).is_file():
-            tiles = [gi.tile_image(_open_png(c.source)) for c in page]
-            gi.save_png_atomic(gi.render_sheet(page, tiles, title), out / name, compress_level=3)
-            result.sheets_rendered += 1
+            jobs.append(pool.submit(_write_sheet, page, loaded, titles, out / name))
         sheets.append({"file": name, "classes": [c.index for c in page], "key": key})
+    for job in jobs:
+        job.result()
+    result.sheets_rendered = len(jobs)
     return sheets
+
+
+def _write_sheet(page: list[Champion], loaded: dict[int, Image.Image], titles: tuple[str, str],
+                 path: Path) -> None:
+    """Renders and saves one contact-sheet page."""
+    tiles = [gi.tile_image(loaded.get(c.index) or _open_png(c.source)) for c in page]
+    gi.save_png(gi.render_sheet(page, tiles, *titles), path, compress_level=1)
 
 
 def _export_plots(run: RunData, out: Path) -> list[str]:
@@ -163,8 +199,8 @@ def _remove_stale(out: Path, previous: dict | None, keep: set[str]) -> None:
 
 
 def export_gallery(run_dir: str | Path, out: str | Path | None = None, *, top: int | None = None,
-                   classes: str | list | None = None, scale: int | None = None, live: bool = False,
-                   reuse: bool = False) -> ExportResult:
+                   classes: str | list | None = None, scale: int | None = None,
+                   live: bool = False) -> ExportResult:
     """Writes a run's gallery.
 
     Args:
@@ -173,8 +209,9 @@ def export_gallery(run_dir: str | Path, out: str | Path | None = None, *, top: i
         top: Only the ``top`` most confident classes (sorted best first).
         classes: Only these classes (``"3,5,seven"`` or a list), in this order.
         scale: Enlargement factor (default: so that the long side is ≥ 224 px; 1: none).
-        live: Mark the page as a live gallery of a running job.
-        reuse: Keep images and sheet pages of unchanged champions from the previous export.
+        live: The refresh at a checkpoint of a running job: keep the images and sheet pages
+            of unchanged champions, and until the run has finished write only the page,
+            native PNGs, manifests and plots (no enlargements, no contact sheets).
 
     Raises:
         EvofoolError: not a run folder, missing or damaged files, a bad selection or scale.
@@ -189,19 +226,21 @@ def export_gallery(run_dir: str | Path, out: str | Path | None = None, *, top: i
         raise EvofoolError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     previous = read_manifest(out, strict=False)
-    old = previous if (reuse and previous and previous["run"].get("config_hash") == run.config_hash) else None
+    old = previous if (live and previous and previous["run"].get("config_hash") == run.config_hash) else None
+    full = not live or run.finished
     result = ExportResult(out=out, classes=len(chosen))
 
-    entries = _export_images(run, chosen, out, scale, {e["class"]: e for e in old["classes"]} if old else {},
-                             result)
     what = (f"top {len(chosen)} by confidence" if top is not None
             else "chosen classes" if classes is not None else f"all {len(chosen)} classes")
-    sheets = _export_sheets(run, chosen, entries, out, what, old, result)
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:  # PNG coding and file I/O release the GIL
+        entries, loaded = _export_images(run, chosen, out, scale, full,
+                                         {e["class"]: e for e in old["classes"]} if old else {}, pool, result)
+        sheets = _export_sheets(run, chosen, entries, out, what, old, loaded, pool, result) if full else []
     result.sheets = [s["file"] for s in sheets]
     result.plots = _export_plots(run, out)
 
     export = {"top": top, "classes": [c.index for c in chosen] if classes is not None else None,
-              "scale": scale, "live": live}
+              "scale": scale, "live": live, "complete": full}
     write_manifest(out, build_manifest(run, entries, sheets, result.plots, export))
     rows = [Row(index=e["class"], name=e["name"], confidence=e["confidence"], log_prob=e["log_prob"],
                 generation=e["generation"], image=e["image"], enlarged=e["enlarged"], width=e["width"],

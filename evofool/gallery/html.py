@@ -1,8 +1,9 @@
 """``index.html``: one self-contained page (inline CSS and JS, relative image links, no network).
 
 The page works from ``file://``. A small inline script sorts and filters the table; on
-``load`` it also writes ``{"images", "loaded", "rows", "broken"}`` as JSON into the hidden
-``<pre id="selftest">``, which a headless browser's ``--dump-dom`` can read back.
+``load`` it also writes ``{"images", "loaded", "pending", "broken", "rows"}`` as JSON into
+the hidden ``<pre id="selftest">``, which a headless browser's ``--dump-dom`` can read back
+("pending": lazy thumbnails not scrolled into view yet, pages of more than 300 classes).
 """
 
 from __future__ import annotations
@@ -114,9 +115,11 @@ JS = """
   window.addEventListener('load',function(){
     var imgs=Array.prototype.slice.call(document.images);
     var ok=function(i){return i.complete&&i.naturalWidth>0;};
+    var bad=function(i){return i.complete&&!(i.naturalWidth>0);};
     document.getElementById('selftest').textContent=JSON.stringify({
       images:imgs.length,loaded:imgs.filter(ok).length,rows:rows.length,
-      broken:imgs.filter(function(i){return !ok(i);}).slice(0,20).map(function(i){return i.getAttribute('src');})});
+      pending:imgs.filter(function(i){return !i.complete;}).length,
+      broken:imgs.filter(bad).slice(0,20).map(function(i){return i.getAttribute('src');})});
   });
 })();
 """
@@ -198,7 +201,7 @@ def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[s
 <div class="chips">{chips}</div>{banner}</header>
 <main>
 <div class="plots">{plot_html}</div>
-<p class="links">Contact sheet: {sheet_links or "none"} · Manifest: <a href="manifest.json">JSON</a> · <a href="manifest.csv">CSV</a></p>
+<p class="links">Contact sheet: {sheet_links or ("written when the run finishes" if pending else "none")} · Manifest: <a href="manifest.json">JSON</a> · <a href="manifest.csv">CSV</a></p>
 <div class="controls">
 <input id="filter" type="search" placeholder="Filter by class name or index" aria-label="filter" autocomplete="off">
 <select id="order" aria-label="sort">

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -36,18 +37,14 @@ def enlarged_name(name: str, scale: int) -> str:
     return f"{stem}-x{scale}{ext}"
 
 
-def save_png_atomic(image: Image.Image, path: Path, compress_level: int = 6) -> None:
-    """Saves a PNG via a temp file + rename (a browser never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", compress_level=compress_level)
-    os.replace(tmp, path)
+def save_png(image: Image.Image, path: Path, compress_level: int = 6) -> None:
+    """Saves a PNG (written in place: renames are slow on some file systems)."""
+    image.save(path, format="PNG", compress_level=compress_level)
 
 
-def copy_atomic(source: Path, path: Path) -> None:
-    """Copies a file byte for byte via a temp file + rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, path)
+def copy_file(source: Path, path: Path) -> None:
+    """Copies a file byte for byte."""
+    shutil.copyfile(source, path)
 
 
 def enlarge(image: Image.Image, scale: int) -> Image.Image:
@@ -76,10 +73,22 @@ def confidence_color(p: float) -> tuple[int, int, int]:
     return (224, 122, 94)
 
 
+def _dejavu() -> str | None:
+    """matplotlib's DejaVu Sans (wide Unicode coverage), found without importing matplotlib."""
+    spec = importlib.util.find_spec("matplotlib")
+    if spec is None or not spec.origin:
+        return None
+    path = Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return str(path) if path.is_file() else None
+
+
 @lru_cache(maxsize=8)
 def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's bundled font at ``size`` px (bitmap fallback without FreeType)."""
+    """DejaVu Sans at ``size`` px, else Pillow's bundled font (bitmap without FreeType)."""
+    path = _dejavu()
     try:
+        if path:
+            return ImageFont.truetype(path, size)
         return ImageFont.load_default(size=size)
     except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType
         return ImageFont.load_default()
@@ -89,9 +98,14 @@ def fit_text(text: str, fnt, width: int) -> str:
     """``text`` cut with an ellipsis so that it fits in ``width`` pixels."""
     if fnt.getlength(text) <= width:
         return text
-    while text and fnt.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
+    lo, hi = 0, len(text)  # longest prefix that fits, by bisection
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fnt.getlength(text[:mid].rstrip() + "…") <= width:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo].rstrip() + "…"
 
 
 def tile_image(image: Image.Image, size: int = TILE_SIZE) -> Image.Image:
@@ -115,7 +129,7 @@ class SheetLayout:
     tile_h: int
     image_h: int
     pad: int = 12
-    header: int = 44
+    header: int = 58
 
     @property
     def size(self) -> tuple[int, int]:
@@ -140,20 +154,24 @@ def layout(count: int, image_w: int, image_h: int) -> SheetLayout:
                        image_h=image_h)
 
 
-def render_sheet(champions: list[Champion], images: list[Image.Image], title: str) -> Image.Image:
+def render_sheet(champions: list[Champion], images: list[Image.Image], title: str,
+                 subtitle: str = "") -> Image.Image:
     """One contact-sheet page: a grid of tiles, class and confidence under each.
 
     Args:
         champions: The classes on this page, in order.
         images: Their tile images (see ``tile_image``), all the same size.
         title: Header line.
+        subtitle: Second, smaller header line.
     """
     image_w = max(im.width for im in images)
     image_h = max(im.height for im in images)
     geo = layout(len(champions), image_w, image_h)
     sheet = Image.new("RGB", geo.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
-    draw.text((geo.pad, 13), fit_text(title, font(18), geo.size[0] - 2 * geo.pad), font=font(18), fill=TEXT)
+    width = geo.size[0] - 2 * geo.pad
+    draw.text((geo.pad, 10), fit_text(title, font(18), width), font=font(18), fill=TEXT)
+    draw.text((geo.pad, 34), fit_text(subtitle, font(13), width), font=font(13), fill=MUTED)
     label, small = font(15), font(14)
     for i, (champion, image) in enumerate(zip(champions, images)):
         row, col = divmod(i, geo.columns)

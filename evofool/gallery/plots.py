@@ -36,12 +36,12 @@ def logit10_from_log_prob(log_prob: np.ndarray | float) -> np.ndarray:
 
 
 def percent_label(p: float) -> str:
-    """``0.9999`` → ``99.99 %``, ``1e-3`` → ``0.1 %``; past six nines ``1 − 1e-8``."""
+    """``0.9999`` → ``99.99 %``, ``1e-3`` → ``0.1 %``; past six nines ``1−1e-8``."""
     if p == 0.5:
         return "50 %"
     k = round(-math.log10(1 - p if p > 0.5 else p))
     if k > 6:
-        return f"1 − 1e-{k}" if p > 0.5 else f"1e-{k}"
+        return f"1−1e-{k}" if p > 0.5 else f"1e-{k}"
     value = 100 - 10.0 ** (2 - k) if p > 0.5 else 10.0 ** (2 - k)
     return f"{value:.{max(0, k - 2)}f} %"
 
@@ -50,7 +50,7 @@ def logit_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     """Ticks at 10^-k, 50 % and 1 - 10^-k between ``lo`` and ``hi`` (logit10 units)."""
     probs = [(10.0 ** -k, k) for k in range(12, 0, -1)] + [(0.5, 0)] + [(1 - 10.0 ** -k, k) for k in range(1, 13)]
     marks = [(float(logit10(p)), p, k) for p, k in probs if lo - 0.01 <= float(logit10(p)) <= hi + 0.01]
-    if len(marks) > 10:  # thin out to 50 % and even powers: 1 %, 99 %, 99.99 %...
+    if len(marks) > 7:  # thin out to 50 % and even powers: 1 %, 99 %, 99.99 %...
         marks = [m for m in marks if m[2] % 2 == 0]
     return [m[0] for m in marks], [percent_label(m[1]) for m in marks]
 

@@ -103,6 +103,15 @@ PREFIX_LOADERS: dict[str, PrefixLoader] = {
     "torchvision": PrefixLoader(_torchvision, "torchvision:NAME",
                                 "a pretrained torchvision model, e.g. torchvision:resnet18 "
                                 "(needs pip install 'evofool[vision]')"),
+    # Defences (evofool.models.defences, imported only when such a spec is used).
+    "ensemble": PrefixLoader(
+        lambda arg, spec, device: __import__("evofool.models.defences", fromlist=["_"])
+        .load_ensemble(arg, spec, device),
+        "ensemble:SPEC,SPEC,...", "mean of the members' softmax (same input shape and classes)"),
+    "smooth": PrefixLoader(
+        lambda arg, spec, device: __import__("evofool.models.defences", fromlist=["_"])
+        .load_smooth(arg, spec, device),
+        "smooth:gauss=SIGMA:SPEC", "SPEC applied to its input blurred by a Gaussian of std SIGMA pixels"),
 }
 
 

