@@ -16,6 +16,7 @@ turns the ImportError into a one-line message.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import math
 import os
@@ -54,6 +55,19 @@ def load_classifier(config: RunConfig, device: torch.device | str):
     return classifier
 
 
+def model_fingerprint(classifier) -> str:
+    """sha256 of a classifier's weights, class names and input shape (first 16 hex digits).
+
+    Lets the driver check that every worker loaded the same model: a ``lenet:PATH`` that
+    holds another file on some node would otherwise silently change the run.
+    """
+    h = hashlib.sha256(repr((list(classifier.class_names), tuple(classifier.input_shape))).encode())
+    for name, tensor in sorted(classifier.module.state_dict().items()):
+        h.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 class ScoringWorker:
     """Renders and scores sub-batches; holds one model and one encoding for its lifetime.
 
@@ -72,10 +86,11 @@ class ScoringWorker:
         self.evaluator = BatchEvaluator(classifier, device=self.device, max_batch=cfg.max_batch)
         self.encoding = make_encoding(cfg.encoding, classifier.input_shape, self.device,
                                       **cfg.encoding_params)
+        self.fingerprint = model_fingerprint(classifier)
 
-    def ready(self) -> int:
-        """The worker's process id (returns once the model is loaded)."""
-        return os.getpid()
+    def ready(self) -> dict:
+        """Who this worker is, once its model is loaded: pid, host, model fingerprint."""
+        return {"pid": os.getpid(), "host": os.uname().nodename, "fingerprint": self.fingerprint}
 
     def score(self, tag: int, payload, send_images: bool) -> tuple[int, np.ndarray | None, np.ndarray]:
         """``(tag, images uint8 or None, log_probs float64 B×K)`` of one sub-batch."""
@@ -169,8 +184,12 @@ def connect(address: str, config: RunConfig) -> bool:
 
     ``"auto"`` attaches to a cluster running on this machine (``ray start``) or, when
     there is none, starts a private one sized to this machine's cores; ``"local"``
-    always starts a private one. Any other value is a cluster address (``HOST:6379``, ``ray://HOST:10001``). A Ray already
-    initialised in this process (tests, notebooks) is used as it is.
+    always starts a private one. Any other value is a cluster address (``HOST:6379``,
+    or ``ray://HOST:10001`` for Ray Client). A Ray already initialised in this process
+    (tests, notebooks) is used as it is.
+
+    Raises:
+        EvofoolError: no cluster at the address, or a local instance that cannot start.
     """
     if ray.is_initialized():
         return False
@@ -179,9 +198,11 @@ def connect(address: str, config: RunConfig) -> bool:
     quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     if address not in ("auto", "local"):
         try:
-            ray.init(address=address, **quiet)
+            # Ray Client takes none of these options (the cluster's own settings apply).
+            ray.init(address=address, **({} if address.startswith("ray://") else quiet))
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)}") from None
+            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: "
+                               f"{_first_line(exc)}") from None
         return False
     if address == "auto":
         try:
@@ -195,7 +216,11 @@ def connect(address: str, config: RunConfig) -> bool:
     gpus = torch.cuda.device_count() if config.device != "cpu" else 0
     # Enough CPU slots for the workers asked for, even beyond the cores (the user's call).
     cpus = max(local_cpus(), wanted_workers(config, gpus))
-    ray.init(num_cpus=cpus, num_gpus=gpus, object_store_memory=512 * 2**20, **quiet)
+    try:
+        # 512 MiB of object store holds many generations in flight, even of photo-sized images.
+        ray.init(num_cpus=cpus, num_gpus=gpus, object_store_memory=512 * 2**20, **quiet)
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise EvofoolError(f"could not start a local Ray instance: {_first_line(exc)}") from None
     return True
 
 
@@ -228,12 +253,15 @@ class RayEvaluator:
             it gives up (a crash loop, e.g. a worker node out of memory).
         start_timeout_s: How long to wait for actors to load the model (and, when every
             worker is gone, for a replacement to start).
+        fingerprint: ``model_fingerprint`` of the driver's classifier; workers whose model
+            differs are refused. ``None`` skips the check.
         owns_ray: Shut Ray down in ``close`` (it was started for this run).
     """
 
     def __init__(self, config: RunConfig, encoding: Encoding, plan: WorkerPlan, *,
                  sub_batches_per_worker: int = 1, max_restarts: int = 16,
-                 start_timeout_s: float = 300.0, owns_ray: bool = False) -> None:
+                 start_timeout_s: float = 300.0, fingerprint: str | None = None,
+                 owns_ray: bool = False) -> None:
         self.config = config
         self.encoding = encoding
         self.device = encoding.device
@@ -241,6 +269,7 @@ class RayEvaluator:
         self.sub_batches_per_worker = max(1, int(sub_batches_per_worker))
         self.max_restarts = int(max_restarts)
         self.start_timeout_s = float(start_timeout_s)
+        self.fingerprint = fingerprint
         self.owns_ray = owns_ray
         self.restarts = 0
         # ``direct`` renders a genome as itself: the driver already holds the images, so
@@ -268,7 +297,8 @@ class RayEvaluator:
         owns = connect(str(config.ray), config)
         try:
             plan = plan_workers(config, ray.nodes())
-            return cls(config, encoding, plan, owns_ray=owns, **kwargs)
+            fingerprint = model_fingerprint(classifier) if classifier is not None else None
+            return cls(config, encoding, plan, fingerprint=fingerprint, owns_ray=owns, **kwargs)
         except BaseException:
             if owns:
                 ray.shutdown()
@@ -297,13 +327,19 @@ class RayEvaluator:
         """Moves an actor whose ``ready()`` finished to the idle pool (or replaces it)."""
         actor = self._joining.pop(ref)
         try:
-            ray.get(ref)
+            info = ray.get(ref)
         except RayActorError as exc:
-            if exc.actor_init_failed:  # the model or encoding cannot be built there: no retry
+            if getattr(exc, "actor_init_failed", False):  # cannot build model/encoding: no retry
                 raise EvofoolError(f"a Ray worker could not start: {_init_error(exc)}") from None
             self._warn(f"a Ray worker died while starting ({_first_line(exc)}); starting another")
             self._replace(actor, _first_line(exc))
             return
+        if self.fingerprint is not None and info["fingerprint"] != self.fingerprint:
+            ray.kill(actor, no_restart=True)
+            raise EvofoolError(f"the Ray worker on {info['host']} loaded another model for "
+                               f"{self.config.model!r} than this machine (weights fingerprint "
+                               f"{info['fingerprint']} != {self.fingerprint}); install the same "
+                               f"evofool and model files on every node")
         self._idle.append(actor)
 
     def _wait_for_workers(self) -> None:
@@ -316,9 +352,12 @@ class RayEvaluator:
             self._joined(done[0])
 
     def _stuck(self, what: str) -> None:
-        need = f"{self.plan.num_cpus:g} CPU" + (f" + {self.plan.num_gpus:g} GPU" if self.plan.num_gpus else "")
-        raise EvofoolError(f"{what} (each needs {need}; the cluster has "
-                           f"{ray.available_resources()} free); try fewer --workers")
+        need = f"{self.plan.num_cpus:g} CPU"
+        if self.plan.num_gpus:
+            need += f" + {self.plan.num_gpus:g} GPU"
+        free = ray.available_resources()
+        free = ", ".join(f"{free.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+        raise EvofoolError(f"{what} (each needs {need}; the cluster has {free} free); try fewer --workers")
 
     @staticmethod
     def _warn(message: str) -> None:
@@ -358,7 +397,7 @@ class RayEvaluator:
             try:
                 got_tag, images, log_probs = ray.get(ref)
             except RayActorError as exc:
-                if exc.actor_init_failed:
+                if getattr(exc, "actor_init_failed", False):
                     raise EvofoolError(f"a Ray worker could not start: {_init_error(exc)}") from None
                 first, last = int(parts[tag][0]), int(parts[tag][-1])
                 self._warn(f"a Ray worker died ({_first_line(exc)}); resubmitting its sub-batch "
@@ -398,4 +437,5 @@ class RayEvaluator:
         self.close()
 
 
-__all__ = ["RayEvaluator", "ScoringWorker", "WorkerPlan", "connect", "plan_workers", "to_wire", "from_wire"]
+__all__ = ["RayEvaluator", "ScoringWorker", "WorkerPlan", "connect", "from_wire", "model_fingerprint",
+           "plan_workers", "to_wire"]

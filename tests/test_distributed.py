@@ -217,7 +217,7 @@ def test_killed_workers_are_replaced_and_the_run_is_unchanged(ray_cluster, model
         if job.engine.generation == 2:
             ray.kill(evaluator.workers[0])
         elif job.engine.generation == 4:
-            os.kill(ray.get(evaluator.workers[-1].ready.remote()), signal.SIGKILL)
+            os.kill(ray.get(evaluator.workers[-1].ready.remote())["pid"], signal.SIGKILL)
 
     job.hooks.append(kill)
     run_job(job)
@@ -225,6 +225,23 @@ def test_killed_workers_are_replaced_and_the_run_is_unchanged(ray_cluster, model
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2 and all("resubmitting its sub-batch" in w for w in warnings), warnings
     assert_same_run(job.folder.path, local_runs["full"])
+
+
+@needs_ray
+def test_workers_that_cannot_load_the_model_fail_in_one_line(ray_cluster, model, tmp_path):
+    from evofool.distributed import RayEvaluator, WorkerPlan
+    from evofool.encodings import make_encoding
+    from evofool.errors import EvofoolError
+
+    one = WorkerPlan(count=1, num_cpus=1, num_gpus=0, threads=1)
+    encoding = make_encoding("direct", (1, 28, 28))
+    missing = config(f"lenet:{tmp_path / 'missing.safetensors'}", ray="auto")
+    with pytest.raises(EvofoolError, match="a Ray worker could not start: ") as err:
+        RayEvaluator(missing, encoding, one)
+    assert "missing.safetensors" in str(err.value) and "\n" not in str(err.value)
+    # Same spec, other weights on the worker's side: refused, not silently used.
+    with pytest.raises(EvofoolError, match="loaded another model"):
+        RayEvaluator(config(model, ray="auto"), encoding, one, fingerprint="0" * 16)
 
 
 @needs_ray

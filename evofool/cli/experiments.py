@@ -46,6 +46,7 @@ def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma
     Writes the same run folder as 'evofool run' (config.json with encoding "ascent",
     log.jsonl, champions/, champions.json, summary.json), so 'evofool export' works on it.
     """
+    import numpy as np
     from tqdm import tqdm
 
     from evofool.experiments import parse_classes
@@ -68,7 +69,7 @@ def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma
     conf = result.champions.confidences()
     reached = int((conf >= target).sum())
     click.echo(f"{reached}/{n} images ≥ {target:.4%} after {result.steps} steps ({result.seconds:.1f} s), "
-               f"min {conf.min():.6f}, median {float(sorted(conf)[n // 2]):.6f}; run folder: {folder.path}")
+               f"min {conf.min():.6f}, median {float(np.median(conf)):.6f}; run folder: {folder.path}")
     if reached < n:
         below = [classifier.class_names[k] for k, c in zip(settings.classes, conf) if c < target]
         click.echo(f"below target: {', '.join(below)} (try more --steps, a smaller --l2 or a larger --max-lr)")

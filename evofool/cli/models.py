@@ -36,8 +36,9 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
     command = shlex.join(["evofool", "train", "--data", str(data_dir), "--seed", str(seed),
                           "--epochs", str(epochs), "--batch-size", str(batch_size),
                           "--lr", str(lr), "--out", str(out)])
+    threads = torch.get_num_threads()
     click.echo(f"training LeNet on {len(train_x)} images ({num_classes} classes), "
-               f"seed {seed}, {epochs} epochs, {torch.get_num_threads()} threads")
+               f"seed {seed}, {epochs} epochs, {threads} CPU thread{'s' * (threads != 1)}")
 
     def report(stats) -> None:
         click.echo(f"epoch {stats.epoch}/{epochs}: loss {stats.train_loss:.4f}, "
@@ -63,7 +64,7 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
                      "test_accuracy": s.test_accuracy} for s in result.history],
         "train_seconds": round(seconds, 1),
         # CPU float reductions can depend on the thread count; record it for exact replays.
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "torch": torch.__version__,
         "python": platform.python_version(),
     }

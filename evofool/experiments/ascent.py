@@ -221,7 +221,7 @@ def run_ascent(classifier: Classifier, settings: AscentSettings, out: str | Path
     if log_every < 1:
         raise EvofoolError(f"--log-every must be at least 1 (got {log_every})")
     device = torch.device(device)
-    config = run_config(classifier, settings, None if device.type == "cpu" else str(device))
+    config = run_config(classifier, settings, str(device))
     folder = RunFolder.create(out if out is not None else RunFolder.default_path(config), config,
                               classifier.class_names)
     start = time.perf_counter()

@@ -97,7 +97,7 @@ def _write_class(run: RunData, ch: Champion, name: str, stamp: str, out: Path, s
     entry = {"class": ch.index, "name": ch.name, "confidence": ch.confidence, "log_prob": ch.log_prob,
              "generation": ch.generation, "image": f"{IMAGES_DIR}/{name}", "enlarged": enlarged, "scale": s,
              "width": image.width, "height": image.height,
-             "source": ch.source.relative_to(run.folder.path).as_posix(), "source_stamp": stamp}
+             "source": ch.file, "source_stamp": stamp}
     return entry, image
 
 

@@ -21,7 +21,8 @@ class Champion:
         confidence: Archived softmax confidence for the class.
         log_prob: Archived log-probability (more precise than ``confidence`` near 1).
         generation: Generation the champion was found in.
-        source: Absolute path of the run's champion PNG.
+        source: Path of the run's champion PNG.
+        file: That path as ``champions.json`` gives it (relative to the run folder).
     """
 
     index: int
@@ -30,6 +31,7 @@ class Champion:
     log_prob: float
     generation: int
     source: Path
+    file: str
 
 
 @dataclass
@@ -109,7 +111,7 @@ def _champion(folder: RunFolder, entry: object, class_names: list[str]) -> Champ
         champion = Champion(index=index, name=str(entry.get("name", class_names[index])),
                             confidence=float(entry["confidence"]),
                             log_prob=float(entry.get("log_prob", math.log(max(float(entry["confidence"]), 1e-300)))),
-                            generation=int(entry["generation"]), source=source)
+                            generation=int(entry["generation"]), source=source, file=str(entry["file"]))
     except (KeyError, TypeError, ValueError, IndexError):
         raise EvofoolError(f"{where} is damaged (bad champion entry {str(entry)[:80]})") from None
     if not 0 <= index < len(class_names):
