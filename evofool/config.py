@@ -11,7 +11,8 @@ from pathlib import Path
 from evofool.errors import EvofoolError
 
 # Keys that change what a run computes: a resume must not change them.
-MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops")
+MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
+                "focus_below")
 
 
 @dataclass
@@ -30,6 +31,9 @@ class RunConfig:
         checkpoint_every: Generations between checkpoints (0: only at the end).
         stop_at: Stop early once every class reaches this confidence (``None``: never).
         crops: 1, or 10 for the original's 10-crop scoring (photo models).
+        selection: Parent choice: ``lagging`` (default: uniform over classes still below
+            ``focus_below``, then over all) or ``uniform`` (the paper's MAP-Elites).
+        focus_below: Confidence under which a class counts as lagging.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -45,6 +49,8 @@ class RunConfig:
     checkpoint_every: int = 25
     stop_at: float | None = None
     crops: int = 1
+    selection: str = "lagging"
+    focus_below: float = 0.9999
     ray: str | None = None
     workers: int = 0
 
@@ -62,6 +68,10 @@ class RunConfig:
             raise EvofoolError(f"stop-at must lie in (0, 1] (got {self.stop_at})")
         if self.crops not in (1, 10):
             raise EvofoolError(f"crops must be 1 or 10 (got {self.crops})")
+        if self.selection not in ("uniform", "lagging"):
+            raise EvofoolError(f"unknown selection {self.selection!r}; choose uniform or lagging")
+        if not 0.0 < self.focus_below <= 1.0:
+            raise EvofoolError(f"focus-below must lie in (0, 1] (got {self.focus_below})")
         if self.workers < 0:
             raise EvofoolError(f"workers must be 0 or more (got {self.workers})")
         if not isinstance(self.encoding_params, dict):

@@ -196,13 +196,16 @@ def connect(address: str, config: RunConfig) -> bool:
     # No usage-stats reporting from a run (and no network access it would need).
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    # Ray logs a warning whenever it turns its token authentication on (a good thing).
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     if address not in ("auto", "local"):
         try:
             # Ray Client takes none of these options (the cluster's own settings apply).
             ray.init(address=address, **({} if address.startswith("ray://") else quiet))
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: "
-                               f"{_first_line(exc)}") from None
+            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)} "
+                               f"(is it up? a cluster with token authentication also needs "
+                               f"RAY_AUTH_MODE=token and its token here: see docs/ray.md)") from None
         return False
     if address == "auto":
         try:
@@ -210,15 +213,12 @@ def connect(address: str, config: RunConfig) -> bool:
             return False
         except ConnectionError:
             pass  # no cluster on this machine: start one for this run
-    # A private instance keeps Ray's default token authentication (~/.ray/auth_token);
-    # the warning Ray logs when it turns it on is noise for a run.
-    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     gpus = torch.cuda.device_count() if config.device != "cpu" else 0
     # Enough CPU slots for the workers asked for, even beyond the cores (the user's call).
     cpus = max(local_cpus(), wanted_workers(config, gpus))
     try:
         # 512 MiB of object store holds many generations in flight, even of photo-sized images.
-        ray.init(num_cpus=cpus, num_gpus=gpus, object_store_memory=512 * 2**20, **quiet)
+        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, object_store_memory=512 * 2**20, **quiet)
     except (RuntimeError, OSError, ValueError) as exc:
         raise EvofoolError(f"could not start a local Ray instance: {_first_line(exc)}") from None
     return True

@@ -39,9 +39,33 @@ class Scorer(Protocol):
         """Returns ``(images B×C×H×W uint8, log_probs B×K float64)`` in the genomes' order."""
 
 
-def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Classes whose champions parent the next ``n`` offspring: uniform over occupied cells."""
+SELECTIONS = ("uniform", "lagging")
+
+
+def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator,
+                   selection: str = "uniform", focus_below: float = 0.9999) -> np.ndarray:
+    """Classes whose champions parent the next ``n`` offspring.
+
+    Args:
+        archive: The archive to draw champions from.
+        n: Number of parents.
+        rng: The run's generator.
+        selection: ``uniform`` — uniform over occupied cells (the paper's MAP-Elites);
+            ``lagging`` — uniform over occupied cells whose champion is still below
+            ``focus_below`` (all occupied cells once every one is above it), so the
+            whole batch works on the classes that are not fooled yet.
+        focus_below: Confidence under which a class counts as lagging.
+
+    Returns:
+        ``n`` class indices.
+    """
     occupied = archive.occupied
+    if selection == "lagging":
+        lagging = occupied[archive.confidences()[occupied] < focus_below]
+        if len(lagging):
+            occupied = lagging
+    elif selection != "uniform":
+        raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
     return occupied[rng.integers(0, len(occupied), size=n)]
 
 
@@ -67,10 +91,13 @@ class Engine:
         rng: The run's single source of randomness.
         scorer: Renders and scores genomes; default: ``encoding.render`` then ``evaluator``
             in this process (``evofool.distributed.RayEvaluator`` farms it out instead).
+        selection: Parent choice, see ``sample_parents``.
+        focus_below: Threshold of the ``lagging`` selection.
     """
 
     def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
-                 population: int, rng: np.random.Generator, scorer: Scorer | None = None) -> None:
+                 population: int, rng: np.random.Generator, scorer: Scorer | None = None,
+                 selection: str = "uniform", focus_below: float = 0.9999) -> None:
         self.encoding = encoding
         self.evaluator = evaluator
         self.archive = archive
@@ -81,7 +108,10 @@ class Engine:
         self.stats = make_statistics()
         self.logbook = tools.Logbook()
         self.toolbox = base.Toolbox()
-        self.toolbox.register("select", sample_parents, self.archive)
+        if selection not in SELECTIONS:
+            raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
+        self.toolbox.register("select", sample_parents, self.archive, selection=selection,
+                              focus_below=focus_below)
         self.toolbox.register("vary", self.encoding.vary)
         self.toolbox.register("render", self.encoding.render)
         self.toolbox.register("evaluate", self.evaluator.log_probs)

@@ -73,7 +73,8 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
         except ImportError as exc:
             raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
         scorer = RayEvaluator.from_config(config, encoding, classifier)
-    return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer), classifier
+    return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
+                  selection=config.selection, focus_below=config.focus_below), classifier
 
 
 @dataclass

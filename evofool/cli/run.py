@@ -13,7 +13,7 @@ from evofool.errors import EvofoolError
 _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "generations": "generations", "seed": "seed", "device": "device", "max_batch": "max_batch",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
-           "ray": "ray", "workers": "workers"}
+           "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below"}
 
 
 def _param(spec: str) -> tuple[str, object]:
@@ -64,13 +64,18 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--checkpoint-every", type=int, default=25, show_default=True, help="Generations between checkpoints.")
 @click.option("--stop-at", type=float, default=None, help="Stop once every class reaches this confidence.")
 @click.option("--crops", type=int, default=1, show_default=True, help="1, or 10 for 10-crop scoring.")
+@click.option("--selection", type=click.Choice(["lagging", "uniform"]), default="lagging", show_default=True,
+              help="Parent choice: classes still below --focus-below first, or uniform (the paper).")
+@click.option("--focus-below", type=float, default=0.9999, show_default=True,
+              help="Confidence under which a class counts as lagging.")
 @click.option("--ray", default=None, metavar="auto|ADDRESS", help="Evaluate on Ray workers (pip install 'evofool[ray]').")
 @click.option("--workers", type=int, default=0, show_default=True, help="Ray workers (0: one per GPU, else 2).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
-        resume_dir, device, max_batch, checkpoint_every, stop_at, crops, ray, workers, quiet, no_gallery) -> None:
+        resume_dir, device, max_batch, checkpoint_every, stop_at, crops, selection, focus_below, ray, workers,
+        quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

@@ -20,7 +20,6 @@ successful perturbation found is kept.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,7 +27,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from evofool import __version__

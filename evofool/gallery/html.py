@@ -8,6 +8,7 @@ the hidden ``<pre id="selftest">``, which a headless browser's ``--dump-dom`` ca
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from html import escape
@@ -171,7 +172,7 @@ def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[s
     confs = [c.confidence for c in run.champions]
     n99 = sum(p >= 0.99 for p in confs)
     n9999 = sum(p >= 0.9999 for p in confs)
-    median = sorted(confs)[len(confs) // 2] if confs else float("nan")
+    median = statistics.median(confs) if confs else float("nan")
     title = escape(run.folder.path.resolve().name)
     chips = "".join([
         _chip("model", cfg.get("model")), _chip("encoding", cfg.get("encoding")),

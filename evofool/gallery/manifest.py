@@ -35,7 +35,16 @@ def run_summary(run: RunData) -> dict:
 
 def build_manifest(run: RunData, classes: list[dict], sheets: list[dict], plots: list[str],
                    export: dict) -> dict:
-    """The manifest document (see the module docstring)."""
+    """The manifest document.
+
+    Args:
+        run: The run.
+        classes: One entry per exported class (class, name, confidence, log_prob,
+            generation, image, enlarged, scale, width, height, source, source_stamp).
+        sheets: Contact-sheet pages: ``{"file", "classes", "key"}``.
+        plots: Plot file names.
+        export: The export's options (top, classes, scale, live, complete).
+    """
     from evofool import __version__
 
     return {"format": FORMAT, "evofool_version": __version__,
@@ -73,7 +82,8 @@ def read_manifest(out: Path, strict: bool = True) -> dict | None:
     path = out / MANIFEST_JSON
     try:
         doc = json.loads(path.read_text())
-        if doc.get("format") != FORMAT or not isinstance(doc.get("classes"), list):
+        if (doc.get("format") != FORMAT or not isinstance(doc.get("classes"), list)
+                or not isinstance(doc.get("run"), dict)):
             raise ValueError
         return doc
     except FileNotFoundError:

@@ -61,7 +61,7 @@ def _limits(values: np.ndarray) -> tuple[float, float]:
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # imported here: a run that never plots never pays for it
 
     fig = Figure(figsize=(width, height), dpi=100, facecolor=FACE)
     ax = fig.add_subplot(1, 1, 1, facecolor=AXES)
@@ -94,6 +94,8 @@ def progress_plot(log: list[dict], num_classes: int, path: Path) -> bool:
     Returns:
         False (and writes nothing) when the log is empty.
     """
+    from matplotlib.ticker import MaxNLocator
+
     records = [r for r in log if all(k in r for k in ("generation", "min", "median", "max"))]
     if not records:
         return False
@@ -121,12 +123,12 @@ def progress_plot(log: list[dict], num_classes: int, path: Path) -> bool:
         if all(key in r for r in records):
             right.step(gen, [r[key] for r in records], where="post", color=color, linewidth=1.6, label=name)
     right.set_ylim(0, num_classes * 1.02)
+    right.yaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel("classes", color=INK)
     handles = ax.get_legend_handles_labels()
     extra = right.get_legend_handles_labels()
-    legend = ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper left", fontsize=8,
-                       facecolor=AXES, edgecolor=GRID, labelcolor=INK)
-    legend.set_zorder(5)
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=4, fontsize=8, frameon=False, labelcolor=INK)
     ax.set_title("Champion confidence per generation", fontsize=11)
     _save(fig, path)
     return True
@@ -134,6 +136,8 @@ def progress_plot(log: list[dict], num_classes: int, path: Path) -> bool:
 
 def histogram_plot(champions: list[Champion], num_classes: int, path: Path) -> None:
     """Histogram of the champions' final confidences (logit axis), 99 % and 99.99 % marked."""
+    from matplotlib.ticker import MaxNLocator
+
     values = logit10_from_log_prob(np.array([c.log_prob for c in champions]))
     fig, ax = _figure(7.0, 3.4)
     lo, hi = _limits(values)
@@ -146,6 +150,7 @@ def histogram_plot(champions: list[Champion], num_classes: int, path: Path) -> N
     ax.set_xlim(lo, hi)
     ax.set_xlabel("final champion confidence")
     ax.set_ylabel("classes")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     n99 = sum(c.confidence >= 0.99 for c in champions)
     n9999 = sum(c.confidence >= 0.9999 for c in champions)
     ax.set_title(f"Final confidences: {len(champions)}/{num_classes} classes filled, "
