@@ -73,7 +73,9 @@ def make_statistics() -> tools.Statistics:
     """DEAP statistics over the champions' confidences (one value per class)."""
     stats = tools.Statistics()
     stats.register("min", lambda v: float(np.min(v)))
+    stats.register("q1", lambda v: float(np.quantile(v, 0.25)))
     stats.register("median", lambda v: float(np.median(v)))
+    stats.register("q3", lambda v: float(np.quantile(v, 0.75)))
     stats.register("max", lambda v: float(np.max(v)))
     for name, level in THRESHOLDS.items():
         stats.register(name, lambda v, level=level: int(np.sum(np.asarray(v) >= level)))
