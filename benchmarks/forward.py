@@ -12,6 +12,7 @@ shrugs off noise from other processes on a shared machine).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -59,9 +60,10 @@ def main() -> None:
 
     device = torch.device(args.device)
     clf = load_model(args.model, device=device)
+    # The load average says how far other processes skew CPU numbers on a shared machine.
     print(f"model {args.model} {clf.input_shape}, device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}")
+          f"median of {args.repeats}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'batch':>6}  {'images/s':>12}  {'ms/batch':>9}")
     for batch in args.batches:
         rate = images_per_second(clf, batch, device, args.repeats)

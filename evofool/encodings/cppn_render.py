@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from evofool.encodings.cppn_genome import N_ACT, N_INPUTS, Genome
+from evofool.encodings.cppn_genome import N_INPUTS, Genome
 
 # GPU: about how many node values (rows × pixels) one chunk may hold (bounds memory).
 DEFAULT_CHUNK_ELEMENTS = 2**27
