@@ -52,6 +52,7 @@ _COMMAND_MODULES = [
     "evofool.cli.models",
     "evofool.cli.export",
     "evofool.cli.experiments",
+    "evofool.cli.studies",
 ]
 for _name in _COMMAND_MODULES:
     try:
