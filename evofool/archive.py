@@ -20,9 +20,15 @@ class ClassArchive:
         num_classes: Number of cells K.
         encoding: The encoding whose genomes are stored.
         device: Where the fitness and image tensors live.
+        fitness: ``log_prob`` (classes; confidence = exp(fitness)) or ``score`` (units of
+            activation maximisation; the reported value is the raw score).
     """
 
-    def __init__(self, num_classes: int, encoding: Encoding, device: torch.device | str = "cpu") -> None:
+    def __init__(self, num_classes: int, encoding: Encoding, device: torch.device | str = "cpu",
+                 fitness: str = "log_prob") -> None:
+        if fitness not in ("log_prob", "score"):
+            raise ValueError(f"fitness must be 'log_prob' or 'score', not {fitness!r}")
+        self.fitness = fitness
         self.num_classes = int(num_classes)
         self.encoding = encoding
         self.device = torch.device(device)
@@ -39,7 +45,12 @@ class ClassArchive:
         return torch.nonzero(torch.isfinite(self.log_probs)).flatten().cpu().numpy()
 
     def confidences(self) -> np.ndarray:
-        """Champion probability per class (0 for empty cells), float64."""
+        """Champion probability per class (0 for empty cells), float64.
+
+        For ``fitness="score"`` archives: the raw score (``-inf`` for empty cells).
+        """
+        if self.fitness == "score":
+            return self.log_probs.cpu().numpy().copy()
         return torch.exp(self.log_probs).cpu().numpy()
 
     def genomes_of(self, classes: np.ndarray) -> Genomes:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import socket
 import sys
 from dataclasses import dataclass
 
@@ -207,12 +208,12 @@ def connect(address: str, config: RunConfig) -> bool:
                                f"(is it up? a cluster with token authentication also needs "
                                f"RAY_AUTH_MODE=token and its token here: see docs/ray.md)") from None
         return False
-    if address == "auto":
+    if address == "auto" and _local_cluster_answers():
         try:
             ray.init(address="auto", **quiet)
             return False
         except ConnectionError:
-            pass  # no cluster on this machine: start one for this run
+            pass  # no cluster on this machine after all: start one for this run
     gpus = torch.cuda.device_count() if config.device != "cpu" else 0
     # Enough CPU slots for the workers asked for, even beyond the cores (the user's call).
     cpus = max(local_cpus(), wanted_workers(config, gpus))
@@ -221,6 +222,29 @@ def connect(address: str, config: RunConfig) -> bool:
         ray.init(address="local", num_cpus=cpus, num_gpus=gpus, object_store_memory=512 * 2**20, **quiet)
     except (RuntimeError, OSError, ValueError) as exc:
         raise EvofoolError(f"could not start a local Ray instance: {_first_line(exc)}") from None
+    return True
+
+
+def _local_cluster_answers(timeout_s: float = 2.0) -> bool:
+    """Whether ``ray.init(address="auto")`` would find a live cluster.
+
+    Ray remembers the last ``ray start`` in a file that outlives a cluster killed without
+    ``ray stop``; attaching to such an address retries for minutes, so probe it first.
+    """
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        address = canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        return False  # Ray found no cluster at all
+    except Exception:  # pragma: no cover - Ray internals changed: let ray.init decide
+        return True
+    if address is None:
+        return False
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError):
+        return False
     return True
 
 

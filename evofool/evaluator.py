@@ -84,7 +84,10 @@ class BatchEvaluator:
         for start in range(0, images.shape[0], self.max_batch):
             chunk = to_unit_float(images[start:start + self.max_batch].to(self.device, non_blocking=True))
             raw = self.classifier.module(self.classifier.preprocess(chunk))
-            if self.classifier.outputs == "probs":
+            if self.classifier.outputs == "scores":
+                # Activation maximisation: the fitness is the raw score itself.
+                out.append(raw.to(torch.float64))
+            elif self.classifier.outputs == "probs":
                 out.append(torch.log(raw.to(torch.float64).clamp_min(1e-300)))
             else:
                 out.append(stable_log_softmax(raw))

@@ -60,7 +60,8 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
         encoding = make_encoding(config.encoding, classifier.input_shape, device, **config.encoding_params)
     except ValueError as exc:
         raise EvofoolError(f"bad parameters for encoding {config.encoding!r}: {exc}") from None
-    archive = ClassArchive(classifier.num_classes, encoding, device)
+    archive = ClassArchive(classifier.num_classes, encoding, device,
+                           fitness="score" if classifier.outputs == "scores" else "log_prob")
     # evofool draws only from ``rng``; the global generators are seeded too so that any
     # library code that does use them is reproducible (and their states are checkpointed).
     random.seed(config.seed)
