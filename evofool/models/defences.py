@@ -113,6 +113,10 @@ def load_ensemble(arg: str, spec: str, device: torch.device | str = "cpu") -> Cl
         raise EvofoolError(f"model spec {spec!r} has an empty ensemble member "
                            f"(use ensemble:SPEC,SPEC,...)")
     members = [_load_member(s, device, f"ensemble member {i + 1}") for i, s in enumerate(specs)]
+    for i, m in enumerate(members, start=1):
+        if m.outputs == "scores":  # a mean of softmaxes needs class scores, not unit activations
+            raise EvofoolError(f"ensemble member {i} {m.spec!r} outputs raw unit activations; "
+                               f"ensemble members must be classifiers")
     first = members[0]
     for i, m in enumerate(members[1:], start=2):
         if tuple(m.input_shape) != tuple(first.input_shape):

@@ -60,11 +60,11 @@ def test_a_genome_renders_the_same_alone_and_in_any_batch():
 
 
 def test_chunks_and_pixel_tiles_do_not_change_images(monkeypatch):
-    enc = CPPNEncoding((3, 20, 20))
-    pop = mutated_population(enc, 30, seed=11)
+    enc = CPPNEncoding((3, 10, 20))
+    pop = mutated_population(enc, 12, seed=11)
     one, one_float = enc.render(pop), enc.render_float(pop)
     monkeypatch.setattr(cppn_render, "CPU_CHUNK_ROWS", 20)  # one or two genomes per chunk
-    monkeypatch.setattr(cppn_render, "TILE_ELEMENTS", 1)  # 64-pixel tiles (last one partial)
+    monkeypatch.setattr(cppn_render, "TILE_ELEMENTS", 1)  # 64-pixel tiles (the last one partial)
     assert torch.equal(one, enc.render(pop))
     assert torch.equal(one_float, enc.render_float(pop))
 

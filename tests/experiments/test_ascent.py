@@ -144,6 +144,17 @@ def test_bad_input_is_one_line(tmp_path, args, fragment):
     one_line_error(invoke("ascent", *args, "--out", tmp_path / "x", "--quiet"), fragment)
 
 
+def test_refuses_raw_unit_scores(tmp_path, monkeypatch):
+    from evofool.models import PREFIX_LOADERS, PrefixLoader
+    from evofool.models.base import Classifier
+
+    fake = PrefixLoader(lambda arg, spec, device: Classifier(spec, torch.nn.Flatten(), (1, 28, 28), ["a"],
+                                                             outputs="scores"), "fakeunit:X", "test")
+    monkeypatch.setitem(PREFIX_LOADERS, "fakeunit", fake)
+    one_line_error(invoke("ascent", "--model", "fakeunit:x", "--out", tmp_path / "u", "--quiet"),
+                   "ascent needs a classifier")
+
+
 def test_refuses_an_existing_run_folder(all_classes):
     out, _ = all_classes
     one_line_error(invoke("ascent", "--out", out, "--quiet"), "already holds a run")

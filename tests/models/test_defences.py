@@ -96,6 +96,13 @@ def test_bad_ensemble_members_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(PREFIX_LOADERS, "fake", fake)
     with pytest.raises(EvofoolError, match=r"member 2 'fake:x' takes C×H×W = \(3, 8, 8\)"):
         load_model("ensemble:lenet-mnist,fake:x")
+    # Raw unit activations (unit: specs) have no softmax to average.
+    units = PrefixLoader(lambda arg, spec, device: Classifier(spec, torch.nn.Flatten(), (1, 28, 28),
+                                                              [str(i) for i in range(10)], outputs="scores"),
+                         "units:X", "test")
+    monkeypatch.setitem(PREFIX_LOADERS, "units", units)
+    with pytest.raises(EvofoolError, match="member 2 'units:x' outputs raw unit activations"):
+        load_model("ensemble:lenet-mnist,units:x")
 
 
 def test_bad_member_on_the_command_line_is_one_line(tmp_path):

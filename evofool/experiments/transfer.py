@@ -1,0 +1,200 @@
+"""Transfer of fooling images to other models (the paper's DNN_A → DNN_B test).
+
+A run's champion PNGs (8-bit, exactly what its own model scored) are scored by
+other models, one batched forward pass per model. For each class: the run's own
+confidence (from ``champions.json``), each other model's confidence for that same
+class, and the other model's own top-1 class and confidence. The summary counts the
+images each other model gives ≥ 50 % and ≥ 99 % for the run's class.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from evofool.errors import EvofoolError
+from evofool.runfolder import RunFolder, write_json_atomic
+
+# summary key suffix -> confidence level for the run's class
+LEVELS = {"50": 0.5, "99": 0.99}
+
+
+@dataclass
+class Scored:
+    """One image under one other model."""
+
+    confidence: float  # for the run's class
+    top1: int
+    top1_name: str
+    top1_confidence: float
+
+
+@dataclass
+class TransferRow:
+    """One champion: its class, file, own confidence and its scores under each other model."""
+
+    index: int
+    name: str
+    file: str
+    own_confidence: float
+    others: dict[str, Scored] = field(default_factory=dict)
+
+
+@dataclass
+class TransferReport:
+    """Everything ``evofool transfer`` prints and writes."""
+
+    run: str
+    run_model: str
+    models: list[str]
+    rows: list[TransferRow]
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Per other model: fraction (and count) of images ≥ 50 % / ≥ 99 % for the run's class."""
+        out = {}
+        n = max(len(self.rows), 1)
+        for spec in self.models:
+            entry: dict[str, float] = {"images": len(self.rows)}
+            for key, level in LEVELS.items():
+                count = sum(r.others[spec].confidence >= level for r in self.rows)
+                entry[f"n{key}"], entry[f"frac{key}"] = count, count / n
+            entry["same_top1"] = sum(r.others[spec].top1 == r.index for r in self.rows) / n
+            out[spec] = entry
+        own = {"images": len(self.rows)}
+        for key, level in LEVELS.items():
+            count = sum(r.own_confidence >= level for r in self.rows)
+            own[f"n{key}"], own[f"frac{key}"] = count, count / n
+        return {"own": own, **out}
+
+    def to_json(self) -> dict:
+        return {"run": self.run, "run_model": self.run_model, "models": self.models,
+                "rows": [asdict(r) for r in self.rows], "summary": self.summary()}
+
+    def to_csv(self) -> str:
+        """One row per champion; per other model: confidence, top-1 class and its confidence."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        header = ["class", "name", "file", f"{self.run_model} (own)"]
+        for spec in self.models:
+            header += [f"{spec} confidence", f"{spec} top1", f"{spec} top1 confidence"]
+        writer.writerow(header)
+        for r in self.rows:
+            line = [r.index, r.name, r.file, f"{r.own_confidence:.9g}"]
+            for spec in self.models:
+                s = r.others[spec]
+                line += [f"{s.confidence:.9g}", s.top1_name, f"{s.top1_confidence:.9g}"]
+            writer.writerow(line)
+        return buf.getvalue()
+
+
+def score_champions(run: str | Path, specs: list[str], device: torch.device | str | None = None
+                    ) -> TransferReport:
+    """Scores a run's champion images with each model in ``specs``.
+
+    Args:
+        run: A run folder with ``champions.json``.
+        specs: Model specs of the other models (their class names must equal the run's).
+        device: Where to run the models (``None``: CUDA if available).
+
+    Raises:
+        EvofoolError: not a run folder, no champions, an unknown model, other class names,
+            a model that returns raw scores, an image of another size.
+    """
+    from evofool.evaluator import BatchEvaluator
+    from evofool.imageio import load_image
+    from evofool.models import load_model
+
+    if not specs:
+        raise EvofoolError("give at least one --model to transfer the images to")
+    if len(set(specs)) != len(specs):
+        raise EvofoolError("a --model is listed twice")
+    folder = RunFolder.open(run)
+    config = folder.config()
+    names = folder.class_names()
+    champions = folder.read_champions().get("champions", [])
+    if not champions:
+        raise EvofoolError(f"{folder.path} has no champions yet")
+    rows = [TransferRow(int(c["class"]), str(c["name"]), str(c["file"]), float(c["confidence"]))
+            for c in champions]
+    report = TransferReport(str(folder.path), config.model, list(specs), rows)
+    for spec in specs:
+        clf = load_model(spec, device)
+        if clf.outputs == "scores":
+            raise EvofoolError(f"{spec} returns raw unit scores, not class probabilities")
+        if list(clf.class_names) != list(names):
+            raise EvofoolError(f"{spec} has other classes than the run ({len(clf.class_names)} classes: "
+                               f"{_brief(clf.class_names)}; the run's {config.model}: {_brief(names)})")
+        batch = torch.stack([load_image(folder.path / r.file, clf.input_shape, resize=clf.resize_inputs,
+                                        model=spec) for r in rows])
+        probs = BatchEvaluator(clf, device=device).evaluate(batch).probs.cpu()  # one pass per model
+        own = probs[torch.arange(len(rows)), torch.tensor([r.index for r in rows])]
+        top_conf, top = probs.max(dim=1)
+        for r, c, t, tc in zip(rows, own.tolist(), top.tolist(), top_conf.tolist()):
+            r.others[spec] = Scored(c, t, clf.class_names[t], tc)
+    return report
+
+
+def _brief(names: list[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (", ..." if len(names) > limit else "")
+
+
+def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
+    """Writes ``transfer.json`` and ``transfer.csv`` into the run folder, or one file ``out``.
+
+    Raises:
+        EvofoolError: ``out`` ends neither in ``.json`` nor ``.csv``.
+    """
+    if out is None:
+        folder = Path(report.run)
+        paths = [folder / "transfer.json", folder / "transfer.csv"]
+    else:
+        out = Path(out)
+        if out.suffix.lower() not in (".json", ".csv"):
+            raise EvofoolError(f"--out must end in .json or .csv (got {out.name})")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        paths = [out]
+    for path in paths:
+        if path.suffix.lower() == ".json":
+            write_json_atomic(path, report.to_json())
+        else:
+            path.write_text(report.to_csv())
+    return paths
+
+
+def pct(p: float) -> str:
+    """A confidence as a percentage that still tells 99.99 % from 99.9999 %."""
+    return f"{p:.4%}" if p >= 0.999 else f"{p:.2%}"
+
+
+def format_table(report: TransferReport) -> list[str]:
+    """The printed table: one line per class, then one summary line per other model."""
+    head = ["class", f"{report.run_model} (own)"]
+    for spec in report.models:
+        head += [spec, "top-1 (confidence)"]
+    body = []
+    for r in report.rows:
+        line = [r.name, pct(r.own_confidence)]
+        for spec in report.models:
+            s = r.others[spec]
+            line += [pct(s.confidence), f"{s.top1_name} ({pct(s.top1_confidence)})"]
+        body.append(line)
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
+    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in [head, *body]]
+    summary = report.summary()
+    n = len(report.rows)
+    own = summary["own"]
+    lines.append(f"{report.run_model} (own): {own['n50']}/{n} ≥ 50 %, {own['n99']}/{n} ≥ 99 %")
+    for spec in report.models:
+        s = summary[spec]
+        lines.append(f"{spec}: {s['n50']}/{n} ({s['frac50']:.0%}) ≥ 50 %, {s['n99']}/{n} ({s['frac99']:.0%}) "
+                     f"≥ 99 % for the run's class; top-1 is the run's class for {s['same_top1']:.0%}")
+    return lines
+
+
+__all__ = ["TransferReport", "TransferRow", "Scored", "format_table", "score_champions", "write_report"]
