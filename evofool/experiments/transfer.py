@@ -78,7 +78,7 @@ class TransferReport:
         """One row per champion; per other model: confidence, top-1 class and its confidence."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        header = ["class", "name", "file", f"{self.run_model} (own)"]
+        header = ["class", "name", "file", "own confidence"]
         for spec in self.models:
             header += [f"{spec} confidence", f"{spec} top1", f"{spec} top1 confidence"]
         writer.writerow(header)
@@ -167,13 +167,13 @@ def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
 
 
 def pct(p: float) -> str:
-    """A confidence as a percentage that still tells 99.99 % from 99.9999 %."""
-    return f"{p:.4%}" if p >= 0.999 else f"{p:.2%}"
+    """A confidence as a percentage with 4 decimals (tells 99.99 % from 99.9999 %)."""
+    return f"{p:.4%}"
 
 
 def format_table(report: TransferReport) -> list[str]:
     """The printed table: one line per class, then one summary line per other model."""
-    head = ["class", f"{report.run_model} (own)"]
+    head = ["class", "own model"]
     for spec in report.models:
         head += [spec, "top-1 (confidence)"]
     body = []
@@ -184,12 +184,13 @@ def format_table(report: TransferReport) -> list[str]:
             line += [pct(s.confidence), f"{s.top1_name} ({pct(s.top1_confidence)})"]
         body.append(line)
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-    lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    lines = [f"run {report.run}: {len(report.rows)} champions; own model {report.run_model}"]
+    lines += ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in [head, *body]]
     summary = report.summary()
     n = len(report.rows)
     own = summary["own"]
-    lines.append(f"{report.run_model} (own): {own['n50']}/{n} ≥ 50 %, {own['n99']}/{n} ≥ 99 %")
+    lines.append(f"own model: {own['n50']}/{n} ≥ 50 %, {own['n99']}/{n} ≥ 99 %")
     for spec in report.models:
         s = summary[spec]
         lines.append(f"{spec}: {s['n50']}/{n} ({s['frac50']:.0%}) ≥ 50 %, {s['n99']}/{n} ({s['frac99']:.0%}) "

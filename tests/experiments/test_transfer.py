@@ -1,0 +1,131 @@
+"""``evofool transfer``: a real small run's champions scored by other LeNets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from evofool.cli import cli
+from evofool.models import load_model
+from evofool.models.lenet import LeNet, save_lenet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments: str) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A real finished run against lenet-mnist (30 generations of 100)."""
+    out = tmp_path_factory.mktemp("transfer") / "run"
+    result = invoke("run", "--generations", 30, "--population", 100, "--seed", 0, "--out", out,
+                    "--quiet", "--no-gallery")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def softmax_of_pngs(spec: str, run: Path, champions: list[dict]) -> torch.Tensor:
+    """Independent scoring: read each PNG with Pillow, run the module, softmax in float64."""
+    clf = load_model(spec)
+    x = torch.stack([torch.from_numpy(np.array(Image.open(run / c["file"]), dtype=np.uint8))
+                     for c in champions]).float().div(255).unsqueeze(1)
+    with torch.no_grad():
+        return torch.softmax(clf.module(x).double(), dim=1)
+
+
+def test_transfer_to_lenet_mnist_b(run_dir):
+    result = invoke("transfer", run_dir, "--model", "lenet-mnist-b")
+    assert result.exit_code == 0, result.output
+    champions = json.loads((run_dir / "champions.json").read_text())["champions"]
+    assert len(champions) == 10
+    doc = json.loads((run_dir / "transfer.json").read_text())
+    assert doc["run_model"] == "lenet-mnist" and doc["models"] == ["lenet-mnist-b"]
+    expected = softmax_of_pngs("lenet-mnist-b", run_dir, champions)
+    for k, (row, c) in enumerate(zip(doc["rows"], champions)):
+        assert row["index"] == c["class"] and row["own_confidence"] == c["confidence"]
+        other = row["others"]["lenet-mnist-b"]
+        assert other["confidence"] == pytest.approx(float(expected[k, c["class"]]), abs=1e-6)
+        assert other["top1"] == int(expected[k].argmax())
+        assert other["top1_confidence"] == pytest.approx(float(expected[k].max()), abs=1e-6)
+        assert other["top1_name"] == str(other["top1"])
+    own = expected[torch.arange(10), torch.tensor([c["class"] for c in champions])]
+    summary = doc["summary"]["lenet-mnist-b"]
+    assert summary["n50"] == int((own >= 0.5).sum()) and summary["n99"] == int((own >= 0.99).sum())
+    assert summary["frac50"] == pytest.approx(summary["n50"] / 10)
+    # The CSV holds the same numbers, one row per class.
+    rows = list(csv.DictReader(io.StringIO((run_dir / "transfer.csv").read_text())))
+    assert [int(r["class"]) for r in rows] == [c["class"] for c in champions]
+    assert float(rows[3]["lenet-mnist-b confidence"]) == pytest.approx(doc["rows"][3]["others"]["lenet-mnist-b"]
+                                                                       ["confidence"], rel=1e-8)
+    # The printed table: a header, one line per class, the summary lines.
+    out = result.output.splitlines()
+    assert out[0].startswith(f"run {run_dir}: 10 champions; own model lenet-mnist")
+    assert "lenet-mnist-b" in out[1] and "top-1 (confidence)" in out[1]
+    assert any(line.startswith(f"lenet-mnist-b: {summary['n50']}/10") for line in out)
+    assert f"{100 * doc['rows'][0]['others']['lenet-mnist-b']['confidence']:.4f}%" in out[2]
+
+
+def test_transfer_to_its_own_model_reproduces_the_champions(run_dir, tmp_path):
+    """Scoring the saved 8-bit PNGs with the run's own model gives champions.json's numbers."""
+    out = tmp_path / "own.json"
+    result = invoke("transfer", run_dir, "--model", "lenet-mnist", "--model", "lenet-mnist-b", "--out", out)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert doc["models"] == ["lenet-mnist", "lenet-mnist-b"]
+    for row in doc["rows"]:
+        assert row["others"]["lenet-mnist"]["confidence"] == pytest.approx(row["own_confidence"], rel=1e-9)
+        assert set(row["others"]) == {"lenet-mnist", "lenet-mnist-b"}
+    assert doc["summary"]["lenet-mnist"]["n50"] == doc["summary"]["own"]["n50"]
+    assert not (tmp_path / "own.csv").exists()  # --out writes just the one file asked for
+
+
+def test_csv_out(run_dir, tmp_path):
+    out = tmp_path / "sub" / "t.csv"
+    result = invoke("transfer", run_dir, "--model", "ensemble:lenet-mnist,lenet-mnist-b", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert len(rows) == 10 and "ensemble:lenet-mnist,lenet-mnist-b top1" in rows[0]
+
+
+def test_errors_are_one_line(run_dir, tmp_path):
+    names = [f"c{i}" for i in range(10)]
+    torch.manual_seed(0)
+    save_lenet(LeNet(10), tmp_path / "other.safetensors", {"class_names": names})
+    save_lenet(LeNet(11), tmp_path / "eleven.safetensors", {"class_names": [str(i) for i in range(11)]})
+    one_line_error(invoke("transfer", run_dir, "--model", f"lenet:{tmp_path / 'other.safetensors'}"),
+                   "other classes than the run", "c0, c1")
+    one_line_error(invoke("transfer", run_dir, "--model", f"lenet:{tmp_path / 'eleven.safetensors'}"),
+                   "11 classes")
+    one_line_error(invoke("transfer", run_dir, "--model", "unit:conv2.1,conv2.2:lenet-mnist"), "raw unit scores")
+    one_line_error(invoke("transfer", run_dir, "--model", "no-such-model"), "unknown model")
+    one_line_error(invoke("transfer", run_dir, "--model", "lenet-mnist-b", "--out", tmp_path / "x.txt"),
+                   ".json or .csv")
+    one_line_error(invoke("transfer", tmp_path, "--model", "lenet-mnist-b"), "not an evofool run folder")
+    one_line_error(invoke("transfer", run_dir), "--model")
+    one_line_error(invoke("transfer", run_dir, "--model", "lenet-mnist-b", "--model", "lenet-mnist-b"), "twice")
