@@ -68,7 +68,7 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     scorer = None
-    if config.ray:
+    if config.ray not in (None, "", "off", "none"):
         try:
             from evofool.distributed import RayEvaluator
         except ImportError as exc:
@@ -250,6 +250,9 @@ class Job:
             self.save()
         finally:
             bar.close()
+            close = getattr(self.engine.score, "close", None)
+            if close is not None:  # Ray workers hold CPUs/GPUs until closed
+                close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         if self._stop_signal is not None:

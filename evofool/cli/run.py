@@ -68,7 +68,9 @@ def _hooks(no_gallery: bool) -> list:
               help="Parent choice: classes still below --focus-below first, or uniform (the paper).")
 @click.option("--focus-below", type=float, default=0.9999, show_default=True,
               help="Confidence under which a class counts as lagging.")
-@click.option("--ray", default=None, metavar="auto|ADDRESS", help="Evaluate on Ray workers (pip install 'evofool[ray]').")
+@click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
+              help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
+                   "local instance, a cluster address, or off.")
 @click.option("--workers", type=int, default=0, show_default=True, help="Ray workers (0: one per GPU, else 2).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
@@ -111,14 +113,17 @@ def _finish(job) -> int:
 @click.argument("run_dir", type=click.Path())
 @click.option("--generations", type=int, default=None, help="New total (extends a finished run).")
 @click.option("--device", default=None)
+@click.option("--ray", default=None, metavar="auto|local|ADDRESS|off", help="Evaluate on Ray workers, or off.")
+@click.option("--workers", type=int, default=None, help="Ray workers.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-gallery", is_flag=True)
 @click.pass_context
-def resume(ctx: click.Context, run_dir, generations, device, quiet, no_gallery) -> None:
+def resume(ctx: click.Context, run_dir, generations, device, ray, workers, quiet, no_gallery) -> None:
     """Continue an interrupted or finished run from its last checkpoint."""
     from evofool.job import Job
 
-    overrides = {k: v for k, v in (("generations", generations), ("device", device)) if v is not None}
+    overrides = {k: v for k, v in (("generations", generations), ("device", device), ("ray", ray),
+                                   ("workers", workers)) if v is not None}
     job = Job.resume(run_dir, overrides=overrides, progress=not quiet, hooks=_hooks(no_gallery))
     ctx.exit(_finish(job))
 

@@ -3,7 +3,8 @@
 Genomes are immutable :class:`~evofool.encodings.cppn_genome.Genome` objects; a batch
 and a store are Python lists (``None`` marks an empty store slot), so ``take``/``put``
 only move references. Images are rendered for a whole batch at once (see
-:mod:`evofool.encodings.cppn_render`). Defaults follow the original paper's code.
+:mod:`evofool.encodings.cppn_render`). Defaults follow the original paper's code, except
+the polynomial mutation's eta (40 instead of 15, see below).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ class CPPNEncoding(Encoding):
         image_shape: ``(C, H, W)``; C must be 1 or 3.
         device: Where images are rendered.
         p_weight: Per-weight probability of polynomial mutation.
-        eta: Distribution index of the polynomial mutation.
+        eta: Distribution index of the polynomial mutation. Default 40, not the paper's 15:
+            with 15 (larger weight steps) seed 3 of the MNIST acceptance run stalled one
+            class at 99.96 % for 100+ generations; 40 reached 99.99 % on all 10 classes
+            for seeds 0-4 (generations 30, 29, 36, 108, 20). ``--param eta=15`` restores it.
         weight_bound: Weights live in ``[-weight_bound, weight_bound]``.
         p_activation: Per-node probability of redrawing the activation.
         p_add_link: Probability per offspring of adding a link.
@@ -50,7 +54,7 @@ class CPPNEncoding(Encoding):
     name = "cppn"
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu", *,
-                 p_weight: float = 0.1, eta: float = 15.0, weight_bound: float = 10.0,
+                 p_weight: float = 0.1, eta: float = 40.0, weight_bound: float = 10.0,
                  p_activation: float = 0.1, p_add_link: float = 0.5, p_remove_link: float = 0.3,
                  p_add_node: float = 0.5, p_remove_node: float = 0.2,
                  render_dtype: str = "float64", render_chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> None:

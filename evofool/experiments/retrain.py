@@ -209,7 +209,7 @@ TABLE_KEYS = ("iteration", "dnn", "classes", "fooling_train_images", "test_accur
 
 def table_lines(rows: list[IterationResult], real: int) -> list[str]:
     """The printed table, one line per network."""
-    head = ["DNN", "classes", "fooling imgs", f"test acc ({real} real)", "test→fooling", "fooling recall",
+    head = ["DNN", "classes", "fooling imgs", f"test acc ({real} real)", "test→fooling", "fooling recall (train)",
             "gens", "median conf", "max conf", "≥99%", "≥99.99%", "harvested"]
     body = []
     for r in rows:
