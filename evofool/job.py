@@ -110,7 +110,8 @@ class Job:
         config.validate()
         engine, classifier = build_engine(config)
         path = Path(out) if out is not None else RunFolder.default_path(config)
-        folder = RunFolder.create(path, config, classifier.class_names)
+        folder = RunFolder.create(path, config, classifier.class_names,
+                                  extra={"encoding_resolved": engine.encoding.config()})
         job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
         # A generation-0 checkpoint: a run killed before its first periodic checkpoint can
         # still be resumed (its folder would otherwise be neither resumable nor reusable).

@@ -79,8 +79,11 @@ class RunFolder:
         return path
 
     @classmethod
-    def create(cls, path: str | Path, config: RunConfig, class_names: list[str]) -> "RunFolder":
+    def create(cls, path: str | Path, config: RunConfig, class_names: list[str],
+               extra: dict | None = None) -> "RunFolder":
         """Makes a new run folder; refuses one that already holds anything.
+
+        ``extra`` adds entries to ``config.json`` (e.g. the encoding's resolved parameters).
 
         Raises:
             EvofoolError: when ``path`` is a file, holds a run, or is not empty.
@@ -96,7 +99,8 @@ class RunFolder:
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
         write_json_atomic(path / CONFIG, {"evofool_version": __version__, "config_hash": config.hash(),
-                                          "config": config.to_dict(), "class_names": list(class_names)})
+                                          "config": config.to_dict(), "class_names": list(class_names),
+                                          **(extra or {})})
         (path / LOG).touch()
         return folder
 

@@ -33,7 +33,7 @@ def test_first_generation_is_random_then_children_of_champions():
     # Each child differs from some champion in only a few pixels (10 % mutation rate).
     champs = engine.archive.images.view(4, -1).int()
     diffs = (children.view(16, 1, -1).int() != champs.view(1, 4, -1)).float().mean(-1).min(-1).values
-    assert torch.all(diffs < 0.2)
+    assert torch.all(diffs < 0.4)  # ~10 % of 36 pixels mutated; unrelated images differ in ~99 %
 
 
 def test_records_hold_statistics_over_champions():
