@@ -34,15 +34,18 @@ def resize_and_crop(img: Image.Image, height: int, width: int) -> Image.Image:
 
 
 def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = False,
-               model: str | None = None) -> torch.Tensor:
+               model: str | None = None, fit: str = "whole") -> torch.Tensor:
     """Reads an image file as a uint8 ``C×H×W`` tensor of the given shape.
 
     Args:
         path: Any format Pillow reads (PNG, JPEG, ...).
         shape: ``(C, H, W)`` wanted; the image is converted to greyscale (C=1) or RGB (C=3).
-        resize: If true, an image of another size is resized and centre-cropped
-            (``resize_and_crop``); if false, another size is an error.
+        resize: If true, an image of another size is resized (see ``fit``); if false,
+            another size is an error.
         model: Model spec named in the size-mismatch error message.
+        fit: ``whole`` — the whole picture resized to H×W (what a person sees; the
+            default, since a photo's subject is often off-centre), or ``crop`` — the
+            ImageNet evaluation transform (``resize_and_crop``).
 
     Raises:
         EvofoolError: Missing or unreadable file, or the wrong size when ``resize`` is false.
@@ -64,7 +67,12 @@ def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = Fal
         if not resize:
             taker = f"model {model}" if model else "the model"
             raise EvofoolError(f"{path} is {img.size[0]}×{img.size[1]} but {taker} takes {width}×{height}")
-        img = resize_and_crop(img, height, width)
+        if fit == "crop":
+            img = resize_and_crop(img, height, width)
+        elif fit == "whole":
+            img = img.resize((width, height), Image.Resampling.BILINEAR)
+        else:
+            raise EvofoolError(f"unknown fit {fit!r}; choose whole or crop")
     array = np.array(img, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return torch.from_numpy(np.ascontiguousarray(array))

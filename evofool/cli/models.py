@@ -81,14 +81,16 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1),
               help="How many classes to show per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
-def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool) -> None:
+@click.option("--fit", type=click.Choice(["whole", "crop"]), default="whole", show_default=True,
+              help="Photo models: resize the whole picture, or resize 256 + centre crop (ImageNet eval).")
+def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool, fit: str) -> None:
     """Show a model's top classes and confidences for image files."""
     from evofool.evaluator import BatchEvaluator
     from evofool.imageio import load_image
 
     classifier = load_model(model_spec)
     batch = torch.stack([load_image(p, classifier.input_shape, resize=classifier.resize_inputs,
-                                    model=model_spec) for p in images])
+                                    model=model_spec, fit=fit) for p in images])
     probs = BatchEvaluator(classifier).evaluate(batch).probs.cpu()  # one pass for all images
     conf, idx = probs.topk(min(top, classifier.num_classes), dim=1)
     for path, row_conf, row_idx in zip(images, conf.tolist(), idx.tolist()):
