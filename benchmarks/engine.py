@@ -25,6 +25,7 @@ import torch
 from deap import base, creator, tools
 
 from evofool.archive import ClassArchive
+from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.engine import Engine
 from evofool.evaluator import BatchEvaluator
@@ -50,9 +51,13 @@ def bare_forward(evaluator: BatchEvaluator, batch: int, repeats: int = 30) -> fl
     return batch / statistics.median(times)
 
 
+SELECTION = RunConfig().selection  # the run's default parent choice; --selection overrides
+
+
 def make_engine(model, evaluator, encoding_name, params, population, seed) -> Engine:
     enc = make_encoding(encoding_name, model.input_shape, "cpu", **params)
-    return Engine(enc, evaluator, ClassArchive(model.num_classes, enc), population, np.random.default_rng(seed))
+    return Engine(enc, evaluator, ClassArchive(model.num_classes, enc), population, np.random.default_rng(seed),
+                  selection=SELECTION)
 
 
 def engine_throughput(model, evaluator, encoding, params, population, generations, seed=0) -> float:
@@ -118,16 +123,22 @@ def main() -> None:
     ap.add_argument("--naive-generations", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     ap.add_argument("--param", action="append", default=[], help="encoding parameter NAME=VALUE")
+    ap.add_argument("--selection", default=RunConfig().selection, choices=["lagging", "uniform"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
     params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    global SELECTION
+    SELECTION = args.selection
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = load_model(args.model)
     evaluator = BatchEvaluator(model, device="cpu")
     out: dict = {"model": args.model, "encoding": args.encoding, "population": args.population,
-                 "params": params, "threads": torch.get_num_threads()}
+                 "params": params, "selection": SELECTION, "threads": torch.get_num_threads()}
     if not args.skip_throughput:
         a = bare_forward(evaluator, args.population)
         b = engine_throughput(model, evaluator, args.encoding, params, args.population, args.generations)
@@ -145,7 +156,7 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"model {args.model}, encoding {args.encoding}, population {args.population}, "
-          f"params {params}, torch threads {out['threads']}")
+          f"params {params}, selection {SELECTION}, torch threads {out['threads']}")
     if not args.skip_throughput:
         print(f"(a) bare forward           {out['bare_forward_per_s']:10.0f} images/s (batch {args.population})")
         print(f"(b) engine                 {out['engine_evals_per_s']:10.0f} evaluations/s")

@@ -312,8 +312,8 @@ def run_retrain(settings: RetrainSettings, out: str | Path, progress: bool = Fal
     for k in range(1, settings.iterations + 2):
         folder = out / f"iter-{k}"
         pred = _predictions(classifier, test_x, settings.device)
-        test_acc = float((pred == test_y).float().mean())
-        as_fooling = float((pred == n).float().mean())
+        test_acc = float((pred == test_y).double().mean())
+        as_fooling = float((pred == n).double().mean())
         label = settings.model if k == 1 else f"iter-{k - 1}/model.safetensors, {n} of {n + 1} classes as cells"
         say(f"DNN{k} ({label}): test accuracy {test_acc:.2%} on {len(test_y)} real test images; evolving against it")
 
@@ -365,7 +365,7 @@ def run_retrain(settings: RetrainSettings, out: str | Path, progress: bool = Fal
         train_seconds = round(time.perf_counter() - t0, 1)
         with torch.inference_mode():
             fool_pred = result.model(torch.from_numpy(fooling).float().div(255)).argmax(1)
-        recall = float((fool_pred == n).float().mean())
+        recall = float((fool_pred == n).double().mean())
         weights = folder / "model.safetensors"
         save_lenet(result.model, weights, {
             "arch": "lenet (Caffe MNIST example: conv20-pool-conv50-pool-ip500-relu-ip)",
