@@ -9,7 +9,7 @@ and prints the ratios b/a and b/c; then, for seeds 0-4, the generations and seco
 every class is at >= 99.99 % (the median is what the issue's target refers to).
 
     python benchmarks/engine.py [--population 200] [--generations 200] [--seeds 0 1 2 3 4]
-                                [--param eta=15 ...]
+                                [--param eta=15 ...] [--selection uniform] [--recombine off]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.engine import Engine
 from evofool.evaluator import BatchEvaluator
+from evofool.job import make_recombination
 from evofool.models import load_model
 
 # DEAP's creator classes live at module level, made once (never inside functions).
@@ -52,12 +53,13 @@ def bare_forward(evaluator: BatchEvaluator, batch: int, repeats: int = 30) -> fl
 
 
 SELECTION = RunConfig().selection  # the run's default parent choice; --selection overrides
+RECOMBINE = RunConfig().recombine  # the run's default step recombination; --recombine overrides
 
 
 def make_engine(model, evaluator, encoding_name, params, population, seed) -> Engine:
     enc = make_encoding(encoding_name, model.input_shape, "cpu", **params)
     return Engine(enc, evaluator, ClassArchive(model.num_classes, enc), population, np.random.default_rng(seed),
-                  selection=SELECTION)
+                  selection=SELECTION, recombination=make_recombination(RECOMBINE, enc))
 
 
 def engine_throughput(model, evaluator, encoding, params, population, generations, seed=0) -> float:
@@ -124,13 +126,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     ap.add_argument("--param", action="append", default=[], help="encoding parameter NAME=VALUE")
     ap.add_argument("--selection", default=RunConfig().selection, choices=["lagging", "uniform"])
+    ap.add_argument("--recombine", default=RunConfig().recombine, help="auto, off or step lengths 2,4,8,16")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
     params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
-    global SELECTION
-    SELECTION = args.selection
+    global SELECTION, RECOMBINE
+    SELECTION, RECOMBINE = args.selection, args.recombine
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -138,7 +141,7 @@ def main() -> None:
     model = load_model(args.model)
     evaluator = BatchEvaluator(model, device="cpu")
     out: dict = {"model": args.model, "encoding": args.encoding, "population": args.population,
-                 "params": params, "selection": SELECTION, "threads": torch.get_num_threads()}
+                 "params": params, "selection": SELECTION, "recombine": RECOMBINE, "threads": torch.get_num_threads()}
     if not args.skip_throughput:
         a = bare_forward(evaluator, args.population)
         b = engine_throughput(model, evaluator, args.encoding, params, args.population, args.generations)
@@ -156,7 +159,7 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"model {args.model}, encoding {args.encoding}, population {args.population}, "
-          f"params {params}, selection {SELECTION}, torch threads {out['threads']}")
+          f"params {params}, selection {SELECTION}, recombine {RECOMBINE}, torch threads {out['threads']}")
     if not args.skip_throughput:
         print(f"(a) bare forward           {out['bare_forward_per_s']:10.0f} images/s (batch {args.population})")
         print(f"(b) engine                 {out['engine_evals_per_s']:10.0f} evaluations/s")

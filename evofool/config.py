@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from evofool.errors import EvofoolError
+from evofool.recombination import parse_scales
 
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
-                "focus_below")
+                "focus_below", "recombine")
 
 
 @dataclass
@@ -27,13 +28,18 @@ class RunConfig:
         generations: Generations to run in total (generation 1 is the random population).
         seed: Seed of the run's one random generator.
         device: ``cpu``, ``cuda``, ``cuda:1``... or ``None`` for automatic.
-        max_batch: Largest forward-pass chunk.
+        max_batch: Largest forward-pass chunk (halved automatically on out-of-memory).
+        precision: Forward-pass precision: ``auto`` (bfloat16 autocast on CUDA, float32 on
+            CPU), ``float32``, ``bfloat16`` or ``float16``.
         checkpoint_every: Generations between checkpoints (0: only at the end).
         stop_at: Stop early once every class reaches this confidence (``None``: never).
         crops: 1, or 10 for the original's 10-crop scoring (photo models).
         selection: Parent choice: ``lagging`` (default: uniform over classes still below
             ``focus_below``, then over all) or ``uniform`` (the paper's MAP-Elites).
         focus_below: Confidence under which a class counts as lagging.
+        recombine: Step recombination (``evofool.recombination``): ``auto`` (on, lengths
+            2,4,8,16, where the encoding's genomes are vectors: direct), ``off``, or step
+            lengths as ``"2,4,8"`` / a list.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -46,11 +52,13 @@ class RunConfig:
     seed: int = 0
     device: str | None = None
     max_batch: int = 1024
+    precision: str = "auto"
     checkpoint_every: int = 25
     stop_at: float | None = None
     crops: int = 1
     selection: str = "lagging"
     focus_below: float = 0.9999
+    recombine: str | list = "auto"
     ray: str | None = None
     workers: int = 0
 
@@ -62,6 +70,8 @@ class RunConfig:
             raise EvofoolError(f"generations must be 0 or more (got {self.generations})")
         if self.max_batch < 1:
             raise EvofoolError(f"max-batch must be at least 1 (got {self.max_batch})")
+        if self.precision not in ("auto", "float32", "bfloat16", "float16"):
+            raise EvofoolError(f"unknown precision {self.precision!r}; choose auto, float32, bfloat16 or float16")
         if self.checkpoint_every < 0:
             raise EvofoolError(f"checkpoint-every must be 0 or more (got {self.checkpoint_every})")
         if self.stop_at is not None and not 0.0 < self.stop_at <= 1.0:
@@ -72,6 +82,10 @@ class RunConfig:
             raise EvofoolError(f"unknown selection {self.selection!r}; choose uniform or lagging")
         if not 0.0 < self.focus_below <= 1.0:
             raise EvofoolError(f"focus-below must lie in (0, 1] (got {self.focus_below})")
+        try:
+            parse_scales(self.recombine)
+        except ValueError as exc:
+            raise EvofoolError(str(exc)) from None
         if self.workers < 0:
             raise EvofoolError(f"workers must be 0 or more (got {self.workers})")
         if not isinstance(self.encoding_params, dict):

@@ -9,6 +9,10 @@ Read top-down, one generation is::
     archive.update(children, images, logp)                        # every cell each child beats
     record   = statistics over the champions' confidences
 
+With step recombination (direct encoding, on by default) the best mutation steps of
+each class are also averaged into a few candidates that fill places in the next
+generation's batch (``evofool.recombination``).
+
 DEAP supplies the ``Toolbox`` the steps are registered in, and ``Statistics`` /
 ``Logbook`` for the records; evofool owns the loop and the batched evaluation.
 All randomness comes from one NumPy generator passed in explicitly.
@@ -27,6 +31,7 @@ from deap import base, tools
 from evofool.archive import ClassArchive
 from evofool.encodings.base import Encoding, Genomes
 from evofool.evaluator import BatchEvaluator
+from evofool.recombination import StepRecombination
 
 THRESHOLDS = {"n99": 0.99, "n9999": 0.9999}
 TIMING_KEYS = ("evals_per_s", "seconds")  # the only record fields that differ between identical runs
@@ -95,11 +100,16 @@ class Engine:
             in this process (``evofool.distributed.RayEvaluator`` farms it out instead).
         selection: Parent choice, see ``sample_parents``.
         focus_below: Threshold of the ``lagging`` selection.
+        recombination: Proposes recombined-step candidates that take places in the next
+            generation (vector encodings only); None: plain mutation.
     """
 
     def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
                  population: int, rng: np.random.Generator, scorer: Scorer | None = None,
-                 selection: str = "uniform", focus_below: float = 0.9999) -> None:
+                 selection: str = "uniform", focus_below: float = 0.9999,
+                 recombination: StepRecombination | None = None) -> None:
+        if recombination is not None and not encoding.vector_genomes:
+            raise ValueError(f"step recombination needs vector genomes; {encoding.name} genomes are not")
         self.encoding = encoding
         self.evaluator = evaluator
         self.archive = archive
@@ -117,21 +127,45 @@ class Engine:
         self.toolbox.register("vary", self.encoding.vary)
         self.toolbox.register("render", self.encoding.render)
         self.toolbox.register("evaluate", self.evaluator.log_probs)
+        self.recombination = recombination
+        self.pending: Genomes | None = None  # proposals waiting for the next generation
+        self._asked: tuple[np.ndarray, Genomes] | None = None  # this generation's parents
         self.score: Callable[[Genomes], tuple[torch.Tensor, torch.Tensor]] = scorer or self.score_locally
 
     # --- ask / tell -------------------------------------------------------------------------
     def ask(self) -> Genomes:
-        """The next generation's genomes: random at first, then mutated champions."""
+        """The next generation's genomes: random at first, then mutated champions.
+
+        Where the previous generation left recombined-step proposals, they fill the
+        last places of the batch.
+        """
+        self._asked = None
         if len(self.archive.occupied) == 0:
             return self.encoding.random(self.population, self.rng)
-        parents = self.archive.genomes_of(self.toolbox.select(self.population, self.rng))
-        return self.toolbox.vary(parents, self.rng, self.generation + 1)
+        n_pending = 0 if self.pending is None else len(self.pending)
+        classes = self.toolbox.select(self.population - n_pending, self.rng)
+        parents = self.archive.genomes_of(classes)
+        children = self.toolbox.vary(parents, self.rng, self.generation + 1)
+        if self.recombination is not None:
+            self._asked = (classes, parents)
+        if n_pending:
+            return self.encoding.concat(children, self.pending)
+        return children
 
     def tell(self, genomes: Genomes, images: torch.Tensor, log_probs: torch.Tensor) -> np.ndarray:
         """Adds a scored generation to the archive; returns the classes that improved."""
         self.generation += 1
         self.evaluations += int(log_probs.shape[0])
-        return self.archive.update(genomes, images, log_probs, self.generation)
+        improved = self.archive.update(genomes, images, log_probs, self.generation)
+        self.pending = None
+        if self._asked is not None:
+            classes, parents = self._asked
+            n = len(classes)
+            self.pending = self.recombination.propose(
+                self.encoding, classes, parents, self.encoding.take(genomes, np.arange(n)), log_probs[:n],
+                self.archive.genomes, self.population)
+            self._asked = None
+        return improved
 
     def score_locally(self, genomes: Genomes) -> tuple[torch.Tensor, torch.Tensor]:
         """Renders the batch and scores it in one (chunked) forward pass, in this process."""
@@ -164,6 +198,9 @@ class Engine:
             "encoding": self.encoding.state_dict(),
         }
         arrays = self.archive.arrays()
+        if self.pending is not None:
+            arrays.update({f"pending.{k}": v for k, v in
+                           self.encoding.pack(self.pending, np.arange(len(self.pending))).items()})
         arrays["rng.torch_cpu"] = torch.get_rng_state().numpy()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -178,6 +215,11 @@ class Engine:
         self.rng.bit_generator.state = state["rng"]
         random.setstate(_python_random_from_json(state["python_random"]))
         self.encoding.load_state_dict(state["encoding"])
+        pending = {k[len("pending."):]: v for k, v in arrays.items() if k.startswith("pending.")}
+        self.pending = None
+        if pending:
+            n = len(next(iter(pending.values())))
+            self.pending = self.encoding.unpack(pending, np.arange(n), n)
         torch.set_rng_state(torch.from_numpy(np.asarray(arrays["rng.torch_cpu"], dtype=np.uint8).copy()))
         if torch.cuda.is_available():
             cuda = [torch.from_numpy(arrays[k].copy()) for k in sorted(arrays) if k.startswith("rng.torch_cuda")]

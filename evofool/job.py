@@ -25,6 +25,7 @@ from evofool.encodings import make_encoding
 from evofool.engine import TIMING_KEYS, THRESHOLDS, Engine
 from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
+from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
 from evofool.runfolder import RunFolder
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -45,6 +46,20 @@ def _resolve_device(name: str | None) -> torch.device:
     return device
 
 
+def make_recombination(recombine: str | list, encoding) -> StepRecombination | None:
+    """The step recombination a config's ``recombine`` asks for (auto: where genomes are vectors)."""
+    try:
+        scales = parse_scales(recombine)
+    except ValueError as exc:
+        raise EvofoolError(str(exc)) from None
+    if scales is None:
+        scales = DEFAULT_SCALES if encoding.vector_genomes else ()
+    elif scales and not encoding.vector_genomes:
+        raise EvofoolError(f"--recombine works with vector genomes (the direct encoding); "
+                           f"{encoding.name} genomes are networks: use --recombine off")
+    return StepRecombination(scales) if scales else None
+
+
 def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     """The engine (encoding, evaluator, archive, rng) a config describes, and its classifier."""
     from evofool.models import load_model
@@ -55,11 +70,13 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     if config.crops != 1:
         from evofool.crops import TenCropClassifier  # noqa: F401 - optional feature
         classifier = TenCropClassifier.wrap(classifier)
-    evaluator = BatchEvaluator(classifier, device=device, max_batch=config.max_batch)
+    evaluator = BatchEvaluator(classifier, device=device, max_batch=config.max_batch,
+                               precision=config.precision)
     try:
         encoding = make_encoding(config.encoding, classifier.input_shape, device, **config.encoding_params)
     except ValueError as exc:
         raise EvofoolError(f"bad parameters for encoding {config.encoding!r}: {exc}") from None
+    recombination = make_recombination(config.recombine, encoding)
     archive = ClassArchive(classifier.num_classes, encoding, device,
                            fitness="score" if classifier.outputs == "scores" else "log_prob")
     # evofool draws only from ``rng``; the global generators are seeded too so that any
@@ -75,7 +92,8 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
             raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
         scorer = RayEvaluator.from_config(config, encoding, classifier)
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
-                  selection=config.selection, focus_below=config.focus_below), classifier
+                  selection=config.selection, focus_below=config.focus_below,
+                  recombination=recombination), classifier
 
 
 @dataclass
@@ -111,7 +129,9 @@ class Job:
         engine, classifier = build_engine(config)
         path = Path(out) if out is not None else RunFolder.default_path(config)
         folder = RunFolder.create(path, config, classifier.class_names,
-                                  extra={"encoding_resolved": engine.encoding.config()})
+                                  extra={"encoding_resolved": engine.encoding.config(),
+                                         "recombination_resolved": engine.recombination.config()
+                                         if engine.recombination else None})
         job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
         # A generation-0 checkpoint: a run killed before its first periodic checkpoint can
         # still be resumed (its folder would otherwise be neither resumable nor reusable).

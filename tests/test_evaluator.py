@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -53,3 +55,41 @@ def test_wrong_shape_is_a_user_error(lenet, shape):
 def test_max_batch_must_be_positive(lenet):
     with pytest.raises(ValueError):
         BatchEvaluator(lenet, device="cpu", max_batch=0)
+
+
+def test_bfloat16_autocast_keeps_the_ranking_and_float64_fitness(lenet):
+    images = torch.randint(0, 256, (128, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    full = BatchEvaluator(lenet, "cpu").log_probs(images)
+    half = BatchEvaluator(lenet, "cpu", precision="bfloat16").log_probs(images)
+    assert BatchEvaluator(lenet, "cpu").precision == "float32"  # auto on CPU: exact float32
+    assert half.dtype == torch.float64 and half.shape == full.shape
+    # Noise images often have near-tied top classes, which bfloat16 may swap.
+    assert (half.argmax(1) == full.argmax(1)).float().mean() >= 0.9
+    assert (half.exp() - full.exp()).abs().max() < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        BatchEvaluator(lenet, "cpu", precision="int8")
+
+
+def test_out_of_memory_halves_the_chunk_and_keeps_results(lenet):
+    """A chunk that does not fit is retried in halves; the smaller size is remembered."""
+    real = lenet.module
+    seen = []
+
+    class FitsOnly100(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.shape[0])
+            if x.shape[0] > 100:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real(x)
+
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    expected = BatchEvaluator(lenet, "cpu").log_probs(images)
+    limited = BatchEvaluator(type(lenet)(lenet.spec, FitsOnly100(), lenet.input_shape, lenet.class_names,
+                                         preprocess=lenet.preprocess), "cpu", max_batch=1024)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = limited.log_probs(images)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2 and "chunks of 150" in messages[0] and "chunks of 75" in messages[1]
+    assert limited.max_batch == 75 and seen == [300, 150, 75, 75, 75, 75]
+    assert torch.allclose(got, expected)

@@ -11,9 +11,10 @@ from evofool.errors import EvofoolError
 
 # CLI option name -> RunConfig field, for options that map one to one.
 _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
-           "generations": "generations", "seed": "seed", "device": "device", "max_batch": "max_batch",
+           "generations": "generations", "seed": "seed", "device": "device", "max_batch": "max_batch", "precision": "precision",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
-           "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below"}
+           "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
+           "recombine": "recombine"}
 
 
 def _param(spec: str) -> tuple[str, object]:
@@ -61,6 +62,8 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--resume", "resume_dir", type=click.Path(), default=None, help="Continue the run in this folder.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest forward-pass chunk.")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="Forward pass: bfloat16 autocast on CUDA with auto, float32 on CPU.")
 @click.option("--checkpoint-every", type=int, default=25, show_default=True, help="Generations between checkpoints.")
 @click.option("--stop-at", type=float, default=None, help="Stop once every class reaches this confidence.")
 @click.option("--crops", type=int, default=1, show_default=True, help="1, or 10 for 10-crop scoring.")
@@ -68,6 +71,9 @@ def _hooks(no_gallery: bool) -> list:
               help="Parent choice: classes still below --focus-below first, or uniform (the paper).")
 @click.option("--focus-below", type=float, default=0.9999, show_default=True,
               help="Confidence under which a class counts as lagging.")
+@click.option("--recombine", default="auto", show_default=True, metavar="auto|off|2,4,8,16",
+              help="Step recombination: candidates along each class's averaged best mutation steps "
+                   "(direct encoding; auto = on with lengths 2,4,8,16 where the genomes are vectors).")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
@@ -76,8 +82,8 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
-        resume_dir, device, max_batch, checkpoint_every, stop_at, crops, selection, focus_below, ray, workers,
-        quiet, no_gallery) -> None:
+        resume_dir, device, max_batch, precision, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
+        ray, workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

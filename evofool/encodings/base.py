@@ -41,6 +41,9 @@ class Encoding(ABC):
     """
 
     name: str = "base"
+    # True where genomes are fixed-length vectors (``to_vectors``/``from_vectors`` work),
+    # which lets the engine recombine mutation steps (``evofool.recombination``).
+    vector_genomes: bool = False
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> None:
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -80,6 +83,19 @@ class Encoding(ABC):
     @abstractmethod
     def unpack(self, arrays: dict[str, np.ndarray], slots: np.ndarray, size: int) -> Genomes:
         """A store of ``size`` slots with the packed genomes placed at ``slots``."""
+
+    # --- vector view (only where ``vector_genomes``) -----------------------------------
+    def to_vectors(self, genomes: Genomes) -> torch.Tensor:
+        """Genomes as a float tensor (``B×...``), for arithmetic on mutation steps."""
+        raise NotImplementedError(f"{self.name} genomes are not vectors")
+
+    def from_vectors(self, vectors: torch.Tensor) -> Genomes:
+        """Genomes from vectors, clipped and quantised to valid genomes."""
+        raise NotImplementedError(f"{self.name} genomes are not vectors")
+
+    def concat(self, first: Genomes, second: Genomes) -> Genomes:
+        """One batch of ``first`` followed by ``second``."""
+        raise NotImplementedError(f"{self.name} genomes cannot be concatenated")
 
     def state_dict(self) -> dict:
         """JSON-able counters the encoding carries across generations (id counters...)."""

@@ -121,6 +121,12 @@ PREFIX_LOADERS: dict[str, PrefixLoader] = {
         .load_units(arg, spec, device),
         "unit:LAYER.CHANNEL[,...]:SPEC", "units of SPEC's network as cells: each one's mean activation "
         "over space, e.g. unit:conv2.5,conv2.7:lenet-mnist"),
+    # Retrained models with an extra "fooling" class (evofool.experiments.retrain).
+    "first": PrefixLoader(
+        lambda arg, spec, device: __import__("evofool.experiments.retrain", fromlist=["_"])
+        .load_first(arg, spec, device),
+        "first:N:SPEC", "only the first N classes of SPEC's softmax as cells (the rest, e.g. a 'fooling' "
+        "class, still takes its share of the probability)"),
 }
 
 

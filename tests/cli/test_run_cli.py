@@ -91,6 +91,9 @@ def test_config_toml_and_command_line_override(tmp_path):
     (["--model", "no-such-model"], "unknown model"),
     (["--param", "etaa=3"], "bad parameters"),
     (["--param", "eta"], "NAME=VALUE"),
+    (["--recombine", "2,x"], "recombine"),
+    (["--recombine", "0"], "must be > 0"),
+    (["--encoding", "cppn", "--recombine", "2,4"], "vector genomes"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     result = run_cli("run", "--out", str(tmp_path / "x"), "--quiet", "--generations", "1", *args)

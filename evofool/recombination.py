@@ -1,0 +1,127 @@
+"""Recombined steps: extra candidates along each class's estimated uphill direction.
+
+MAP-Elites keeps only the best offspring of a class and throws the other mutations
+away, although together they say which way is uphill. ``StepRecombination`` turns a
+generation's mutation steps into a few extra candidates for the next generation: for
+each class that parented enough offspring, the log-rank-weighted mean of the best
+mutation steps (the recombination of a (μ/μ_w, λ) evolution strategy; MAP-Elites with
+ES emitters, Colas et al. 2020) is added to the class's champion at several lengths.
+The candidates take places in the next generation's batch (the forward pass stays
+``population`` images) and win cells exactly like any other offspring.
+
+It needs genomes that are vectors (the direct encoding). On MNIST LeNet it brings the
+direct encoding from a median of 83 generations to 99.99 % on every class to 41
+(seeds 0-4; see ``benchmarks/engine.py`` and the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from evofool.encodings.base import Encoding, Genomes
+
+DEFAULT_SCALES = (2.0, 4.0, 8.0, 16.0)
+
+
+def parse_scales(value: str | Sequence[float] | None) -> tuple[float, ...] | None:
+    """``"2,4,8"`` / ``[2, 4, 8]`` → scales; ``"auto"``/``None`` → None (the default); ``"off"`` → ()."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("off", "none", ""):
+            return ()
+        try:
+            scales = tuple(float(s) for s in text.split(","))
+        except ValueError:
+            raise ValueError(f"recombine must be auto, off or comma-separated step lengths, not {value!r}") \
+                from None
+    else:
+        try:
+            scales = tuple(float(s) for s in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"recombine must be auto, off or a list of step lengths, not {value!r}") from None
+    if any(not np.isfinite(s) or s <= 0 for s in scales):
+        raise ValueError(f"recombine step lengths must be > 0 (got {list(scales)})")
+    return scales
+
+
+class StepRecombination:
+    """Proposes recombined-step candidates from one scored generation.
+
+    Args:
+        scales: Lengths of the proposed steps, in multiples of the weighted mean step.
+            The mean of μ random steps is about 1/√μ as long as one of them (their
+            random parts cancel), so lengths above 1 pay off; 2-16 measured best.
+        top: Fraction of a class's offspring (ranked by that class's fitness) recombined.
+        min_offspring: A class proposes only when it parented at least this many offspring.
+        max_share: At most this fraction of the population goes to proposals.
+    """
+
+    def __init__(self, scales: Sequence[float] = DEFAULT_SCALES, top: float = 0.25,
+                 min_offspring: int = 4, max_share: float = 0.25) -> None:
+        if not scales:
+            raise ValueError("StepRecombination needs at least one step length")
+        self.scales = tuple(float(s) for s in scales)
+        self.top = float(top)
+        self.min_offspring = int(min_offspring)
+        self.max_share = float(max_share)
+
+    def config(self) -> dict:
+        return {"scales": list(self.scales), "top": self.top, "min_offspring": self.min_offspring,
+                "max_share": self.max_share}
+
+    def propose(self, encoding: Encoding, classes: np.ndarray, parents: Genomes, children: Genomes,
+                fitness: torch.Tensor, champions: Genomes, population: int) -> Genomes | None:
+        """Candidates for the next generation, or None.
+
+        Args:
+            encoding: The (vector) encoding of the genomes.
+            classes: Class whose champion parented each child (``n``).
+            parents: The parents (``n`` genomes).
+            children: Their mutated children (``n`` genomes), in the same order.
+            fitness: The children's per-class fitness (``n × K`` rows of the scored batch).
+            champions: The archive's store of champions after this generation's update.
+            population: Offspring per generation (caps the number of proposals).
+        """
+        labels, counts = np.unique(classes, return_counts=True)
+        eligible = counts >= self.min_offspring
+        labels, counts = labels[eligible], counts[eligible]
+        room = int(self.max_share * population) // len(self.scales)
+        if room < 1 or len(labels) == 0:
+            return None
+        # Most offspring first (the best direction estimates); stable, so ties keep class order.
+        labels = np.sort(labels[np.argsort(-counts, kind="stable")][:room])
+        fit = fitness.detach().to("cpu", torch.float64).numpy()
+        # One weight row per proposing class over the offspring it parented: log-rank
+        # weights on its best ``top`` fraction, zero elsewhere. Then every mean step is
+        # one matrix product (no per-class tensor work).
+        row_of = np.full(int(max(classes.max(), labels.max())) + 1, -1)
+        row_of[labels] = np.arange(len(labels))
+        child = np.flatnonzero(row_of[classes] >= 0)           # offspring of proposing classes
+        rows = row_of[classes[child]]
+        own_fit = fit[child, classes[child]]
+        # Group by class, best first inside a group (lexsort: last key is the primary one).
+        order = np.lexsort((-own_fit, rows))
+        child, rows = child[order], rows[order]
+        start = np.searchsorted(rows, np.arange(len(labels)))
+        rank = np.arange(len(rows)) - start[rows]               # 0 = best of its class
+        mu = np.maximum(1, (np.bincount(rows, minlength=len(labels)) * self.top).astype(int))
+        keep = rank < mu[rows]
+        w = np.log(mu[rows[keep]] + 0.5) - np.log(rank[keep] + 1.0)
+        w /= np.bincount(rows[keep], weights=w, minlength=len(labels))[rows[keep]]
+        weights = np.zeros((len(labels), len(classes)))
+        weights[rows[keep], child[keep]] = w
+        used = np.flatnonzero(weights.any(axis=0))
+        steps = encoding.to_vectors(encoding.take(children, used)) - \
+            encoding.to_vectors(encoding.take(parents, used))
+        shape = steps.shape[1:]
+        w = torch.as_tensor(weights[:, used], dtype=steps.dtype, device=steps.device)
+        mean_steps = w @ steps.reshape(len(used), -1)                                   # L × D
+        base = encoding.to_vectors(encoding.take(champions, labels)).reshape(len(labels), -1)
+        scales = torch.as_tensor(self.scales, dtype=steps.dtype, device=steps.device)
+        proposals = base[:, None, :] + scales[None, :, None] * mean_steps[:, None, :]  # L × S × D
+        return encoding.from_vectors(proposals.reshape(-1, *shape))
