@@ -8,7 +8,6 @@ import random
 import shlex
 import signal
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from evofool import __version__, checkpoint
 from evofool.archive import ClassArchive
 from evofool.config import RunConfig
 from evofool.encodings import make_encoding
-from evofool.engine import TIMING_KEYS, THRESHOLDS, Engine
+from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from evofool import checkpoint
 from evofool.engine import TIMING_KEYS

@@ -163,7 +163,11 @@ def test_scoring_worker_matches_the_local_evaluator(model):
     engine, _ = build_engine(cfg)
     genomes = engine.ask()
     images, log_probs = engine.score_locally(genomes)
-    worker = ScoringWorker(cfg.to_dict(), "cpu", 1)
+    threads = torch.get_num_threads()
+    try:
+        worker = ScoringWorker(cfg.to_dict(), "cpu", 1)  # sets this process's torch threads to 1
+    finally:
+        torch.set_num_threads(threads)
     for send_images in (True, False):
         tag, w_images, w_log_probs = worker.score(7, to_wire(genomes), send_images)
         assert tag == 7 and w_log_probs.dtype == np.float64
@@ -246,7 +250,6 @@ def test_workers_that_cannot_load_the_model_fail_in_one_line(ray_cluster, model,
 
 @needs_ray
 def test_cppn_ray_run_equals_local_run(ray_cluster, model, tmp_path):
-    pytest.importorskip("evofool.encodings.cppn", reason="the cppn encoding is not available")
     gens = 3
     local = run_job(Job.start(config(model, encoding="cppn", generations=gens), tmp_path / "local",
                               progress=False))

@@ -93,3 +93,19 @@ def test_out_of_memory_halves_the_chunk_and_keeps_results(lenet):
     assert len(messages) == 2 and "chunks of 150" in messages[0] and "chunks of 75" in messages[1]
     assert limited.max_batch == 75 and seen == [300, 150, 75, 75, 75, 75]
     assert torch.allclose(got, expected)
+
+
+def test_scores_are_bit_identical_whatever_the_batch_split_or_thread_count(lenet):
+    """Resume, Ray sub-batches and re-scoring rely on it (evofool/__init__.py sets MKL's CNR mode)."""
+    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    evaluator = BatchEvaluator(lenet, device="cpu")
+    whole = evaluator.log_probs(images)
+    threads = torch.get_num_threads()
+    try:
+        for n_threads in (1, 2):
+            torch.set_num_threads(n_threads)
+            for n in (1, 10, 50, 100, 299):
+                assert torch.equal(evaluator.log_probs(images[:n]), whole[:n]), (n_threads, n)
+    finally:
+        torch.set_num_threads(threads)

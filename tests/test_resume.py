@@ -27,18 +27,9 @@ from click.testing import CliRunner
 
 from evofool import checkpoint
 from resume_helpers import (assert_same_result, complete_lines, evofool, model_spec, read_log, run_args,
-                            snapshot, start, stop_with, wait_for_lines)
+                            snapshot, start, wait_for_lines)
 
 GENERATIONS = 30
-
-
-def need_encoding(name: str) -> None:
-    if name == "cppn":
-        try:
-            import evofool.encodings.cppn  # noqa: F401
-        except ImportError as exc:
-            pytest.skip(f"cppn encoding module evofool.encodings.cppn is missing or does not import "
-                        f"({exc}); cppn resume cases not covered")
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +114,6 @@ DAMAGE = {"truncated": truncate, "corrupted": flip_tensor_bytes, "edited": edit_
 @pytest.mark.parametrize("encoding", ["direct", "cppn"])
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_run_resumes_to_the_straight_result(tmp_path, model, straight, encoding, sig, code):
-    need_encoding(encoding)
     reference = straight(encoding)
     out = tmp_path / "my run"  # a space: the printed resume command must still work when pasted
     proc = start(*run_args(model, out, encoding=encoding))

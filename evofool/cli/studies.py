@@ -7,10 +7,6 @@ from pathlib import Path
 import click
 
 from evofool.errors import EvofoolError
-# Importing it registers the 'first:N:SPEC' model family that runs against a retrained
-# network use; this module is imported at every CLI start, so 'evofool resume', 'export'
-# and 'transfer' load such runs too.
-from evofool.experiments import retrain as _retrain  # noqa: F401
 
 
 @click.command("transfer")

@@ -95,8 +95,6 @@ def test_ascent_writes_a_run_folder_like_evofool_run(all_classes):
 
 
 def test_export_makes_a_gallery_of_an_ascent_run(all_classes):
-    if "export" not in cli.commands:
-        pytest.skip("'evofool export' is not in this checkout yet (evofool/cli/export.py)")
     out, _ = all_classes
     result = invoke("export", out, "--verify")
     assert result.exit_code == 0, result.output

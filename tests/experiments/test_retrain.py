@@ -197,8 +197,6 @@ def test_retrain_errors_are_one_line(mnist_dir, tmp_path):
 @pytest.mark.skipif(not (FASHION / "t10k-images-idx3-ubyte.gz").is_file(),
                     reason=f"Fashion-MNIST not installed at {FASHION} (apt-get install dataset-fashion-mnist)")
 def test_retrain_on_fashion_mnist(tmp_path):
-    if not (Path(__file__).resolve().parents[2] / "evofool/models/weights/lenet-fashion.safetensors").is_file():
-        pytest.skip("lenet-fashion weights not trained yet")
     out = tmp_path / "fashion"
     result = invoke("retrain", "--data", FASHION, "--model", "lenet-fashion", *TINY, "--out", out)
     assert result.exit_code == 0, result.output
