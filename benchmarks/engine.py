@@ -3,6 +3,7 @@
 Measures in ONE process:
   (a) bare forward images/s of the model at the run's batch size,
   (b) engine evaluations/s over a full run (vary + render + one forward pass + archive update + stats),
+      (a) and (b) interleaved, one bare pass per generation, so machine drift hits both alike,
   (c) a naive DEAP loop: DEAP's own mutPolynomialBounded on list genomes and one
       ``toolbox.evaluate`` (batch-1 forward pass) per individual,
 and prints the ratios b/a and b/c; then, for seeds 0-4, the generations and seconds until
@@ -37,21 +38,6 @@ creator.create("FitnessMaxBench", base.Fitness, weights=(1.0,))
 creator.create("IndividualBench", list, fitness=creator.FitnessMaxBench)
 
 
-def bare_forward(evaluator: BatchEvaluator, batch: int, repeats: int = 30) -> float:
-    """Images/s of the plain model (inference mode, preprocessing included, no softmax work)."""
-    x = torch.rand(batch, *evaluator.classifier.input_shape)
-    module, pre = evaluator.classifier.module, evaluator.classifier.preprocess
-    times = []
-    with torch.inference_mode():
-        for _ in range(5):
-            module(pre(x))
-        for _ in range(repeats):
-            t = time.perf_counter()
-            module(pre(x))
-            times.append(time.perf_counter() - t)
-    return batch / statistics.median(times)
-
-
 SELECTION = RunConfig().selection  # the run's default parent choice; --selection overrides
 RECOMBINE = RunConfig().recombine  # the run's default step recombination; --recombine overrides
 
@@ -62,13 +48,35 @@ def make_engine(model, evaluator, encoding_name, params, population, seed) -> En
                   selection=SELECTION, recombination=make_recombination(RECOMBINE, enc))
 
 
-def engine_throughput(model, evaluator, encoding, params, population, generations, seed=0) -> float:
+def engine_and_bare_throughput(model, evaluator, encoding, params, population, generations,
+                               seed=0) -> tuple[float, float]:
+    """(bare forward images/s, engine evaluations/s), measured interleaved.
+
+    Each engine generation (select + vary + render + one forward pass + archive update +
+    statistics) is paired with one bare forward pass of the plain model on a batch of the
+    same size (inference mode, preprocessing included, no softmax work), so both see the
+    same machine: on a shared 2-core VM, measuring one after the other lets drift of
+    ±10 % into the ratio.
+    """
     engine = make_engine(model, evaluator, encoding, params, population, seed)
     engine.step()  # warm-up generation (allocations, first-call overheads)
-    t = time.perf_counter()
+    x = torch.rand(population, *evaluator.classifier.input_shape)
+    module, pre = evaluator.classifier.module, evaluator.classifier.preprocess
+    with torch.inference_mode():
+        for _ in range(5):
+            module(pre(x))
+    bare = steps = 0.0
     for _ in range(generations - 1):
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            module(pre(x))
+        t1 = time.perf_counter()
         engine.step()
-    return (generations - 1) * population / (time.perf_counter() - t)
+        t2 = time.perf_counter()
+        bare += t1 - t0
+        steps += t2 - t1
+    n = (generations - 1) * population
+    return n / bare, n / steps
 
 
 def time_to_target(model, evaluator, encoding, params, population, max_generations, seed,
@@ -143,8 +151,8 @@ def main() -> None:
     out: dict = {"model": args.model, "encoding": args.encoding, "population": args.population,
                  "params": params, "selection": SELECTION, "recombine": RECOMBINE, "threads": torch.get_num_threads()}
     if not args.skip_throughput:
-        a = bare_forward(evaluator, args.population)
-        b = engine_throughput(model, evaluator, args.encoding, params, args.population, args.generations)
+        a, b = engine_and_bare_throughput(model, evaluator, args.encoding, params, args.population,
+                                          args.generations)
         c = naive_deap(model, evaluator, args.population, args.naive_generations)
         out.update(bare_forward_per_s=a, engine_evals_per_s=b, naive_deap_evals_per_s=c,
                    engine_over_bare=b / a, engine_over_naive=b / c)

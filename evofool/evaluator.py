@@ -45,10 +45,11 @@ def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     resolving differences until the gap reaches ~700.
     """
     x = logits.to(torch.float64)
-    logp = torch.log_softmax(x, dim=1)
-    top = x.argmax(dim=1, keepdim=True)
-    rest = torch.exp(x - x.gather(1, top)).scatter(1, top, 0.0).sum(dim=1, keepdim=True)
-    return logp.scatter(1, top, -torch.log1p(rest))
+    top_value, top = x.max(dim=1, keepdim=True)
+    shifted = x - top_value                      # log-sum-exp, shifted by the top logit
+    rest = shifted.exp().scatter_(1, top, 0.0).sum(dim=1, keepdim=True)
+    # log Σ_j exp(shifted_j) = log(1 + rest): log1p keeps the top class's -rest exact.
+    return shifted.sub_(torch.log1p(rest))
 
 
 @dataclass

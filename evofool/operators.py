@@ -19,18 +19,18 @@ def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator |
 def polynomial_step(genes: torch.Tensor, rand: torch.Tensor, eta: float, low: float, up: float) -> torch.Tensor:
     """DEAP's polynomial bounded mutation of ``genes`` given one uniform draw per gene."""
     span = up - low
-    delta_1 = (genes - low) / span
-    delta_2 = (up - genes) / span
     mut_pow = 1.0 / (eta + 1.0)
-    # DEAP's two branches differ only in which distance to a bound they use and in
-    # signs, so one pow of each kind per gene suffices (pow dominates the cost).
+    # DEAP's two branches (rand < 0.5: step down, else up) are one formula after folding:
+    # its 1 - delta_1 is the distance to the upper bound (and 1 - delta_2 to the lower),
+    # and with r = min(rand, 1 - rand) both read val = 2r + (1 - 2r)·dist^(eta+1). Equal
+    # to DEAP's arithmetic up to rounding (~1e-16), in half the tensor operations.
     lower = rand < 0.5
-    xy_pow = torch.where(lower, 1.0 - delta_1, 1.0 - delta_2) ** (eta + 1.0)
-    val = torch.where(lower, 2.0 * rand + (1.0 - 2.0 * rand) * xy_pow,
-                      2.0 * (1.0 - rand) + 2.0 * (rand - 0.5) * xy_pow)
-    root = val.clamp_min(0) ** mut_pow
-    delta_q = torch.where(lower, root - 1.0, 1.0 - root)
-    return (genes + delta_q * span).clamp(low, up)
+    dist = torch.where(lower, up - genes, genes - low).div_(span)
+    r = torch.where(lower, rand, 1.0 - rand)
+    val = dist.pow_(eta + 1.0).mul_(1.0 - 2.0 * r).add_(2.0 * r)
+    root = val.clamp_min_(0).pow_(mut_pow).sub_(1.0)
+    delta_q = torch.where(lower, root, root.neg())
+    return delta_q.mul_(span).add_(genes).clamp_(low, up)
 
 
 def bernoulli_positions(n: int, p: float, generator: torch.Generator | None,
@@ -39,20 +39,26 @@ def bernoulli_positions(n: int, p: float, generator: torch.Generator | None,
 
     Drawn as geometric gaps between chosen positions (a Bernoulli process), which costs
     about ``n·p`` random numbers instead of ``n`` uniforms, a comparison and a nonzero.
+    The gaps come from uniforms by the inverse CDF, ``1 + floor(log(u) / log(1 - p))``
+    with ``u`` in (0, 1]: 4× cheaper than ``Tensor.geometric_`` here.
     """
     if p <= 0 or n == 0:
         return torch.empty(0, dtype=torch.long, device=device)
     if p >= 1:
         return torch.arange(n, device=device)
     chunk = int(n * p + 6.0 * (n * p * (1.0 - p)) ** 0.5) + 16  # almost always enough at once
+    log_q = torch.log1p(torch.tensor(-p, dtype=torch.float64)).item()
     parts, last = [], -1
     while last < n - 1:
-        gaps = torch.empty(chunk, dtype=torch.long, device=device).geometric_(p, generator=generator)
+        u = torch.rand(chunk, generator=generator, device=device, dtype=torch.float64)
+        # 1 - u lies in (0, 1]: log(1) = 0 gives the smallest gap, 1.
+        gaps = torch.log1p(u.neg_()).div_(log_q).floor_().clamp_(max=float(n)).to(torch.long).add_(1)
         pos = gaps.cumsum_(0).add_(last)
         parts.append(pos)
         last = int(pos[-1])
     pos = torch.cat(parts) if len(parts) > 1 else parts[0]
-    return pos[pos < n]
+    # Sorted: a slice, not a boolean mask (several times cheaper).
+    return pos[:int(torch.searchsorted(pos, n))]
 
 
 def polynomial_bounded(x: torch.Tensor, eta: float, low: float, up: float, indpb: float,
@@ -82,6 +88,32 @@ def polynomial_bounded(x: torch.Tensor, eta: float, low: float, up: float, indpb
     out = flat.clone()
     out.index_copy_(0, index, polynomial_step(genes, _uniform(genes.shape, genes, generator), eta, low, up))
     return out.view_as(x)
+
+
+def polynomial_bounded_pixels(pixels: torch.Tensor, eta: float, indpb: float,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """``polynomial_bounded`` of 8-bit pixels read as ``x / 255`` in [0, 1], re-quantised.
+
+    Same draws and the same result as converting the whole batch to floats, mutating and
+    rounding back, but only the chosen pixels (10 % by default) leave uint8: the direct
+    encoding's hot path.
+
+    Args:
+        pixels: uint8 genes, any shape; not modified.
+        eta: Crowding degree.
+        indpb: Probability that a pixel is mutated.
+        generator: Source of randomness (on ``pixels``' device).
+
+    Returns:
+        The mutated pixels, a new uint8 tensor of ``pixels``' shape.
+    """
+    flat = pixels.reshape(-1)
+    index = bernoulli_positions(flat.numel(), indpb, generator, flat.device)
+    genes = flat.index_select(0, index).to(torch.float32).div_(255.0)
+    stepped = polynomial_step(genes, _uniform(genes.shape, genes, generator), eta, 0.0, 1.0)
+    out = flat.clone()
+    out.index_copy_(0, index, stepped.mul_(255.0).round_().to(torch.uint8))
+    return out.view_as(pixels)
 
 
 def sbx_from_uniforms(x1: torch.Tensor, x2: torch.Tensor, cross_u: torch.Tensor, rand: torch.Tensor,

@@ -115,3 +115,28 @@ def test_polynomial_is_seeded_and_shape_preserving(shape):
     a = polynomial_bounded(x, 15.0, 0.0, 1.0, 0.1, torch.Generator().manual_seed(7))
     b = polynomial_bounded(x, 15.0, 0.0, 1.0, 0.1, torch.Generator().manual_seed(7))
     assert a.shape == x.shape and torch.equal(a, b)
+
+
+def test_pixel_mutation_equals_the_float_path_given_the_same_seed():
+    """The uint8 fast path = mutate x / 255 as floats, then round back to 8 bits."""
+    from evofool.operators import polynomial_bounded_pixels
+
+    pixels = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    fast = polynomial_bounded_pixels(pixels, 15.0, 0.1, torch.Generator().manual_seed(2))
+    slow = polynomial_bounded(pixels.float() / 255.0, 15.0, 0.0, 1.0, 0.1, torch.Generator().manual_seed(2))
+    assert fast.dtype == torch.uint8 and torch.equal(fast, slow.mul(255.0).round().to(torch.uint8))
+    changed = (fast != pixels).float().mean().item()
+    assert 0.05 < changed < 0.11  # ~10 % chosen; a small step can round back to the same pixel
+
+
+def test_bernoulli_positions_rate_and_gaps_are_geometric():
+    from evofool.operators import bernoulli_positions
+
+    n, p = 200_000, 0.1
+    pos = bernoulli_positions(n, p, torch.Generator().manual_seed(3))
+    assert torch.all(pos[1:] > pos[:-1]) and pos.min() >= 0 and pos.max() < n
+    assert abs(len(pos) / n - p) < 0.005
+    gaps = torch.diff(pos).double()
+    assert abs(gaps.mean().item() - 1 / p) < 0.1          # geometric mean 1/p
+    assert abs(gaps.var().item() - (1 - p) / p**2) < 3.0  # and variance (1-p)/p²
+    assert (gaps == 1).double().mean().item() == pytest.approx(p, abs=0.005)

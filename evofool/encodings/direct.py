@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from evofool.encodings.base import Encoding, torch_generator
-from evofool.operators import polynomial_bounded, simulated_binary_bounded
+from evofool.operators import polynomial_bounded, polynomial_bounded_pixels, simulated_binary_bounded
 
 
 class DirectEncoding(Encoding):
@@ -63,14 +63,16 @@ class DirectEncoding(Encoding):
 
     def vary(self, parents: torch.Tensor, rng: np.random.Generator, generation: int) -> torch.Tensor:
         gen = torch_generator(rng, self.device)
+        if self.crossover_rate <= 0 or parents.shape[0] < 2:
+            # Mutation only (the default): just the mutated pixels leave uint8.
+            return polynomial_bounded_pixels(parents, self.eta, self.rate_at(generation), gen)
         x = parents.to(torch.float32).div_(255.0)
         n = x.shape[0]
-        if self.crossover_rate > 0 and n > 1:
-            # Each selected offspring is crossed with a random other parent of the batch.
-            mates = x[torch.randint(0, n, (n,), generator=gen, device=self.device)]
-            chosen = torch.rand(n, generator=gen, device=self.device) < self.crossover_rate
-            child, _ = simulated_binary_bounded(x, mates, self.crossover_eta, 0.0, 1.0, 0.5, gen)
-            x = torch.where(chosen.view(-1, 1, 1, 1), child, x)
+        # Each selected offspring is crossed with a random other parent of the batch.
+        mates = x[torch.randint(0, n, (n,), generator=gen, device=self.device)]
+        chosen = torch.rand(n, generator=gen, device=self.device) < self.crossover_rate
+        child, _ = simulated_binary_bounded(x, mates, self.crossover_eta, 0.0, 1.0, 0.5, gen)
+        x = torch.where(chosen.view(-1, 1, 1, 1), child, x)
         x = polynomial_bounded(x, self.eta, 0.0, 1.0, self.rate_at(generation), gen)
         return x.mul_(255.0).round_().to(torch.uint8)
 
