@@ -34,8 +34,8 @@ class RunConfig:
         checkpoint_every: Generations between checkpoints (0: only at the end).
         stop_at: Stop early once every class reaches this confidence (``None``: never).
         crops: 1, or 10 for the original's 10-crop scoring (photo models).
-        selection: Parent choice: ``lagging`` (default: uniform over classes still below
-            ``focus_below``, then over all) or ``uniform`` (the paper's MAP-Elites).
+        selection: Parent choice: ``lagging`` (default: 3/4 uniform over classes still
+            below ``focus_below``, 1/4 over all) or ``uniform`` (the paper's MAP-Elites).
         focus_below: Confidence under which a class counts as lagging.
         recombine: Step recombination (``evofool.recombination``): ``auto`` (on, lengths
             2,4,8,16, where the encoding's genomes are vectors: direct), ``off``, or step

@@ -45,6 +45,7 @@ class Scorer(Protocol):
 
 
 SELECTIONS = ("uniform", "lagging")
+LAGGING_UNIFORM_SHARE = 0.25  # of a lagging-selection batch drawn uniformly from all cells
 
 
 def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator,
@@ -56,22 +57,29 @@ def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator,
         n: Number of parents.
         rng: The run's generator.
         selection: ``uniform`` — uniform over occupied cells (the paper's MAP-Elites);
-            ``lagging`` — uniform over occupied cells whose champion is still below
-            ``focus_below`` (all occupied cells once every one is above it), so the
-            whole batch works on the classes that are not fooled yet.
+            ``lagging`` — three quarters of the batch uniform over occupied cells whose
+            champion is still below ``focus_below``, a quarter uniform over all occupied
+            cells (all of it once every cell is above), so most of the batch works on
+            the classes that are not fooled yet.
         focus_below: Confidence under which a class counts as lagging.
 
     Returns:
         ``n`` class indices.
     """
     occupied = archive.occupied
-    if selection == "lagging":
-        lagging = occupied[archive.confidences()[occupied] < focus_below]
-        if len(lagging):
-            occupied = lagging
-    elif selection != "uniform":
+    if selection == "uniform":
+        return occupied[rng.integers(0, len(occupied), size=n)]
+    if selection != "lagging":
         raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
-    return occupied[rng.integers(0, len(occupied), size=n)]
+    lagging = occupied[archive.confidences()[occupied] < focus_below]
+    if len(lagging) == 0:
+        return occupied[rng.integers(0, len(occupied), size=n)]
+    # A share of the batch still comes from every cell: a lagging champion can get stuck
+    # (e.g. a CPPN whose 8-bit image no small change alters), and MAP-Elites' way out is
+    # an offspring of another class's champion taking its cell.
+    n_all = int(round(LAGGING_UNIFORM_SHARE * n))
+    return np.concatenate([lagging[rng.integers(0, len(lagging), size=n - n_all)],
+                           occupied[rng.integers(0, len(occupied), size=n_all)]])
 
 
 def make_statistics() -> tools.Statistics:

@@ -83,3 +83,23 @@ def test_state_dict_restores_an_identical_future():
     assert torch.equal(a.archive.images, b.archive.images)
     assert torch.equal(a.archive.log_probs, b.archive.log_probs)
     assert a.generation == b.generation == 6
+
+
+def test_lagging_selection_gives_three_quarters_to_lagging_cells_and_keeps_a_uniform_share():
+    from evofool.engine import LAGGING_UNIFORM_SHARE
+
+    engine = make_engine()
+    engine.step()
+    archive = engine.archive
+    # Cells 0 and 1 fooled (log p = 0 → confidence 1), 2 and 3 lagging.
+    archive.log_probs[:] = torch.tensor([0.0, 0.0, -1.0, -2.0], dtype=archive.log_probs.dtype)
+    n = 4000
+    parents = sample_parents(archive, n, np.random.default_rng(1), selection="lagging", focus_below=0.9999)
+    n_all = int(round(LAGGING_UNIFORM_SHARE * n))
+    assert np.isin(parents[:n - n_all], [2, 3]).all()           # the lagging part
+    counts = np.bincount(parents[n - n_all:], minlength=4)      # the uniform part: every cell
+    assert counts.min() > 0.2 * n_all and counts.max() < 0.3 * n_all
+    # Once every cell is above the threshold, all parents are uniform over all cells.
+    archive.log_probs[:] = 0.0
+    counts = np.bincount(sample_parents(archive, n, np.random.default_rng(2), selection="lagging"), minlength=4)
+    assert counts.min() > 0.2 * n

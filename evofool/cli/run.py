@@ -68,7 +68,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--stop-at", type=float, default=None, help="Stop once every class reaches this confidence.")
 @click.option("--crops", type=int, default=1, show_default=True, help="1, or 10 for 10-crop scoring.")
 @click.option("--selection", type=click.Choice(["lagging", "uniform"]), default="lagging", show_default=True,
-              help="Parent choice: classes still below --focus-below first, or uniform (the paper).")
+              help="Parent choice: 3/4 from classes still below --focus-below, 1/4 from all; or uniform (the paper).")
 @click.option("--focus-below", type=float, default=0.9999, show_default=True,
               help="Confidence under which a class counts as lagging.")
 @click.option("--recombine", default="auto", show_default=True, metavar="auto|off|2,4,8,16",
