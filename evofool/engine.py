@@ -82,6 +82,15 @@ def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator,
                            occupied[rng.integers(0, len(occupied), size=n_all)]])
 
 
+def quantile(values: np.ndarray, q: float) -> float:
+    """``np.quantile(values, q)`` (linear interpolation), without its ~50 µs of overhead."""
+    v = np.sort(values)
+    pos = q * (len(v) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return float(v[lo] + (pos - lo) * (v[hi] - v[lo]))
+
+
 def make_statistics() -> tools.Statistics:
     """DEAP statistics over the champions' confidences (one value per class).
 
@@ -92,9 +101,9 @@ def make_statistics() -> tools.Statistics:
     """
     stats = tools.Statistics(key=np.asarray)
     stats.register("min", lambda v: float(v[0].min()))
-    stats.register("q1", lambda v: float(np.quantile(v[0], 0.25)))
-    stats.register("median", lambda v: float(np.median(v[0])))
-    stats.register("q3", lambda v: float(np.quantile(v[0], 0.75)))
+    stats.register("q1", lambda v: quantile(v[0], 0.25))
+    stats.register("median", lambda v: quantile(v[0], 0.5))
+    stats.register("q3", lambda v: quantile(v[0], 0.75))
     stats.register("max", lambda v: float(v[0].max()))
     for name, level in THRESHOLDS.items():
         stats.register(name, lambda v, level=level: int(np.count_nonzero(v[0] >= level)))

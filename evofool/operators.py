@@ -23,13 +23,15 @@ def polynomial_step(genes: torch.Tensor, rand: torch.Tensor, eta: float, low: fl
     # DEAP's two branches (rand < 0.5: step down, else up) are one formula after folding:
     # its 1 - delta_1 is the distance to the upper bound (and 1 - delta_2 to the lower),
     # and with r = min(rand, 1 - rand) both read val = 2r + (1 - 2r)·dist^(eta+1). Equal
-    # to DEAP's arithmetic up to rounding (~1e-16), in half the tensor operations.
-    lower = rand < 0.5
-    dist = torch.where(lower, up - genes, genes - low).div_(span)
-    r = torch.where(lower, rand, 1.0 - rand)
+    # to DEAP's arithmetic up to rounding (~1e-16 in float64).
+    # Branch-free (torch.where costs ~5x a multiply on the CPU): s = +1 where DEAP steps
+    # down (rand < 0.5), -1 where it steps up; at rand = 0.5 both branches give 0.
+    centred = 0.5 - rand
+    s = torch.ones_like(rand).copysign_(centred)
+    r = centred.abs_().neg_().add_(0.5)                       # min(rand, 1 - rand)
+    dist = (0.5 * (low + up) - genes).mul_(s).div_(span).add_(0.5)  # distance to the bound
     val = dist.pow_(eta + 1.0).mul_(1.0 - 2.0 * r).add_(2.0 * r)
-    root = val.clamp_min_(0).pow_(mut_pow).sub_(1.0)
-    delta_q = torch.where(lower, root, root.neg())
+    delta_q = val.clamp_min_(0).pow_(mut_pow).sub_(1.0).mul_(s)
     return delta_q.mul_(span).add_(genes).clamp_(low, up)
 
 

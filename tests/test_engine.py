@@ -1,6 +1,7 @@
 """The generation loop on a real (small) model: ask/tell, records, scorer, state."""
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -103,3 +104,13 @@ def test_lagging_selection_gives_three_quarters_to_lagging_cells_and_keeps_a_uni
     archive.log_probs[:] = 0.0
     counts = np.bincount(sample_parents(archive, n, np.random.default_rng(2), selection="lagging"), minlength=4)
     assert counts.min() > 0.2 * n
+
+
+def test_quantile_equals_numpy():
+    from evofool.engine import quantile
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 1000):
+        values = rng.random(n)
+        for q in (0.0, 0.25, 0.5, 0.75, 1.0):
+            assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)), abs=1e-15)

