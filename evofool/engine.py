@@ -152,7 +152,7 @@ class Engine:
         self.toolbox.register("evaluate", self.evaluator.log_probs)
         self.recombination = recombination
         self.pending: Genomes | None = None  # proposals waiting for the next generation
-        self._asked: tuple[np.ndarray, Genomes] | None = None  # this generation's parents
+        self._asked: tuple[np.ndarray, Genomes, Genomes] | None = None  # parents' classes, parents, children
         self.score: Callable[[Genomes], tuple[torch.Tensor, torch.Tensor]] = scorer or self.score_locally
 
     # --- ask / tell -------------------------------------------------------------------------
@@ -163,14 +163,15 @@ class Engine:
         last places of the batch.
         """
         self._asked = None
-        if len(self.archive.occupied) == 0:
+        # After a generation every cell is occupied (any finite score beats an empty cell).
+        if self.generation == 0 and len(self.archive.occupied) == 0:
             return self.encoding.random(self.population, self.rng)
         n_pending = 0 if self.pending is None else len(self.pending)
         classes = self.toolbox.select(self.population - n_pending, self.rng)
         parents = self.archive.genomes_of(classes)
         children = self.toolbox.vary(parents, self.rng, self.generation + 1)
         if self.recombination is not None:
-            self._asked = (classes, parents)
+            self._asked = (classes, parents, children)
         if n_pending:
             return self.encoding.concat(children, self.pending)
         return children
@@ -182,10 +183,9 @@ class Engine:
         improved = self.archive.update(genomes, images, log_probs, self.generation)
         self.pending = None
         if self._asked is not None:
-            classes, parents = self._asked
-            n = len(classes)
+            classes, parents, children = self._asked  # children = genomes[:len(classes)]
             self.pending = self.recombination.propose(
-                self.encoding, classes, parents, self.encoding.take(genomes, np.arange(n)), log_probs[:n],
+                self.encoding, classes, parents, children, log_probs[:len(classes)],
                 self.archive.genomes, self.population)
             self._asked = None
         return improved

@@ -87,7 +87,9 @@ class StepRecombination:
             champions: The archive's store of champions after this generation's update.
             population: Offspring per generation (caps the number of proposals).
         """
-        labels, counts = np.unique(classes, return_counts=True)
+        counts = np.bincount(classes)   # classes are small ints: cheaper than np.unique
+        labels = np.flatnonzero(counts)
+        counts = counts[labels]
         eligible = counts >= self.min_offspring
         labels, counts = labels[eligible], counts[eligible]
         room = int(self.max_share * population) // len(self.scales)
@@ -116,12 +118,15 @@ class StepRecombination:
         weights = np.zeros((len(labels), len(classes)))
         weights[rows[keep], child[keep]] = w
         used = np.flatnonzero(weights.any(axis=0))
-        steps = encoding.to_vectors(encoding.take(children, used)) - \
-            encoding.to_vectors(encoding.take(parents, used))
-        shape = steps.shape[1:]
-        w = torch.as_tensor(weights[:, used], dtype=steps.dtype, device=steps.device)
-        mean_steps = w @ steps.reshape(len(used), -1)                                   # L × D
+        kids = encoding.to_vectors(encoding.take(children, used))
+        shape = kids.shape[1:]
+        w = torch.as_tensor(weights[:, used], dtype=kids.dtype, device=kids.device)
+        # All offspring of a class share one parent (its champion when they were made) and
+        # each weight row sums to 1, so Σ w·(child - parent) = Σ w·child - parent: one
+        # parent per class instead of one per child.
+        parent = encoding.to_vectors(encoding.take(parents, child[start])).reshape(len(labels), -1)
+        mean_steps = (w @ kids.reshape(len(used), -1)).sub_(parent)                    # L × D
         base = encoding.to_vectors(encoding.take(champions, labels)).reshape(len(labels), -1)
-        scales = torch.as_tensor(self.scales, dtype=steps.dtype, device=steps.device)
+        scales = torch.as_tensor(self.scales, dtype=kids.dtype, device=kids.device)
         proposals = base[:, None, :] + scales[None, :, None] * mean_steps[:, None, :]  # L × S × D
         return encoding.from_vectors(proposals.reshape(-1, *shape))
