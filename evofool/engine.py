@@ -82,9 +82,9 @@ def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator,
                            occupied[rng.integers(0, len(occupied), size=n_all)]])
 
 
-def quantile(values: np.ndarray, q: float) -> float:
-    """``np.quantile(values, q)`` (linear interpolation), without its ~50 µs of overhead."""
-    v = np.sort(values)
+def sorted_quantile(v: np.ndarray, q: float) -> float:
+    """``np.quantile(v, q)`` (linear interpolation) of an already sorted ``v``, without
+    NumPy's ~50 µs of overhead per call."""
     pos = q * (len(v) - 1)
     lo = int(pos)
     hi = min(lo + 1, len(v) - 1)
@@ -97,14 +97,15 @@ def make_statistics() -> tools.Statistics:
     ``compile([confidences])``: the data is ONE element, the whole vector, because DEAP
     builds a Python tuple of its data's elements and hands it to every function; with the
     vector as the only element each statistic is one NumPy call on an array, not a
-    conversion of K Python floats (1,000 on ImageNet) per statistic.
+    conversion of K Python floats (1,000 on ImageNet) per statistic. The key sorts it once
+    for all of them.
     """
-    stats = tools.Statistics(key=np.asarray)
-    stats.register("min", lambda v: float(v[0].min()))
-    stats.register("q1", lambda v: quantile(v[0], 0.25))
-    stats.register("median", lambda v: quantile(v[0], 0.5))
-    stats.register("q3", lambda v: quantile(v[0], 0.75))
-    stats.register("max", lambda v: float(v[0].max()))
+    stats = tools.Statistics(key=np.sort)
+    stats.register("min", lambda v: float(v[0][0]))
+    stats.register("q1", lambda v: sorted_quantile(v[0], 0.25))
+    stats.register("median", lambda v: sorted_quantile(v[0], 0.5))
+    stats.register("q3", lambda v: sorted_quantile(v[0], 0.75))
+    stats.register("max", lambda v: float(v[0][-1]))
     for name, level in THRESHOLDS.items():
         stats.register(name, lambda v, level=level: int(np.count_nonzero(v[0] >= level)))
     return stats

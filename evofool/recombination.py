@@ -81,7 +81,8 @@ class StepRecombination:
         Args:
             encoding: The (vector) encoding of the genomes.
             classes: Class whose champion parented each child (``n``).
-            parents: The parents (``n`` genomes).
+            parents: The parents (``n`` genomes); all offspring of one class must share
+                one parent (that class's champion when they were made), as the engine's are.
             children: Their mutated children (``n`` genomes), in the same order.
             fitness: The children's per-class fitness (``n × K`` rows of the scored batch).
             champions: The archive's store of champions after this generation's update.

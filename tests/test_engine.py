@@ -107,10 +107,14 @@ def test_lagging_selection_gives_three_quarters_to_lagging_cells_and_keeps_a_uni
 
 
 def test_quantile_equals_numpy():
-    from evofool.engine import quantile
+    from evofool.engine import make_statistics, sorted_quantile
 
     rng = np.random.default_rng(0)
     for n in (1, 2, 3, 10, 1000):
         values = rng.random(n)
         for q in (0.0, 0.25, 0.5, 0.75, 1.0):
-            assert quantile(values, q) == pytest.approx(float(np.quantile(values, q)), abs=1e-15)
+            assert sorted_quantile(np.sort(values), q) == pytest.approx(float(np.quantile(values, q)), abs=1e-15)
+        record = make_statistics().compile([values])
+        assert record["min"] == values.min() and record["max"] == values.max()
+        assert record["q1"] == pytest.approx(float(np.quantile(values, 0.25)), abs=1e-15)
+        assert record["median"] == pytest.approx(float(np.median(values)), abs=1e-15)
