@@ -58,7 +58,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Encoding parameter, e.g. --param eta=20 (repeatable).")
 @click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/<model>-<encoding>-seed<S>].")
-@click.option("--config", "config_file", type=click.Path(), default=None, help="A run.toml with any of these options.")
+@click.option("--config", "config_file", type=click.Path(), default=None, help="A run.toml with the run settings (model, population, ...; [encoding_params] for --param); not --out, --quiet, --no-gallery.")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None, help="Continue the run in this folder.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
 @click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest forward-pass chunk.")
