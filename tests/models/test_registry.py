@@ -127,20 +127,6 @@ def test_torchvision_missing_gives_install_hint(monkeypatch):
                                "install it with pip install 'evofool[vision]'")
 
 
-def test_torchvision_real_model():
-    pytest.importorskip("torchvision", reason="torchvision not installed (pip install 'evofool[vision]')")
-    try:
-        clf = load_model("torchvision:mobilenet_v3_small")
-    except EvofoolError as exc:
-        if "could not load the weights" in str(exc):
-            pytest.skip(f"pretrained weights not downloadable here: {exc}")
-        raise
-    assert clf.input_shape == (3, 224, 224) and clf.resize_inputs
-    assert len(clf.class_names) == 1000
-    probs = BatchEvaluator(clf, device="cpu").evaluate(torch.rand(2, 3, 224, 224)).probs
-    torch.testing.assert_close(probs.sum(1), torch.ones(2, dtype=probs.dtype))
-
-
 def test_lenet_path_loads_saved_file(tmp_path):
     torch.manual_seed(1)
     model = LeNet(num_classes=11).eval()
