@@ -118,13 +118,16 @@ def compute_layers(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray
     layer = np.ones(n_nodes, dtype=np.int64)
     layer[:N_INPUTS] = 0
     # Bellman-Ford style relaxation: converges in at most n_nodes rounds on a DAG.
+    # Layers only grow from round to round, so equal sums mean nothing changed.
+    total = int(layer.sum())
     for _ in range(n_nodes + 1):
         new = layer.copy()
         if src.size:
             np.maximum.at(new, dst, layer[src] + 1)
-        if np.array_equal(new, layer):
+        new_total = int(new.sum())
+        if new_total == total:
             return layer.astype(np.int32)
-        layer = new
+        layer, total = new, new_total
     raise ValueError("CPPN graph has a cycle")
 
 
@@ -132,12 +135,14 @@ def reachable_from_inputs(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.
     """Boolean ``(N,)``: nodes reachable from some input (inputs included)."""
     reached = np.zeros(n_nodes, dtype=bool)
     reached[:N_INPUTS] = True
-    while True:
+    count = N_INPUTS
+    while True:  # the reached set only grows: an equal count means it stopped growing
         new = reached.copy()
         new[dst[reached[src]]] = True
-        if np.array_equal(new, reached):
+        new_count = int(np.count_nonzero(new))
+        if new_count == count:
             return reached
-        reached = new
+        reached, count = new, new_count
 
 
 def outputs_connected(n_out: int, n_nodes: int, src: np.ndarray, dst: np.ndarray) -> bool:
@@ -149,12 +154,15 @@ def transitive_closure(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.nda
     """``reach[i, j]``: a path of length >= 1 goes from node i to node j."""
     reach = np.zeros((n_nodes, n_nodes), dtype=bool)
     reach[src, dst] = True
-    # Repeated squaring: log2(N) boolean matrix products.
+    # Repeated squaring: log2(N) boolean matrix products; the set of paths only grows.
+    count = int(np.count_nonzero(reach))
     while True:
-        new = reach | ((reach.astype(np.int32) @ reach.astype(np.int32)) > 0)
-        if np.array_equal(new, reach):
+        m = reach.astype(np.int32)
+        new = reach | ((m @ m) > 0)
+        new_count = int(np.count_nonzero(new))
+        if new_count == count:
             return reach
-        reach = new
+        reach, count = new, new_count
 
 
 def check_genome(g: Genome, bound: float = 10.0) -> None:
@@ -228,10 +236,12 @@ def mutate_weights(weights: np.ndarray, rates: MutationRates, rng: np.random.Gen
 class _Work:
     """Mutable working copy of one genome during structural mutation."""
 
-    __slots__ = ("n_out", "node_id", "node_act", "link_id", "src", "dst", "w")
+    __slots__ = ("n_out", "node_id", "node_act", "link_id", "src", "dst", "w", "layer")
 
     def __init__(self, g: Genome, weight: np.ndarray, act: np.ndarray) -> None:
         self.n_out = g.n_out
+        # The parent's layers while the graph is unchanged; None once a link or node changes.
+        self.layer = g.node_layer
         self.node_id = g.node_id
         self.node_act = act
         self.link_id = g.link_id
@@ -275,13 +285,19 @@ class _Work:
         s, d, w = int(self.src[k]), int(self.dst[k]), float(self.w[k])
         act = int(rng.integers(N_ACT))
         w_out = rng.uniform(-bound, bound)
-        self._keep_links(np.arange(self.src.size) != k)
+        keep = np.arange(self.src.size) != k
         new = self.n  # appended last: ids only grow, so node ids stay ascending
-        self.node_id = np.append(self.node_id, counters.next_node)
-        self.node_act = np.append(self.node_act, act)
+        self.node_id = np.concatenate((self.node_id, [counters.next_node]))
+        self.node_act = np.concatenate((self.node_act, np.array([act], dtype=self.node_act.dtype)))
         counters.next_node += 1
-        self._append_link(s, new, w, counters)
-        self._append_link(new, d, w_out, counters)
+        # One concatenation for both new links (s -> new, new -> d), in that order.
+        first = counters.next_link
+        counters.next_link += 2
+        self.link_id = np.concatenate((self.link_id[keep], [first, first + 1]))
+        self.src = np.concatenate((self.src[keep], [s, new]))
+        self.dst = np.concatenate((self.dst[keep], [new, d]))
+        self.w = np.concatenate((self.w[keep], np.array([w, w_out], dtype=np.float32)))
+        self.layer = None
 
     def remove_node(self, rng: np.random.Generator) -> None:
         """Deletes a random hidden node and its links, unless an output would be cut off."""
@@ -301,19 +317,22 @@ class _Work:
         self.dst = self.dst - (self.dst > v)
 
     def _append_link(self, s: int, d: int, w: float, counters: Counters) -> None:
-        self.link_id = np.append(self.link_id, counters.next_link)
+        self.link_id = np.concatenate((self.link_id, [counters.next_link]))
         counters.next_link += 1
-        self.src = np.append(self.src, s)
-        self.dst = np.append(self.dst, d)
-        self.w = np.append(self.w, np.float32(w))
+        self.src = np.concatenate((self.src, [s]))
+        self.dst = np.concatenate((self.dst, [d]))
+        self.w = np.concatenate((self.w, np.array([w], dtype=np.float32)))
+        self.layer = None
 
     def _keep_links(self, keep: np.ndarray) -> None:
         self.link_id, self.src, self.dst, self.w = (
             self.link_id[keep], self.src[keep], self.dst[keep], self.w[keep])
+        self.layer = None
 
     def freeze(self, gid: int, parent: int) -> Genome:
+        layer = compute_layers(self.n, self.src, self.dst) if self.layer is None else self.layer
         return Genome(gid=gid, parent=parent, n_out=self.n_out, node_id=self.node_id,
-                      node_act=self.node_act, node_layer=compute_layers(self.n, self.src, self.dst),
+                      node_act=self.node_act, node_layer=layer,
                       link_id=self.link_id, link_src=self.src, link_dst=self.dst, link_weight=self.w)
 
 
