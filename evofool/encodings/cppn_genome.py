@@ -266,7 +266,7 @@ class _Work:
         if cand.size == 0:
             return
         pick = cand[rng.integers(cand.size)]
-        self._append_link(pick // n, pick % n, rng.uniform(-bound, bound), counters)
+        self._append_links([pick // n], [pick % n], [rng.uniform(-bound, bound)], counters)
 
     def remove_link(self, rng: np.random.Generator) -> None:
         """Drops a random link, unless that disconnects an output from the inputs (then a no-op)."""
@@ -285,19 +285,12 @@ class _Work:
         s, d, w = int(self.src[k]), int(self.dst[k]), float(self.w[k])
         act = int(rng.integers(N_ACT))
         w_out = rng.uniform(-bound, bound)
-        keep = np.arange(self.src.size) != k
+        self._keep_links(np.arange(self.src.size) != k)
         new = self.n  # appended last: ids only grow, so node ids stay ascending
         self.node_id = np.concatenate((self.node_id, [counters.next_node]))
         self.node_act = np.concatenate((self.node_act, np.array([act], dtype=self.node_act.dtype)))
         counters.next_node += 1
-        # One concatenation for both new links (s -> new, new -> d), in that order.
-        first = counters.next_link
-        counters.next_link += 2
-        self.link_id = np.concatenate((self.link_id[keep], [first, first + 1]))
-        self.src = np.concatenate((self.src[keep], [s, new]))
-        self.dst = np.concatenate((self.dst[keep], [new, d]))
-        self.w = np.concatenate((self.w[keep], np.array([w, w_out], dtype=np.float32)))
-        self.layer = None
+        self._append_links([s, new], [new, d], [w, w_out], counters)
 
     def remove_node(self, rng: np.random.Generator) -> None:
         """Deletes a random hidden node and its links, unless an output would be cut off."""
@@ -316,12 +309,15 @@ class _Work:
         self.src = self.src - (self.src > v)
         self.dst = self.dst - (self.dst > v)
 
-    def _append_link(self, s: int, d: int, w: float, counters: Counters) -> None:
-        self.link_id = np.concatenate((self.link_id, [counters.next_link]))
-        counters.next_link += 1
-        self.src = np.concatenate((self.src, [s]))
-        self.dst = np.concatenate((self.dst, [d]))
-        self.w = np.concatenate((self.w, np.array([w], dtype=np.float32)))
+    def _append_links(self, src: list[int], dst: list[int], w: list[float], counters: Counters) -> None:
+        """Appends links ``src[i] -> dst[i]`` with new innovation ids, in order (one
+        concatenation per array: ``np.append`` per link was most of a mutation's cost)."""
+        first = counters.next_link
+        counters.next_link += len(src)
+        self.link_id = np.concatenate((self.link_id, np.arange(first, first + len(src))))
+        self.src = np.concatenate((self.src, src))
+        self.dst = np.concatenate((self.dst, dst))
+        self.w = np.concatenate((self.w, np.array(w, dtype=np.float32)))
         self.layer = None
 
     def _keep_links(self, keep: np.ndarray) -> None:
