@@ -4,15 +4,15 @@ A checkpoint holds named NumPy arrays (archive, genomes, RNG byte states) as
 safetensors tensors and a JSON ``state`` document in the safetensors header.
 Loading parses JSON and raw tensor bytes only, so a file from someone else cannot
 run code. A sha256 over the state and every array detects truncation, bit rot and
-hand edits. Writes go to a temp file that is fsynced and renamed over the current
-checkpoint, whose previous version is kept as ``checkpoint.prev.safetensors``.
+hand edits. Writes go to a new temp file that is fsynced and renamed over the current
+checkpoint, whose previous version is kept as ``checkpoint.prev.safetensors``; reads take
+regular files of at most ``safefs.CHECKPOINT_LIMIT`` bytes only (see ``evofool.safefs``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import warnings
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 
 CURRENT = "checkpoint.safetensors"
@@ -35,17 +36,6 @@ def _digest(state_json: str, arrays: dict[str, np.ndarray]) -> str:
         h.update(f"|{key}|{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def encode(state: dict, arrays: dict[str, np.ndarray]) -> bytes:
@@ -96,22 +86,18 @@ def save(run_dir: str | Path, state: dict, arrays: dict[str, np.ndarray], rotate
         The path of the new checkpoint.
     """
     run_dir = Path(run_dir)
-    blob = encode(state, arrays)
-    tmp = run_dir / (CURRENT + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk must not leave half a file behind
-        raise
-    current = run_dir / CURRENT
-    if rotate and current.exists():
-        os.replace(current, run_dir / PREVIOUS)
-    os.replace(tmp, current)
-    _fsync_dir(run_dir)
-    return current
+    return safefs.write_bytes_atomic(run_dir / CURRENT, encode(state, arrays), root=run_dir, durable=True,
+                                     previous=PREVIOUS if rotate else None)
+
+
+def read_state(path: str | Path) -> dict:
+    """The verified ``state`` document of one checkpoint file.
+
+    Raises:
+        ValueError: not an intact evofool checkpoint.
+        EvofoolError: a link, FIFO, device... or a file larger than any checkpoint.
+    """
+    return decode(safefs.read_bounded(path, safefs.CHECKPOINT_LIMIT))[0]
 
 
 def load(run_dir: str | Path) -> tuple[dict, dict[str, np.ndarray], Path]:
@@ -121,17 +107,21 @@ def load(run_dir: str | Path) -> tuple[dict, dict[str, np.ndarray], Path]:
     is missing or damaged.
 
     Raises:
-        EvofoolError: when no intact checkpoint remains.
+        EvofoolError: when no intact checkpoint remains, or a checkpoint is a link, a FIFO,
+            a device or larger than any checkpoint.
     """
     run_dir = Path(run_dir)
     problems = []
     for name in (CURRENT, PREVIOUS):
         path = run_dir / name
-        if not path.exists():
+        try:
+            # A link, FIFO or device is refused at once (EvofoolError), never read.
+            blob = safefs.read_bounded(path, safefs.CHECKPOINT_LIMIT, root=run_dir)
+        except FileNotFoundError:
             problems.append(f"{name}: missing")
             continue
         try:
-            state, arrays = decode(path.read_bytes())
+            state, arrays = decode(blob)
         except ValueError as exc:
             problems.append(f"{name}: {exc}")
             continue

@@ -59,6 +59,9 @@ def load_classifier(config: RunConfig, device: torch.device | str):
 def model_fingerprint(classifier) -> str:
     """sha256 of a classifier's weights, class names and input shape (first 16 hex digits).
 
+    Weights are the module's ``state_dict`` plus the ``weights_digest()`` of any submodule
+    that has one (``onnx:`` models: the sha256 of the ONNX file).
+
     Lets the driver check that every worker loaded the same model: a ``lenet:PATH`` that
     holds another file on some node would otherwise silently change the run.
     """
@@ -66,6 +69,12 @@ def model_fingerprint(classifier) -> str:
     for name, tensor in sorted(classifier.module.state_dict().items()):
         h.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    # Modules whose weights live outside torch (an ONNX Runtime session: an empty
+    # state_dict) name them by a digest instead, wherever they sit (ensembles, 10-crop).
+    for name, module in classifier.module.named_modules():
+        digest = getattr(module, "weights_digest", None)
+        if callable(digest):
+            h.update(f"|{name}|digest|{digest()}|".encode())
     return h.hexdigest()[:16]
 
 

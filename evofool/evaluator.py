@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
 
 
@@ -36,6 +37,38 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32)
 
 
+def fitness_from_outputs(raw: torch.Tensor, outputs: str) -> torch.Tensor:
+    """A model's raw outputs as float64 fitness: log-probabilities, or raw unit scores.
+
+    ``outputs`` is what the classifier declares: ``logits``, ``probs`` (already a
+    softmax, e.g. an ensemble) or ``scores`` (activation maximisation: the score itself).
+    """
+    if outputs == "scores":
+        return raw.to(torch.float64)
+    if outputs == "probs":
+        return torch.log(raw.to(torch.float64).clamp_min(1e-300))
+    return stable_log_softmax(raw.float())
+
+
+def check_model_output(raw, classifier: Classifier, batch: int) -> None:
+    """The model answered ``batch × K`` finite numbers, or a one-line error names it.
+
+    Every forward pass is checked (it costs one pass over N×K numbers): a NaN must never
+    reach an archive, and a model whose output fits only batch 1 must not drop images.
+    """
+    spec, expected = classifier.spec, (batch, classifier.num_classes)
+    if not isinstance(raw, torch.Tensor):
+        raise EvofoolError(f"model {spec} returned {type(raw).__name__}, not a tensor of scores")
+    if tuple(raw.shape) != expected:
+        raise EvofoolError(f"model {spec} returned shape {tuple(raw.shape)} for a batch of {batch} "
+                           f"images; expected {expected} (N images × {classifier.num_classes} classes)")
+    finite = torch.isfinite(raw.detach())
+    if not bool(finite.all()):
+        bad = int((~finite).any(dim=1).sum())
+        raise EvofoolError(f"model {spec} returned NaN or infinite scores for {bad} of {batch} "
+                           f"images; evofool needs finite outputs")
+
+
 def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Log-softmax in float64 that stays informative for near-certain classes.
 
@@ -52,6 +85,35 @@ def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return shifted.sub_(torch.log1p(rest))
 
 
+# Forward-pass chunk sizes: the network always sees batches of exactly this many images
+# (the last chunk padded with blank images), because CPU and GPU kernels are chosen by
+# shape and thread count. Measured on AMD EPYC (Zen 4, AVX-512, torch 2.13, 2 cores):
+# the same image scores the same bits alone, in a batch of 300, at any position, with 1 or
+# 2 threads, for LeNet at chunks 50-256 and EfficientNet-Lite0 at chunks 25 and 50, but
+# not at chunk 8 (LeNet) or 10 (EfficientNet): small GEMMs (the last Linear layer) split
+# their reduction across threads. Populations (100-400) are multiples of both defaults.
+SMALL_IMAGE_VALUES = 32 * 32 * 3   # up to CIFAR size: cheap images, larger chunks
+CPU_CHUNK_SMALL = 100              # LeNet: 100 and 200 run at the same images/s
+CPU_CHUNK_LARGE = 50               # 224x224 photo models: padding one image to 50 costs 1-2 s
+CUDA_CHUNK = 200                   # a GPU wants large batches; still a divisor of 200/400/1000
+
+
+def forward_chunk(input_shape, device: torch.device, max_batch: int = 1024) -> int:
+    """The fixed number of images per forward pass for a model of ``input_shape`` on ``device``.
+
+    One function for every caller (run, resume, Ray workers, transfer, export --verify,
+    classify), so an image gets the same bits wherever it is scored; ``max_batch`` caps it.
+    """
+    if device.type == "cuda":
+        natural = CUDA_CHUNK
+    else:
+        values = 1
+        for d in input_shape:
+            values *= int(d)
+        natural = CPU_CHUNK_SMALL if values <= SMALL_IMAGE_VALUES else CPU_CHUNK_LARGE
+    return max(1, min(int(max_batch), natural))
+
+
 @dataclass
 class Scores:
     """Per-class scores of a batch: ``N×K`` float64 log-probabilities and probabilities."""
@@ -61,41 +123,68 @@ class Scores:
 
 
 class BatchEvaluator:
-    """Scores batches of images with a classifier.
+    """Scores batches of images with a classifier, in fixed-shape chunks.
 
     Args:
         classifier: The model and its metadata.
         device: Where to run; ``None`` picks ``cuda`` if available, else CPU.
-        max_batch: Largest chunk sent through the model at once. Halved (and remembered)
-            whenever a chunk runs out of device memory, so the batch sizes itself to memory.
+        max_batch: Largest chunk sent through the model at once (see ``forward_chunk``).
+            Halved (and remembered) whenever a chunk runs out of device memory, so the
+            batch sizes itself to memory.
         precision: ``float32``, or ``bfloat16``/``float16`` autocast for the forward pass
             (logits are then taken to float32 and the log-softmax done in float64);
             ``auto``: bfloat16 on a CUDA GPU that has it, float32 elsewhere.
+
+    Every forward pass gets exactly ``chunk`` images (the last chunk is padded with blank
+    images whose scores are dropped), so scores do not depend on how a batch is split.
+    Every chunk's output is checked: ``chunk × K`` finite values, else an ``EvofoolError``
+    naming the model (a NaN must never reach the archive).
     """
 
     def __init__(self, classifier: Classifier, device: torch.device | str | None = None,
                  max_batch: int = 1024, precision: str = "auto") -> None:
         self.classifier = classifier
         self.device = torch.device(device) if device is not None else default_device()
-        self.max_batch = int(max_batch)
-        if self.max_batch < 1:
+        if int(max_batch) < 1:
             raise ValueError("max_batch must be >= 1")
+        self.max_batch = forward_chunk(classifier.input_shape, self.device, max_batch)
         self.precision = resolve_precision(precision, self.device)
+        self._buffer: torch.Tensor | None = None  # the chunk's float input, reused every call
         classifier.module.to(self.device).eval()
 
     @property
     def num_classes(self) -> int:
         return self.classifier.num_classes
 
+    @property
+    def chunk(self) -> int:
+        """Images per forward pass (``max_batch`` after out-of-memory halvings)."""
+        return self.max_batch
+
     def check_shape(self, images: torch.Tensor) -> None:
         """Raises ``EvofoolError`` unless ``images`` is ``N×C×H×W`` of the model's shape."""
-        from evofool.errors import EvofoolError
-
         expected = tuple(self.classifier.input_shape)
         if images.dim() != 4 or tuple(images.shape[1:]) != expected:
             raise EvofoolError(
                 f"images of shape {tuple(images.shape[1:])} do not fit model "
                 f"{self.classifier.spec}, which takes C×H×W = {expected}")
+
+    def _chunk_input(self, part: torch.Tensor) -> torch.Tensor:
+        """``part`` as [0, 1] float32 in a ``chunk``-row buffer, blank rows after it.
+
+        One buffer for the evaluator's life: allocating a fresh 240 MB float batch every
+        generation (1,000 classes at 3×224×224) costs page faults, not just memory.
+        """
+        shape = (self.chunk, *self.classifier.input_shape)
+        if self._buffer is None or tuple(self._buffer.shape) != shape:
+            self._buffer = torch.empty(shape, dtype=torch.float32, device=self.device)
+        n = part.shape[0]
+        rows = self._buffer[:n]
+        rows.copy_(part)  # uint8 → float32, or float → float32
+        if part.dtype == torch.uint8:
+            rows.div_(255.0)
+        self._buffer[n:].zero_()
+        return self._buffer
 
     @torch.inference_mode()
     def log_probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -104,30 +193,35 @@ class BatchEvaluator:
         out = []
         start = 0
         while start < images.shape[0]:
-            chunk = to_unit_float(images[start:start + self.max_batch].to(self.device, non_blocking=True))
+            part = images[start:start + self.chunk].to(self.device, non_blocking=True)
             try:
-                raw = self._forward(chunk)
+                raw = self._forward(self._chunk_input(part))
             except torch.OutOfMemoryError:
-                if chunk.shape[0] == 1:
+                if self.chunk == 1:
                     raise
-                self.max_batch = max(1, chunk.shape[0] // 2)
-                del chunk
+                self.max_batch = max(1, self.chunk // 2)
+                self._buffer = None
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 warnings.warn(f"out of device memory: evaluating in chunks of {self.max_batch} from now on",
                               RuntimeWarning, stacklevel=2)
                 continue
-            start += chunk.shape[0]
-            if self.classifier.outputs == "scores":
-                # Activation maximisation: the fitness is the raw score itself.
-                out.append(raw.to(torch.float64))
-            elif self.classifier.outputs == "probs":
-                out.append(torch.log(raw.to(torch.float64).clamp_min(1e-300)))
-            else:
-                out.append(stable_log_softmax(raw.float()))
+            check_model_output(raw, self.classifier, self.chunk)
+            start += part.shape[0]
+            out.append(fitness_from_outputs(raw[:part.shape[0]], self.classifier.outputs))
         if not out:
             return torch.empty(0, self.num_classes, device=self.device, dtype=torch.float64)
         return torch.cat(out)
+
+    def probe(self) -> None:
+        """Scores one chunk of random images, so a model answering NaN, or a shape that fits
+        only batch 1, is a one-line error before a run folder is made (not mid-run).
+
+        Draws from its own generator: the run's random streams are untouched.
+        """
+        noise = torch.randint(0, 256, (self.chunk, *self.classifier.input_shape), dtype=torch.uint8,
+                              generator=torch.Generator().manual_seed(0))
+        self.log_probs(noise)
 
     def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
         """The model's raw outputs for one chunk of [0, 1] images, at the chosen precision."""

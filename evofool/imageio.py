@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 
 _MODES = {1: "L", 3: "RGB"}
@@ -82,21 +83,21 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
     """Writes a uint8 ``C×H×W`` tensor (C = 1 or 3, any device) as a PNG.
 
     The parent folder is created if needed. Pixels are stored exactly (PNG is lossless),
-    so ``load_image`` of the result gives the same tensor back.
+    so ``load_image`` of the result gives the same tensor back. The file is written as a
+    new temp file renamed over ``path`` (``safefs.save_png_atomic``): never through a link.
 
     Returns:
         The path written.
 
     Raises:
         ValueError: ``image`` is not a uint8 tensor of shape 1×H×W or 3×H×W.
+        EvofoolError: ``path`` (or its temp file) is a link or not a regular file.
     """
+    from evofool.runfolder import to_pil
+
     if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in _MODES:
         raise ValueError(f"save_png needs a uint8 1×H×W or 3×H×W tensor, got {image.dtype} "
                          f"{tuple(image.shape)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    array = image.detach().to("cpu").numpy()
-    array = array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
-    # fromarray infers L (H×W) or RGB (H×W×3) from the uint8 array.
-    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
-    return path
+    return safefs.save_png_atomic(path, to_pil(image.detach().to("cpu").numpy()))

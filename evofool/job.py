@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -9,6 +10,7 @@ import shlex
 import signal
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from evofool import __version__, checkpoint
+from evofool import __version__, checkpoint, safefs
 from evofool.archive import ClassArchive
 from evofool.config import RunConfig
 from evofool.encodings import make_encoding
@@ -25,7 +27,7 @@ from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
-from evofool.runfolder import RunFolder
+from evofool.runfolder import LogDamaged, RunFolder
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -61,6 +63,7 @@ def make_recombination(recombine: str | list, encoding) -> StepRecombination | N
 
 def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     """The engine (encoding, evaluator, archive, rng) a config describes, and its classifier."""
+    from evofool.config import check_batch_memory
     from evofool.models import load_model
 
     config.validate()
@@ -69,8 +72,12 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
     if config.crops != 1:
         from evofool.crops import TenCropClassifier  # noqa: F401 - optional feature
         classifier = TenCropClassifier.wrap(classifier)
+    # Before anything is allocated, and so before Job.start creates a run folder.
+    check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
+                       config.max_batch, device)
     evaluator = BatchEvaluator(classifier, device=device, max_batch=config.max_batch,
                                precision=config.precision)
+    evaluator.probe()  # NaN outputs or batch-1-only models: refused before a folder exists
     try:
         encoding = make_encoding(config.encoding, classifier.input_shape, device, **config.encoding_params)
     except ValueError as exc:
@@ -97,7 +104,7 @@ def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
 
 @dataclass
 class Job:
-    """A run bound to its folder.
+    """A run bound to its folder, which it holds locked (one writer per run folder).
 
     Attributes:
         folder: The run folder.
@@ -119,114 +126,157 @@ class Job:
     # the next save then replaces the damaged file instead of rotating it over the only
     # intact checkpoint.
     _rotate: bool = True
+    # The generation of the newest checkpoint on disk (None: none yet): what a failed
+    # write tells the user survives.
+    _saved_generation: int | None = None
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
     def start(cls, config: RunConfig, out: str | Path | None, **kwargs) -> "Job":
-        """A new run in a new folder (``out``, or ``runs/<model>-<encoding>-seed<S>``)."""
+        """A new run in a new folder (``out``, or ``runs/<model>-<encoding>-seed<S>``), locked for this job."""
         config.validate()
         engine, classifier = build_engine(config)
         path = Path(out) if out is not None else RunFolder.default_path(config)
         folder = RunFolder.create(path, config, classifier.class_names,
                                   extra={"encoding_resolved": engine.encoding.config(),
                                          "recombination_resolved": engine.recombination.config()
-                                         if engine.recombination else None})
-        job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
-        # A generation-0 checkpoint: a run killed before its first periodic checkpoint can
-        # still be resumed (its folder would otherwise be neither resumable nor reusable).
-        job.save(hooks=False)
+                                         if engine.recombination else None}, keep_lock=True)
+        try:
+            job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
+            # A generation-0 checkpoint: a run killed before its first periodic checkpoint can
+            # still be resumed (its folder would otherwise be neither resumable nor reusable).
+            job.save(hooks=False)
+        except BaseException:
+            folder.release()
+            raise
         return job
 
     @classmethod
     def resume(cls, path: str | Path, overrides: dict | None = None, **kwargs) -> "Job":
-        """Continues a run from its newest intact checkpoint.
+        """Continues a run from its newest intact checkpoint, holding the folder's lock.
 
         Args:
             path: The run folder.
             overrides: Config values given again by the user. Keys that change what the run
                 computes (model, encoding, population, seed...) must equal the stored ones;
-                others (generations, checkpoint_every, device...) replace them.
+                others (generations, checkpoint_every, device...) replace them. ``generations``
+                may not be below the generations already done.
 
         Raises:
-            EvofoolError: not a run folder, no valid checkpoint, a config that changes the run.
+            EvofoolError: not a run folder, in use by another process, no valid checkpoint, a
+                config that changes the run, too few generations, a log damaged before its
+                checkpoint's end.
         """
         folder = RunFolder.open(path)
+        folder.acquire()
+        try:
+            return cls._resume_locked(folder, overrides, kwargs)
+        except BaseException:
+            folder.release()
+            raise
+
+    @classmethod
+    def _resume_locked(cls, folder: RunFolder, overrides: dict | None, kwargs: dict) -> "Job":
         stored = folder.config()
-        if overrides:
-            merged = RunConfig.from_dict({**stored.to_dict(), **overrides})
-            differing = stored.differing_keys(merged)
-            if differing:
-                raise EvofoolError(f"cannot resume {folder.path} with a different "
-                                   f"{', '.join(differing)} (that would be another run)")
-            config = merged.validate()
-        else:
-            config = stored
-        if (not any((folder.path / n).exists() for n in (checkpoint.CURRENT, checkpoint.PREVIOUS))
+        folder.check_writable(folder.class_names())
+        config = _merged_config(folder, stored, overrides)
+        saved = None
+        if (not any(os.path.lexists(folder.path / n) for n in (checkpoint.CURRENT, checkpoint.PREVIOUS))
                 and folder.log_bytes() == 0):
             # Stopped between creating its folder and its generation-0 checkpoint: nothing was
             # computed yet, and generation 0 is exactly what the config rebuilds.
             engine, classifier = build_engine(config)
-            folder.log_path.touch()
+            folder.open_log().close()
             ckpt_path = folder.path / checkpoint.CURRENT
         else:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                state, arrays, ckpt_path = checkpoint.load(folder.path)
-            for w in caught:  # one plain line each (not Python's file:line warning format)
-                print(f"warning: {w.message}", file=sys.stderr)
+            state, arrays, ckpt_path = _load_checkpoint(folder)
             if state.get("config_hash") != stored.hash():
                 raise EvofoolError(f"{ckpt_path} belongs to another run (config hash "
                                    f"{state.get('config_hash')} != {stored.hash()})")
+            try:
+                saved, log_bytes = int(state["engine"]["generation"]), int(state["log_bytes"])
+            except (KeyError, ValueError, TypeError) as exc:
+                raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
+            _check_generations(folder, config, overrides, saved)
             engine, classifier = build_engine(config)
             try:
                 engine.load_state_dict(state["engine"], arrays)
             except (KeyError, ValueError, TypeError) as exc:
                 raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
-            folder.truncate_log(int(state["log_bytes"]))
+            _repair_log(folder, ckpt_path, log_bytes, saved)
         if overrides:  # remember extended generations etc. for the next resume
             doc = folder.read_config_doc()
             doc["config"] = config.to_dict()
-            from evofool.runfolder import write_json_atomic
-            write_json_atomic(folder.path / "config.json", doc)
+            folder.write_config_doc(doc)
         job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
         job._rotate = ckpt_path.name != checkpoint.PREVIOUS
+        job._saved_generation = saved
         return job
 
+    def close(self) -> None:
+        """Releases the run folder's lock (``run`` does at its end; the kernel does if the process dies)."""
+        self.folder.release()
+
     # --- checkpoints ---------------------------------------------------------------------------
+    @contextmanager
+    def _reporting(self, what: str):
+        """Turns a failed write of ``what`` (disk full, a link planted during the run...) into one
+        line: what failed, which checkpoint is intact, and the command that continues the run."""
+        try:
+            yield
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+            raise self._write_failed(what, f"{exc.strerror or exc}{where}", fix) from None
+        except EvofoolError as exc:
+            raise self._write_failed(what, str(exc), "fix that") from None
+
+    def _write_failed(self, what: str, reason: str, fix: str) -> EvofoolError:
+        intact = (f"the last checkpoint (generation {self._saved_generation}) is intact"
+                  if self._saved_generation is not None else "nothing was checkpointed yet")
+        return EvofoolError(f"could not write {what} of generation {self.engine.generation} in "
+                            f"{self.folder.path}: {reason}; {intact} ({fix}, then: evofool resume "
+                            f"{shlex.quote(str(self.folder.path))})")
+
     def save(self, hooks: bool = True) -> Path:
-        """Writes champions, summary and a checkpoint for the generations completed so far.
+        """Writes champions, a checkpoint and the summary for the generations completed so far.
 
         Raises:
-            EvofoolError: when the checkpoint cannot be written (disk full...); the
-                previous checkpoint is then intact.
+            EvofoolError: when a file cannot be written (disk full...); the last checkpoint
+                is then intact and no temp file is left.
         """
         archive = self.engine.archive
-        self.folder.write_champions(archive.images.cpu().numpy(), archive.confidences(),
-                                    archive.log_probs.cpu().numpy(), archive.generation.cpu().numpy(),
-                                    self.class_names)
+        with self._reporting("the champions"):
+            self.folder.write_champions(archive.images.cpu().numpy(), archive.confidences(),
+                                        archive.log_probs.cpu().numpy(), archive.generation.cpu().numpy(),
+                                        self.class_names)
         engine_state, arrays = self.engine.state_dict()
-        state = {"evofool_version": __version__, "config": self.config.to_dict(),
-                 "config_hash": self.config.hash(), "log_bytes": self.folder.log_bytes(),
-                 "engine": engine_state}
-        try:
+        with self._reporting("the checkpoint"):
+            state = {"evofool_version": __version__, "config": self.config.to_dict(),
+                     "config_hash": self.config.hash(), "log_bytes": self.folder.log_bytes(),
+                     "engine": engine_state}
             path = checkpoint.save(self.folder.path, state, arrays, rotate=self._rotate)
-        except OSError as exc:
-            raise EvofoolError(f"could not write the checkpoint of generation {self.engine.generation} "
-                               f"in {self.folder.path}: {exc.strerror or exc}; the previous checkpoint "
-                               f"is intact (free space, then: evofool resume "
-                               f"{shlex.quote(str(self.folder.path))})") from None
+        self._saved_generation = self.engine.generation
         self._rotate = True
-        self.folder.write_summary(self.summary())
+        with self._reporting("summary.json"):
+            self.folder.write_summary(self.summary())
         for hook in self.hooks if hooks else ():
             hook(self.folder)
         return path
 
     def summary(self) -> dict:
-        """Where the run stands, read from its log: generations, first generation each target held."""
+        """Where the run stands, read from its log: generations, first generation each target held.
+
+        A damaged log line is skipped, with one warning line on stderr.
+        """
+        scan = self.folder.scan_log()
+        if scan.damaged:
+            print(f"warning: {self.folder.log_path}: skipped {len(scan.damaged)} damaged line(s) "
+                  f"(first: line {scan.damaged[0]})", file=sys.stderr)
         reached = {}
-        for record in self.folder.read_log():
+        for record in scan.records:
             for key in THRESHOLDS:
-                if key not in reached and record[key] == len(self.class_names):
+                if key not in reached and record.get(key) == len(self.class_names):
                     reached[key] = record["generation"]
         conf = self.engine.archive.confidences()
         return {"generation": self.engine.generation, "evaluations": self.engine.evaluations,
@@ -245,28 +295,40 @@ class Job:
         stop = self.config.stop_at
         return stop is not None and bool(np.all(self.engine.archive.confidences() >= stop))
 
+    def _append(self, log, record: dict) -> None:
+        """Appends one record to the log (a failure is reported like any failed write)."""
+        with self._reporting("log.jsonl"):
+            safefs.write_all(log.fileno(), (json.dumps(record) + "\n").encode())
+
+    def _sync(self, log) -> None:
+        with self._reporting("log.jsonl"):
+            os.fsync(log.fileno())
+
     def run(self) -> int:
-        """Runs until ``config.generations`` (or a signal); returns the process exit code."""
+        """Runs until ``config.generations`` (or a signal); returns the process exit code.
+
+        The run folder stays locked until it returns (then ``close``).
+        """
         engine, total = self.engine, self.config.generations
         every = self.config.checkpoint_every
+        self.folder.acquire()  # held already, unless run() is called again
         previous = {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL}
         bar = tqdm(total=total, initial=min(engine.generation, total), disable=not self.progress,
                    file=sys.stderr, unit="gen", dynamic_ncols=True, leave=True)
         try:
-            with open(self.folder.log_path, "a") as log:
+            with self.folder.open_log() as log:
                 while engine.generation < total and self._stop_signal is None and not self._all_reached():
                     record = engine.step()
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    self._append(log, record)
                     bar.update(1)
                     bar.set_postfix_str(
                         f"best {record['max']:.4f} median {record['median']:.4f} "
                         f"≥99.99%: {record['n9999']}/{len(self.class_names)} "
                         f"{record['evals_per_s']:.0f} evals/s", refresh=False)
                     if every and engine.generation % every == 0 and engine.generation < total:
-                        os.fsync(log.fileno())
+                        self._sync(log)
                         self.save()
-                os.fsync(log.fileno())
+                self._sync(log)
             self.save()
         finally:
             bar.close()
@@ -275,8 +337,66 @@ class Job:
                 close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
+            self.close()
         if self._stop_signal is not None:
             print(f"interrupted at generation {engine.generation}; checkpoint saved. "
                   f"Resume with: evofool resume {shlex.quote(str(self.folder.path))}", file=sys.stderr)
             return EXIT_SIGNAL[self._stop_signal]
         return 0
+
+
+# --- resuming: the checks, one function each -----------------------------------------------------
+def _merged_config(folder: RunFolder, stored: RunConfig, overrides: dict | None) -> RunConfig:
+    """The stored config with the user's overrides, refusing ones that make it another run."""
+    if not overrides:
+        return stored
+    merged = RunConfig.from_dict({**stored.to_dict(), **overrides})
+    differing = stored.differing_keys(merged)
+    if differing:
+        raise EvofoolError(f"cannot resume {folder.path} with a different "
+                           f"{', '.join(differing)} (that would be another run)")
+    return merged.validate()
+
+
+def _load_checkpoint(folder: RunFolder) -> tuple[dict, dict, Path]:
+    """``checkpoint.load``, its warnings printed as one ``warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = checkpoint.load(folder.path)
+    for w in caught:  # one plain line each (not Python's file:line warning format)
+        print(f"warning: {w.message}", file=sys.stderr)
+    return loaded
+
+
+def _check_generations(folder: RunFolder, config: RunConfig, overrides: dict | None, done: int) -> None:
+    """``--generations`` is the new total: it may not undo generations already done."""
+    if overrides and "generations" in overrides and config.generations < done:
+        raise EvofoolError(f"cannot resume {folder.path} with --generations {config.generations}: "
+                           f"{done} generations are done already (--generations is the total; "
+                           f"pass {done} or more)")
+
+
+def _repair_log(folder: RunFolder, ckpt_path: Path, log_bytes: int, generations: int) -> None:
+    """Cuts the log back to its checkpoint, refusing (with the way out) a log damaged before that."""
+    try:
+        warning = folder.repair_log(log_bytes, generations)
+    except LogDamaged as exc:
+        raise EvofoolError(f"{exc}; {_log_recovery(folder, ckpt_path, exc.at)}") from None
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _log_recovery(folder: RunFolder, ckpt_path: Path, damage_at: int) -> str:
+    """How to get past a log damaged at byte ``damage_at``: an older checkpoint, or a backup."""
+    previous = folder.path / checkpoint.PREVIOUS
+    if ckpt_path.name == checkpoint.CURRENT and os.path.lexists(previous):
+        try:
+            state = checkpoint.read_state(previous)
+            older = int(state["log_bytes"]) <= damage_at
+            generation = int(state["engine"]["generation"])
+        except (ValueError, KeyError, TypeError, OSError, EvofoolError):
+            older = False
+        if older:
+            return (f"{checkpoint.PREVIOUS} (generation {generation}) predates the damage: move "
+                    f"{ckpt_path} away, then run: evofool resume {shlex.quote(str(folder.path))}")
+    return f"no checkpoint predates the damage: restore {folder.log_path} from a backup, or start a new run"

@@ -40,10 +40,11 @@ def parse_scales(value: str | Sequence[float] | None) -> tuple[float, ...] | Non
             raise ValueError(f"recombine must be auto, off or comma-separated step lengths, not {value!r}") \
                 from None
     else:
-        try:
-            scales = tuple(float(s) for s in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"recombine must be auto, off or a list of step lengths, not {value!r}") from None
+        # Numbers only: float() would also take True and "2", which no one means as a length.
+        if (isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")
+                or not all(type(s) in (int, float) for s in value)):
+            raise ValueError(f"recombine must be auto, off or a list of step lengths, not {value!r:.100}")
+        scales = tuple(float(s) for s in value)
     if any(not np.isfinite(s) or s <= 0 for s in scales):
         raise ValueError(f"recombine step lengths must be > 0 (got {list(scales)})")
     return scales

@@ -9,19 +9,23 @@ Layout of ``runs/NAME/``::
     summary.json                  where the run stands: generations, when targets were reached
     checkpoint.safetensors        latest checkpoint (+ checkpoint.prev.safetensors)
     gallery/                      written by ``evofool export`` (refreshed during runs)
+    .lock                         flock of the one writer (run/resume), holding its pid while it runs
+
+Everything here is written through ``evofool.safefs``: new regular files renamed into place,
+never through a link; what is read back must be a regular file of bounded size.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from evofool import __version__
+from evofool import __version__, checkpoint, safefs
 from evofool.config import RunConfig
 from evofool.errors import EvofoolError
 
@@ -44,21 +48,86 @@ def champion_filename(index: int, name: str, width: int = 4) -> str:
 
 
 def to_pil(image: np.ndarray) -> Image.Image:
-    """A C×H×W uint8 array (C = 1 or 3) as a PIL image."""
-    if image.shape[0] == 1:
-        return Image.fromarray(image[0], mode="L")
-    return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), mode="RGB")
+    """A C×H×W uint8 array (C = 1 or 3) as a PIL image (L or RGB, inferred from the uint8 array)."""
+    return Image.fromarray(np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)))
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Writes JSON via a temp file + rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Writes JSON via a new temp file + rename (never through a link), so readers never see half a file."""
+    safefs.write_json_atomic(path, data)
+
+
+@dataclass
+class LogScan:
+    """What ``log.jsonl`` holds.
+
+    Attributes:
+        records: The per-generation records, in file order.
+        damaged: 1-based numbers of the lines that are not a record (not JSON, torn...).
+        ends: Byte offset just after each record's line (``ends[i]`` for ``records[i]``).
+        damage_at: Byte offset where the first damaged line starts (``None``: none).
+        torn: Whether the last line has no newline (also in ``damaged``): a process died
+            writing it, or a reader looked while the run was appending it.
+    """
+
+    records: list[dict] = field(default_factory=list)
+    damaged: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    damage_at: int | None = None
+    torn: bool = False
+
+    @property
+    def damaged_inside(self) -> list[int]:
+        """The damaged lines except a torn last one."""
+        return self.damaged[:-1] if self.torn else self.damaged
+
+
+def _as_record(line: bytes) -> dict | None:
+    """A log line's record, or ``None`` when it is damaged (not JSON, not a record, no newline)."""
+    if not line.endswith(b"\n"):
+        return None  # torn: the process died in the middle of writing it
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("generation"), int) else None
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """The lines of ``data``, each with its ``\\n`` (the last one without, when torn)."""
+    lines = [line + b"\n" for line in data.split(b"\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
+def scan_log(data: bytes) -> LogScan:
+    """Splits log bytes into records and damaged lines (blank lines are neither)."""
+    scan, offset = LogScan(), 0
+    for number, line in enumerate(_lines(data), 1):
+        start, offset = offset, offset + len(line)
+        if not line.strip():
+            continue
+        record = _as_record(line)
+        if record is None:
+            scan.damaged.append(number)
+            scan.damage_at = start if scan.damage_at is None else scan.damage_at
+        else:
+            scan.records.append(record)
+            scan.ends.append(offset)
+    scan.torn = bool(data) and not data.endswith(b"\n") and bool(data.rsplit(b"\n", 1)[-1].strip())
+    return scan
+
+
+class LogDamaged(EvofoolError):
+    """The log is damaged (or too short) inside the part a checkpoint covers.
+
+    Attributes:
+        at: Byte offset of the damage (or the log's length, when it is too short).
+    """
+
+    def __init__(self, message: str, at: int) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class RunFolder:
@@ -66,6 +135,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock: safefs.FolderLock | None = None
 
     # --- creation / opening ------------------------------------------------------------------
     @staticmethod
@@ -78,30 +148,45 @@ class RunFolder:
             path = base.with_name(f"{base.name}-{n}")
         return path
 
+    @staticmethod
+    def _refuse_unless_empty(path: Path) -> None:
+        """Refuses a folder that holds anything but an evofool lock file (left by a crash)."""
+        if path.is_dir() and any(p.name != safefs.LOCK or not safefs.is_lock_file(p) for p in path.iterdir()):
+            if (path / CONFIG).exists() or (path / CONFIG).is_symlink():
+                raise EvofoolError(f"{path} already holds a run; continue it with "
+                                   f"'evofool resume {path}' or choose another --out")
+            raise EvofoolError(f"{path} is not empty; choose another --out")
+
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, class_names: list[str],
-               extra: dict | None = None) -> "RunFolder":
+               extra: dict | None = None, keep_lock: bool = False) -> "RunFolder":
         """Makes a new run folder; refuses one that already holds anything.
 
         ``extra`` adds entries to ``config.json`` (e.g. the encoding's resolved parameters).
+        The folder is locked while it is made; ``keep_lock`` keeps it locked for the
+        caller (a job), until ``release()``.
 
         Raises:
-            EvofoolError: when ``path`` is a file, holds a run, or is not empty.
+            EvofoolError: when ``path`` is a file, holds a run, is not empty, or is in use.
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise EvofoolError(f"{path} exists and is not a folder")
-        if path.is_dir() and any(path.iterdir()):
-            if (path / CONFIG).exists():
-                raise EvofoolError(f"{path} already holds a run; continue it with "
-                                   f"'evofool resume {path}' or choose another --out")
-            raise EvofoolError(f"{path} is not empty; choose another --out")
+        cls._refuse_unless_empty(path)  # before the lock file is made: a foreign folder stays untouched
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
-        write_json_atomic(path / CONFIG, {"evofool_version": __version__, "config_hash": config.hash(),
-                                          "config": config.to_dict(), "class_names": list(class_names),
-                                          **(extra or {})})
-        (path / LOG).touch()
+        folder.acquire()
+        try:
+            cls._refuse_unless_empty(path)  # again under the lock: another `run --out` may have won
+            folder.write_config_doc({"evofool_version": __version__, "config_hash": config.hash(),
+                                     "config": config.to_dict(), "class_names": list(class_names),
+                                     **(extra or {})})
+            safefs.open_append_nofollow(path / LOG).close()
+        except BaseException:
+            folder.release()
+            raise
+        if not keep_lock:
+            folder.release()
         return folder
 
     @classmethod
@@ -112,17 +197,64 @@ class RunFolder:
             EvofoolError: when ``path`` is not a run folder.
         """
         path = Path(path)
-        if not (path / CONFIG).is_file():
+        try:
+            found = path.is_dir() and safefs.check_regular(path / CONFIG) is not None
+        except OSError:
+            found = False
+        if not found:
             raise EvofoolError(f"{path} is not an evofool run folder (no {CONFIG})")
         return cls(path)
 
+    # --- the one writer ----------------------------------------------------------------------
+    def acquire(self) -> None:
+        """Locks the folder for this process (see ``safefs.lock_folder``).
+
+        Raises:
+            EvofoolError: "run folder X is in use by process N".
+        """
+        if self._lock is None or not self._lock.held:
+            self._lock = safefs.lock_folder(self.path)
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def check_writable(self, class_names: list[str]) -> None:
+        """Refuses, before any work is done, a folder where something evofool will write (or its
+        temp file) is a link, a FIFO or a folder, or where ``champions/`` is not a real folder.
+
+        (Every write checks again; this makes a planted link fail before a generation runs, with
+        nothing in the folder changed.)
+
+        Raises:
+            EvofoolError: naming the first such path.
+        """
+        names = [CONFIG, LOG, CHAMPIONS, SUMMARY, checkpoint.CURRENT, checkpoint.PREVIOUS, safefs.LOCK]
+        if safefs.check_folder(self.path / CHAMPIONS_DIR, self.path):
+            width = max(4, len(str(len(class_names) - 1)))
+            names += [f"{CHAMPIONS_DIR}/{champion_filename(k, name, width)}" for k, name in enumerate(class_names)]
+        for name in names:
+            for candidate in (name, name + ".tmp"):
+                safefs.check_regular(self.path / candidate, self.path)
+
+    # --- reading -----------------------------------------------------------------------------
+    def read_json(self, name: str, limit: int = safefs.JSON_LIMIT):
+        """A JSON file of the folder (bounded, never through a link); ``ValueError`` if it does not parse."""
+        return safefs.read_json(self.path / name, limit, root=self.path)
+
     def read_config_doc(self) -> dict:
         try:
-            doc = json.loads((self.path / CONFIG).read_text())
+            doc = self.read_json(CONFIG)
             RunConfig.from_dict(doc["config"])
             return doc
+        except FileNotFoundError:
+            raise EvofoolError(f"{self.path} is not an evofool run folder (no {CONFIG})") from None
         except (ValueError, KeyError, TypeError):
             raise EvofoolError(f"{self.path / CONFIG} is damaged or not an evofool config") from None
+
+    def write_config_doc(self, doc: dict) -> None:
+        safefs.write_json_atomic(self.path / CONFIG, doc, root=self.path)
 
     def config(self) -> RunConfig:
         return RunConfig.from_dict(self.read_config_doc()["config"])
@@ -136,53 +268,113 @@ class RunFolder:
         return self.path / LOG
 
     def log_bytes(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
+        st = safefs.check_regular(self.log_path, self.path)
+        return st.st_size if st is not None else 0
 
-    def truncate_log(self, size: int) -> None:
-        """Cuts the log back to ``size`` bytes (records after a checkpoint are re-run on resume)."""
-        actual = self.log_bytes()
-        if actual < size:
-            raise EvofoolError(f"{self.log_path} is shorter ({actual} bytes) than its checkpoint "
-                               f"says ({size} bytes); the log was damaged")
-        with open(self.log_path, "r+b") as fh:
-            fh.truncate(size)
-            fh.flush()
-            os.fsync(fh.fileno())
+    def open_log(self):
+        """The log, opened for appending bytes, unbuffered (never through a link)."""
+        return safefs.open_append_nofollow(self.log_path, self.path)
+
+    def read_log_bytes(self) -> bytes:
+        try:
+            return safefs.read_bounded(self.log_path, safefs.LOG_LIMIT, self.path)
+        except FileNotFoundError:
+            return b""
+
+    def scan_log(self) -> LogScan:
+        return scan_log(self.read_log_bytes())
 
     def read_log(self) -> list[dict]:
-        """All records of ``log.jsonl``."""
-        if not self.log_path.exists():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+        """The records of ``log.jsonl``; damaged lines (see ``scan_log``) are skipped."""
+        return self.scan_log().records
+
+    def repair_log(self, size: int, generations: int) -> str | None:
+        """Cuts the log back to the ``size`` bytes its checkpoint covers, after checking them.
+
+        The records after ``size`` are re-run on resume, so damage there (a torn last line,
+        a garbled record) is cut with them. The first ``size`` bytes must be exactly the
+        records of generations 1..``generations``.
+
+        Returns:
+            A warning when what was cut held damaged lines, else ``None``.
+
+        Raises:
+            LogDamaged: the log is shorter than ``size`` or damaged before it.
+        """
+        data = self.read_log_bytes()
+        if len(data) < size:
+            raise LogDamaged(f"{self.log_path} is shorter ({len(data)} bytes) than its checkpoint says "
+                             f"({size} bytes); the log was damaged", at=len(data))
+        covered, rest = scan_log(data[:size]), scan_log(data[size:])
+        problem = _coverage_problem(covered, size, generations)
+        if problem is not None:
+            line, at = problem
+            raise LogDamaged(f"{self.log_path} is damaged at {line}, inside the {size} bytes "
+                             f"(generations 1..{generations}) its checkpoint covers", at=at)
+        if len(data) > size:
+            safefs.truncate_nofollow(self.log_path, size, self.path)
+        if rest.damaged:
+            return (f"{self.log_path}: {len(rest.damaged)} damaged line(s) after the checkpoint's "
+                    f"generation {generations} were cut with the records after it (they are re-run)")
+        return None
 
     # --- champions -----------------------------------------------------------------------------
     def write_champions(self, images: np.ndarray, confidences: np.ndarray, log_probs: np.ndarray,
                         generations: np.ndarray, class_names: list[str]) -> None:
-        """Writes each filled class's champion PNG and ``champions.json``."""
-        out = self.path / CHAMPIONS_DIR
-        out.mkdir(exist_ok=True)
+        """Writes each filled class's champion PNG and ``champions.json``.
+
+        Raises:
+            EvofoolError: ``champions/`` or a file in it is a link or not a regular file.
+            OSError: a write failed (disk full); no temp file is left.
+        """
+        out = safefs.make_dir(self.path / CHAMPIONS_DIR, self.path)
         width = max(4, len(str(len(class_names) - 1)))
         entries = []
         for k, name in enumerate(class_names):
             if not np.isfinite(log_probs[k]):
                 continue
             fname = champion_filename(k, name, width)
-            old = out / fname
-            tmp = out / (fname + ".tmp")
-            to_pil(images[k]).save(tmp, format="PNG")
-            os.replace(tmp, old)
+            # Not fsynced: champions are re-written at every checkpoint; the checkpoint is what
+            # a crash must not lose.
+            safefs.save_png_atomic(out / fname, to_pil(images[k]), root=self.path)
             entries.append({"class": k, "name": name, "confidence": float(confidences[k]),
                             "log_prob": float(log_probs[k]), "generation": int(generations[k]),
                             "file": f"{CHAMPIONS_DIR}/{fname}"})
-        write_json_atomic(self.path / CHAMPIONS, {"num_classes": len(class_names), "champions": entries})
+        safefs.write_json_atomic(self.path / CHAMPIONS, {"num_classes": len(class_names), "champions": entries},
+                                 root=self.path)
 
     def read_champions(self) -> dict:
         try:
-            return json.loads((self.path / CHAMPIONS).read_text())
+            return self.read_json(CHAMPIONS)
         except FileNotFoundError:
             raise EvofoolError(f"{self.path} has no {CHAMPIONS} yet (no generation finished?)") from None
         except ValueError:
             raise EvofoolError(f"{self.path / CHAMPIONS} is damaged") from None
 
+    def champion_path(self, rel: object) -> Path:
+        """The champion PNG a ``champions.json`` entry names: inside the folder, a regular file.
+
+        Raises:
+            EvofoolError: a path that leaves the folder, goes through a link, or is not a regular file.
+            FileNotFoundError: no such file.
+        """
+        path = safefs.inside(self.path, str(rel), what=f"champion file (in {self.path / CHAMPIONS})")
+        if safefs.check_regular(path, self.path) is None:
+            raise FileNotFoundError(str(path))
+        return path
+
     def write_summary(self, summary: dict) -> None:
-        write_json_atomic(self.path / SUMMARY, summary)
+        safefs.write_json_atomic(self.path / SUMMARY, summary, root=self.path)
+
+
+def _coverage_problem(scan: LogScan, size: int, generations: int) -> tuple[str, int] | None:
+    """Where the log part a checkpoint covers is not exactly generations 1..``generations``."""
+    if scan.damaged:
+        return f"line {scan.damaged[0]}", scan.damage_at
+    for i, record in enumerate(scan.records):
+        if record["generation"] != i + 1:
+            return f"line {i + 1} (generation {record['generation']}, expected {i + 1})", \
+                (scan.ends[i - 1] if i else 0)
+    if len(scan.records) != generations:
+        return f"its end ({len(scan.records)} records for {generations} generations)", size
+    return None

@@ -6,12 +6,13 @@ import errno
 import os
 import pickle
 import struct
+import time
 
 import numpy as np
 import pytest
 from safetensors.numpy import save as st_save
 
-from evofool import checkpoint
+from evofool import checkpoint, safefs
 from evofool.errors import EvofoolError
 
 
@@ -181,26 +182,16 @@ def test_object_dtype_cannot_be_saved():
         checkpoint.encode({}, {"x": np.array([object()], dtype=object)})
 
 
-class _Full:
-    def __init__(self, fh, at: str) -> None:
-        self._fh, self._at = fh, at
+def _disk_full_after(fraction: int, at: str):
+    """A ``safefs.write_all`` that stores 1/``fraction`` of the data, then (at "write") fails with ENOSPC."""
+    real = safefs.write_all
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._fh.close()
-        return False
-
-    def write(self, data) -> int:
-        self._fh.write(data[: len(data) // 3])
-        self._fh.flush()
-        if self._at == "write":
+    def write_all(fd, data):
+        real(fd, memoryview(data)[: len(data) // fraction])
+        if at == "write":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return len(data)
 
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
+    return write_all
 
 
 @pytest.mark.parametrize("at", ["write", "fsync"])
@@ -209,14 +200,80 @@ def test_disk_full_keeps_both_checkpoints_and_leaves_no_temp_file(tmp_path, monk
     checkpoint.save(tmp_path, *make(2))
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
 
-    monkeypatch.setattr(checkpoint, "open", lambda f, m="r", *a, **k: _Full(open(f, m, *a, **k), at), raising=False)
+    monkeypatch.setattr(safefs, "write_all", _disk_full_after(3, at))
     if at == "fsync":
         def no_space(fd):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        monkeypatch.setattr(checkpoint.os, "fsync", no_space)
+        monkeypatch.setattr(safefs.os, "fsync", no_space)
     with pytest.raises(OSError) as info:
         checkpoint.save(tmp_path, *make(3))
     monkeypatch.undo()
     assert info.value.errno == errno.ENOSPC
+    assert info.value.filename == str(tmp_path / checkpoint.CURRENT)  # names the file, not its temp
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no .tmp, nothing changed
     assert checkpoint.load(tmp_path)[0]["engine"]["generation"] == 2
+
+
+# --- a checkpoint is a regular file of bounded size, read and written without following links --
+def _two_checkpoints(tmp_path):
+    checkpoint.save(tmp_path, *make(1))
+    checkpoint.save(tmp_path, *make(2))
+    return {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("name", [checkpoint.CURRENT, checkpoint.PREVIOUS])
+def test_load_refuses_a_linked_checkpoint(tmp_path, name):
+    _two_checkpoints(tmp_path)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.safetensors"
+    os.replace(tmp_path / name, outside)
+    (tmp_path / name).symlink_to(outside)
+    if name == checkpoint.CURRENT:
+        with pytest.raises(EvofoolError, match="symbolic link"):
+            checkpoint.load(tmp_path)
+    else:  # the current one is intact: the previous one is not read at all
+        assert checkpoint.load(tmp_path)[0]["engine"]["generation"] == 2
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_load_answers_a_fifo_or_device_at_once(tmp_path, kind):
+    current = tmp_path / checkpoint.CURRENT
+    if kind == "fifo":
+        os.mkfifo(current)
+    else:
+        current.symlink_to("/dev/zero")
+    start = time.monotonic()
+    with pytest.raises(EvofoolError, match="named pipe|symbolic link"):
+        checkpoint.load(tmp_path)
+    assert time.monotonic() - start < 5
+
+
+def test_load_refuses_a_file_larger_than_any_checkpoint(tmp_path, monkeypatch):
+    _two_checkpoints(tmp_path)
+    monkeypatch.setattr(safefs, "CHECKPOINT_LIMIT", 1000)
+    with pytest.raises(EvofoolError, match="more than the 1,000"):
+        checkpoint.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", [checkpoint.CURRENT + ".tmp", checkpoint.CURRENT, checkpoint.PREVIOUS])
+def test_save_never_writes_through_a_link(tmp_path, name):
+    before = _two_checkpoints(tmp_path)
+    victim = tmp_path.parent / f"{tmp_path.name}-victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / name).symlink_to(victim)
+    with pytest.raises(EvofoolError, match="symbolic link") as info:
+        checkpoint.save(tmp_path, *make(3))
+    assert str(tmp_path / name) in str(info.value)
+    assert victim.read_text() == "keep me"
+    assert (tmp_path / name).is_symlink()  # refused, not removed
+    for other in set(before) - {name}:
+        assert (tmp_path / other).read_bytes() == before[other]
+
+
+def test_save_removes_a_stale_regular_temp_file(tmp_path):
+    """A temp file left by a crash of ours is replaced; nothing of it survives."""
+    _two_checkpoints(tmp_path)
+    (tmp_path / (checkpoint.CURRENT + ".tmp")).write_bytes(b"half a checkpoint")
+    checkpoint.save(tmp_path, *make(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([checkpoint.CURRENT, checkpoint.PREVIOUS])
+    assert checkpoint.load(tmp_path)[0]["engine"]["generation"] == 3

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
 import torch
 
 from evofool.errors import EvofoolError
-from evofool.evaluator import BatchEvaluator
+from evofool.evaluator import BatchEvaluator, forward_chunk
 from evofool.models import load_model
 
 
@@ -75,37 +76,92 @@ def test_out_of_memory_halves_the_chunk_and_keeps_results(lenet):
     real = lenet.module
     seen = []
 
-    class FitsOnly100(torch.nn.Module):
+    class FitsOnly30(torch.nn.Module):
         def forward(self, x):
             seen.append(x.shape[0])
-            if x.shape[0] > 100:
+            if x.shape[0] > 30:
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
             return real(x)
 
-    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 256, (60, 1, 28, 28), dtype=torch.uint8)
     expected = BatchEvaluator(lenet, "cpu").log_probs(images)
-    limited = BatchEvaluator(type(lenet)(lenet.spec, FitsOnly100(), lenet.input_shape, lenet.class_names,
+    limited = BatchEvaluator(type(lenet)(lenet.spec, FitsOnly30(), lenet.input_shape, lenet.class_names,
                                          preprocess=lenet.preprocess), "cpu", max_batch=1024)
+    assert limited.chunk == 100  # LeNet's fixed chunk on the CPU
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = limited.log_probs(images)
     messages = [str(w.message) for w in caught]
-    assert len(messages) == 2 and "chunks of 150" in messages[0] and "chunks of 75" in messages[1]
-    assert limited.max_batch == 75 and seen == [300, 150, 75, 75, 75, 75]
+    assert len(messages) == 2 and "chunks of 50" in messages[0] and "chunks of 25" in messages[1]
+    # Every pass has the (halved) fixed shape: 60 images = 25 + 25 + 10 padded to 25.
+    assert limited.max_batch == 25 and seen == [100, 50, 25, 25, 25]
     assert torch.allclose(got, expected)
 
 
-def test_scores_are_bit_identical_whatever_the_batch_split_or_thread_count(lenet):
-    """Resume, Ray sub-batches and re-scoring rely on it (evofool/__init__.py sets MKL's CNR mode)."""
-    images = torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8,
+def assert_bit_identical_splits(classifier, count: int, sizes) -> None:
+    """Scores of ``images[:n]`` and ``images[s:]`` equal those of the whole batch, 1 and 2 threads."""
+    images = torch.randint(0, 256, (count, *classifier.input_shape), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(3))
-    evaluator = BatchEvaluator(lenet, device="cpu")
-    whole = evaluator.log_probs(images)
     threads = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)
+        whole = BatchEvaluator(classifier, device="cpu").log_probs(images)
         for n_threads in (1, 2):
             torch.set_num_threads(n_threads)
-            for n in (1, 10, 50, 100, 299):
+            evaluator = BatchEvaluator(classifier, device="cpu")  # as a Ray worker or transfer builds it
+            for n in sizes:
                 assert torch.equal(evaluator.log_probs(images[:n]), whole[:n]), (n_threads, n)
+            # Another position in the chunk, other neighbours: the same bits.
+            assert torch.equal(evaluator.log_probs(images[7:]), whole[7:]), (n_threads, "shifted by 7")
     finally:
         torch.set_num_threads(threads)
+
+
+def test_scores_are_bit_identical_whatever_the_batch_split_or_thread_count(lenet):
+    """Resume, Ray sub-batches and re-scoring rely on it: fixed-shape chunks (any CPU model)."""
+    assert_bit_identical_splits(lenet, 300, (1, 2, 10, 50, 99, 100, 101, 150, 299, 300))
+
+
+def test_photo_model_scores_are_bit_identical_whatever_the_batch_split():
+    """EfficientNet-Lite0 (oneDNN convolutions chosen by shape) through its 50-image chunks."""
+    from run_helpers import require_imagenet_packages
+
+    require_imagenet_packages()
+    assert_bit_identical_splits(load_model("efficientnet-lite0"), 57, (1, 9, 50, 56))
+
+
+def test_forward_chunk_is_fixed_per_model_and_capped_by_max_batch():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert forward_chunk((1, 28, 28), cpu) == 100
+    assert forward_chunk((3, 224, 224), cpu) == 50
+    assert forward_chunk((3, 224, 224), cuda) == 200
+    assert forward_chunk((1, 28, 28), cpu, max_batch=7) == 7
+
+
+def _classifier_returning(lenet, fn):
+    class Odd(torch.nn.Module):
+        def forward(self, x):
+            return fn(lenet.module(x))
+
+    return type(lenet)("odd-model", Odd(), lenet.input_shape, lenet.class_names, preprocess=lenet.preprocess)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_model_outputs_are_a_user_error_naming_the_model(lenet, value):
+    def poison(logits):
+        logits = logits.clone()
+        logits[3, 2] = value
+        return logits
+
+    evaluator = BatchEvaluator(_classifier_returning(lenet, poison), "cpu")
+    with pytest.raises(EvofoolError, match=r"model odd-model returned NaN or infinite scores for 1 of 100"):
+        evaluator.log_probs(torch.zeros(5, 1, 28, 28, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("fn, shape", [(lambda y: y[:1], "(1, 10)"), (lambda y: y[:, :3], "(100, 3)"),
+                                       (lambda y: y.flatten(), "(1000,)")])
+def test_wrongly_shaped_model_outputs_are_a_user_error(lenet, fn, shape):
+    """A model whose output only fits batch 1 fails at once (every chunk has 100 images)."""
+    evaluator = BatchEvaluator(_classifier_returning(lenet, fn), "cpu")
+    with pytest.raises(EvofoolError, match=rf"returned shape {re.escape(shape)} for a batch of 100"):
+        evaluator.log_probs(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))

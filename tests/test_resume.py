@@ -370,60 +370,72 @@ def test_run_into_a_folder_holding_a_run_refuses_and_names_resume(tmp_path, mode
         assert snapshot(out) == before
 
 
-# --- 7. disk full while writing a checkpoint (in-process CLI) -----------------------------------------
-class _FullDisk:
-    """A file whose write stores half the data, then fails with ENOSPC."""
+# --- 7. disk full while writing a checkpoint, champions, summary or log (in-process CLI) ----------
+def _kind_of(fd: int) -> str | None:
+    """Which run-folder file a descriptor writes (Linux: /proc/self/fd names it)."""
+    name = os.readlink(f"/proc/self/fd/{fd}")
+    if name.endswith(checkpoint.CURRENT + ".tmp"):
+        return "checkpoint"
+    if name.endswith(".png.tmp") and f"{os.sep}champions{os.sep}" in name:
+        return "champions"
+    if name.endswith("summary.json.tmp"):
+        return "summary"
+    if name.endswith("log.jsonl"):
+        return "log"
+    return None
 
-    def __init__(self, fh) -> None:
-        self._fh = fh
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._fh.close()
-        return False
-
-    def write(self, data) -> int:
-        self._fh.write(data[: len(data) // 2])
-        self._fh.flush()
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
+# what fails -> (when: kind written and how many checkpoint/log writes came before, generation that
+# fails, generation of the last intact checkpoint, what the error line names)
+FULL_DISK = {
+    # generations 0, 5, 10 are checkpointed; the 4th checkpoint (generation 15) hits the full disk
+    "checkpoint": (lambda kind, n: kind == "checkpoint" and n["checkpoint"] == 4, 15, 10, "the checkpoint"),
+    # the first champion PNG of the save at generation 15, before its checkpoint
+    "champions": (lambda kind, n: kind == "champions" and n["checkpoint"] == 3, 15, 10, "the champions"),
+    # summary.json is written after the checkpoint of generation 15: that checkpoint is intact
+    "summary": (lambda kind, n: kind == "summary" and n["checkpoint"] == 4, 15, 15, "summary.json"),
+    # the record of generation 13, half of it written (a torn line the resume cuts)
+    "log": (lambda kind, n: kind == "log" and n["log"] == 13, 13, 10, "log.jsonl"),
+}
 
 
 @pytest.mark.slow
-def test_disk_full_during_checkpoint_keeps_previous_and_reports_one_line(tmp_path, model, straight, monkeypatch):
+@pytest.mark.parametrize("what", sorted(FULL_DISK))
+def test_disk_full_keeps_the_last_checkpoint_and_reports_one_line(tmp_path, model, straight, monkeypatch, what):
+    from evofool import safefs
     from evofool.cli import cli
 
+    fails, failing, intact, named = FULL_DISK[what]
     reference = straight("direct")
     out = tmp_path / "run"
     seen: dict[str, bytes] = {}
-    saves = []
+    counts = {"checkpoint": 0, "champions": 0, "summary": 0, "log": 0}
+    real_write_all = safefs.write_all
 
-    def fake_open(file, mode="r", *args, **kwargs):
-        fh = open(file, mode, *args, **kwargs)
-        if str(file).endswith(checkpoint.CURRENT + ".tmp"):
-            saves.append(file)
-            if len(saves) == 4:  # generations 0, 5, 10 are saved; 15 hits the full disk
+    def write_all(fd, data):
+        kind = _kind_of(fd)
+        if kind is not None:
+            counts[kind] += 1
+            if fails(kind, counts) and not seen:
                 seen.update({n: (out / n).read_bytes() for n in (checkpoint.CURRENT, checkpoint.PREVIOUS)})
-                return _FullDisk(fh)
-        return fh
+                real_write_all(fd, memoryview(data)[: len(data) // 2])  # half of it fits, then ENOSPC
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write_all(fd, data)
 
-    monkeypatch.setattr(checkpoint, "open", fake_open, raising=False)
+    monkeypatch.setattr(safefs, "write_all", write_all)
     result = CliRunner().invoke(cli, [str(a) for a in run_args(model, out)])
     monkeypatch.undo()
     assert result.exit_code == 2, (result.output, result.exception)
-    line = assert_one_line_error(result.stderr, "No space left on device", "checkpoint", "generation 15",
-                                 "evofool resume")
+    line = assert_one_line_error(result.stderr, "No space left on device", named, f"generation {failing}",
+                                 f"the last checkpoint (generation {intact}) is intact", "evofool resume")
     assert str(out) in line
-    assert len(saves) == 4
+    assert seen, "the full disk was never hit"
     for name, data in seen.items():
-        assert (out / name).read_bytes() == data, f"{name} changed"
+        if what != "summary":  # (after a summary failure the new checkpoint is in place)
+            assert (out / name).read_bytes() == data, f"{name} changed"
     assert not list(out.rglob("*.tmp"))
     state, _, path = checkpoint.load(out)
-    assert path.name == checkpoint.CURRENT and state["engine"]["generation"] == 10
+    assert path.name == checkpoint.CURRENT and state["engine"]["generation"] == intact
 
     # Space is back: resuming finishes the run exactly as if nothing had happened.
     result = CliRunner().invoke(cli, ["resume", str(out), "--quiet", "--no-gallery"])

@@ -50,12 +50,14 @@ def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma
     from tqdm import tqdm
 
     from evofool.experiments import parse_classes, require_probabilities
+    from evofool.models.onnx import require_gradients
     from evofool.experiments.ascent import AscentSettings, run_ascent
     from evofool.models import load_model
 
     dev = _device(device)
     classifier = load_model(model_spec, dev)
     require_probabilities(classifier, "ascent")
+    require_gradients(classifier, "ascent")
     settings = AscentSettings(classes=parse_classes(classes, classifier.class_names), start=start, steps=steps,
                               target=target, l2=l2, blur_every=blur_every, blur_sigma=blur_sigma,
                               max_lr=max_lr, progress=progress, seed=seed).validate(classifier.num_classes)
@@ -101,6 +103,7 @@ def perturb(image, mnist_n, data_dir, model_spec, target, out, search_steps, max
     import torch
 
     from evofool.experiments import parse_classes, require_probabilities
+    from evofool.models.onnx import require_gradients
     from evofool.experiments.perturb import (PerturbSettings, default_out, find_mnist, minimal_perturbations,
                                              prepare_out, write_outputs)
     from evofool.models import load_model
@@ -115,6 +118,7 @@ def perturb(image, mnist_n, data_dir, model_spec, target, out, search_steps, max
     dev = _device(device)
     classifier = load_model(model_spec, dev)
     require_probabilities(classifier, "perturb")
+    require_gradients(classifier, "perturb")  # before prepare_out makes a folder
     names = classifier.class_names
 
     def one_class(text: str) -> int:

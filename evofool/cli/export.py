@@ -14,20 +14,26 @@ import click
 @click.option("--classes", default=None, metavar="LIST",
               help="Only these classes, in this order: indices or names, e.g. 3,5,7.")
 @click.option("--scale", type=int, default=None,
-              help="Enlargement of the extra copies [default: long side ≥ 224 px; 1: none].")
+              help="Enlargement of the extra copies [default: long side ≥ 224 px; 1: none; "
+                   "too large a factor is refused with the largest allowed].")
+@click.option("--force", is_flag=True,
+              help="Write into --out even if it holds other files (those with the gallery's names are "
+                   "overwritten; nothing is deleted).")
 @click.option("--verify", "check", is_flag=True,
               help="Re-score every exported PNG with the run's model; exit 1 if any differs by > 1e-3.")
 @click.option("--screenshot", is_flag=True, help="Also write gallery/screenshot.png (needs Chromium).")
 def export(run_dir: str, out: str | None, top: int | None, classes: str | None, scale: int | None,
-           check: bool, screenshot: bool) -> None:
+           force: bool, check: bool, screenshot: bool) -> None:
     """Export a run's fooling images as a gallery: PNGs, contact sheets, index.html, manifests, plots.
 
     --top and --classes choose which classes the images, sheets, page and manifests
-    show; the plots always summarise the whole run.
+    show; the plots always summarise the whole run. --out must be a new or empty folder
+    or a gallery of this run (a re-export replaces only files the gallery wrote), unless
+    --force. Export reads the run folder only, so it works while the run goes on.
     """
     from evofool.gallery import export_gallery, verify
 
-    result = export_gallery(run_dir, out, top=top, classes=classes, scale=scale)
+    result = export_gallery(run_dir, out, top=top, classes=classes, scale=scale, force=force)
     click.echo(f"gallery: {result.out / 'index.html'} ({result.classes} classes, {len(result.sheets)} "
                f"contact sheet page{'s' if len(result.sheets) != 1 else ''}, {result.seconds:.1f} s)")
     if screenshot:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 import torch
 
+from evofool.errors import EvofoolError
 from evofool.models import DEFAULT_MODEL, list_models, load_model
 
 
@@ -92,6 +93,8 @@ def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool,
     batch = torch.stack([load_image(p, classifier.input_shape, resize=classifier.resize_inputs,
                                     model=model_spec, fit=fit) for p in images])
     probs = BatchEvaluator(classifier).evaluate(batch).probs.cpu()  # one pass for all images
+    if probs.shape[0] != len(images):  # BatchEvaluator checks every chunk; this states the promise
+        raise EvofoolError(f"model {model_spec} scored {probs.shape[0]} of {len(images)} images")
     conf, idx = probs.topk(min(top, classifier.num_classes), dim=1)
     for path, row_conf, row_idx in zip(images, conf.tolist(), idx.tolist()):
         ranked = [{"index": i, "name": classifier.class_names[i], "confidence": c}

@@ -1,4 +1,8 @@
-"""``evofool run`` and ``evofool resume``."""
+"""``evofool run`` and ``evofool resume``.
+
+Options only parse; every value is checked once, by ``RunConfig`` (and the encoding's
+``PARAMS`` table for ``--param``), whether it came from here, a run.toml or a run folder.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import json
 import click
 
 from evofool.config import RunConfig, load_toml
+from evofool.encodings import ENCODINGS, describe_params, encoding_class
 from evofool.errors import EvofoolError
 
 # CLI option name -> RunConfig field, for options that map one to one.
@@ -15,6 +20,26 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
            "recombine": "recombine"}
+
+# Defaults and choice lists come from RunConfig's declarations, never restated here.
+_DEFAULTS = RunConfig()
+_PARAMS = RunConfig.params()
+_CHOICES = {name: param.choices for name, param in _PARAMS.items()}
+
+
+def _param_help() -> str:
+    """``--param`` help: each encoding's parameter names, from its PARAMS table."""
+    listed = "; ".join(f"{name}: " + ", ".join(encoding_class(name).PARAMS) for name in ENCODINGS)
+    return (f"Encoding parameter, e.g. --param eta=20 (repeatable): {listed} "
+            "(defaults and valid values below).")
+
+
+def _encodings_epilog() -> str:
+    """One paragraph per encoding: each parameter's default, valid values and meaning."""
+    # \b keeps click from rewrapping the lines of a paragraph.
+    return "\n\n".join(f"\b\nEncoding parameters of {name} (--param NAME=VALUE):\n"
+                        + "\n".join(f"  {line}" for line in lines)
+                        for name, lines in describe_params().items())
 
 
 def _param(spec: str) -> tuple[str, object]:
@@ -49,35 +74,42 @@ def _hooks(no_gallery: bool) -> list:
     return [refresh_live]
 
 
-@click.command("run")
-@click.option("--model", default="lenet-mnist", show_default=True, help="Model spec (see 'evofool models').")
-@click.option("--encoding", default="direct", show_default=True, help="direct or cppn.")
-@click.option("--generations", type=int, default=200, show_default=True, help="Generations in total.")
-@click.option("--population", type=int, default=200, show_default=True, help="Offspring per generation.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Encoding parameter, e.g. --param eta=20 (repeatable).")
+@click.command("run", epilog=_encodings_epilog())
+@click.option("--model", default=_DEFAULTS.model, show_default=True, help="Model spec (see 'evofool models').")
+@click.option("--encoding", type=click.Choice(sorted(ENCODINGS)), default=_DEFAULTS.encoding, show_default=True,
+              help="How a genome becomes an image.")
+@click.option("--generations", type=int, default=_DEFAULTS.generations, show_default=True,
+              help="Generations in total.")
+@click.option("--population", type=int, default=_DEFAULTS.population, show_default=True,
+              help=f"Offspring per generation: {_PARAMS['population'].describe()}, and bounded by memory.")
+@click.option("--seed", type=int, default=_DEFAULTS.seed, show_default=True,
+              help=f"Seed of the run's one random generator: {_PARAMS['seed'].describe()}.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help=_param_help())
 @click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/<model>-<encoding>-seed<S>].")
 @click.option("--config", "config_file", type=click.Path(), default=None, help="A run.toml with the run settings (model, population, ...; [encoding_params] for --param); not --out, --quiet, --no-gallery.")
 @click.option("--resume", "resume_dir", type=click.Path(), default=None, help="Continue the run in this folder.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
-@click.option("--max-batch", type=int, default=1024, show_default=True, help="Largest forward-pass chunk.")
-@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+@click.option("--max-batch", type=int, default=_DEFAULTS.max_batch, show_default=True,
+              help="Largest forward-pass chunk.")
+@click.option("--precision", type=click.Choice(_CHOICES["precision"]), default=_DEFAULTS.precision,
               show_default=True, help="Forward pass: bfloat16 autocast on CUDA with auto, float32 on CPU.")
-@click.option("--checkpoint-every", type=int, default=25, show_default=True, help="Generations between checkpoints.")
-@click.option("--stop-at", type=float, default=None, help="Stop once every class reaches this confidence.")
-@click.option("--crops", type=int, default=1, show_default=True, help="1, or 10 for 10-crop scoring.")
-@click.option("--selection", type=click.Choice(["lagging", "uniform"]), default="lagging", show_default=True,
+@click.option("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, show_default=True,
+              help="Generations between checkpoints.")
+@click.option("--stop-at", type=float, default=_DEFAULTS.stop_at, help="Stop once every class reaches this confidence.")
+@click.option("--crops", type=int, default=_DEFAULTS.crops, show_default=True, help="1, or 10 for 10-crop scoring.")
+@click.option("--selection", type=click.Choice(_CHOICES["selection"]), default=_DEFAULTS.selection,
+              show_default=True,
               help="Parent choice: 3/4 from classes still below --focus-below, 1/4 from all; or uniform (the paper).")
-@click.option("--focus-below", type=float, default=0.9999, show_default=True,
+@click.option("--focus-below", type=float, default=_DEFAULTS.focus_below, show_default=True,
               help="Confidence under which a class counts as lagging.")
-@click.option("--recombine", default="auto", show_default=True, metavar="auto|off|2,4,8,16",
+@click.option("--recombine", default=_DEFAULTS.recombine, show_default=True, metavar="auto|off|2,4,8,16",
               help="Step recombination: candidates along each class's averaged best mutation steps "
                    "(direct encoding; auto = on with lengths 2,4,8,16 where the genomes are vectors).")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
-@click.option("--workers", type=int, default=0, show_default=True, help="Ray workers (0: one per GPU, else 2).")
+@click.option("--workers", type=int, default=_DEFAULTS.workers, show_default=True,
+              help="Ray workers (0: one per GPU, else 2).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
 @click.pass_context
@@ -98,7 +130,7 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
         encoding_params = {**values.get("encoding_params", {}), **given.pop("encoding_params", {})}
         values.update(given)
         values["encoding_params"] = encoding_params
-        config = RunConfig.from_dict(values).validate()
+        config = RunConfig.from_dict(values)  # checks every value, whatever its source
         job = Job.start(config, out, progress=not quiet, hooks=_hooks(no_gallery))
         click.echo(f"run folder: {job.folder.path}", err=True)
     ctx.exit(_finish(job))

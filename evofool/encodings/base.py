@@ -44,10 +44,47 @@ class Encoding(ABC):
     # True where genomes are fixed-length vectors (``to_vectors``/``from_vectors`` work),
     # which lets the engine recombine mutation steps (``evofool.recombination``).
     vector_genomes: bool = False
+    # The encoding's parameters (``--param NAME=VALUE``), each declared once: name ->
+    # ``evofool.config.Param`` (kind, default, range, help). ``check_params`` checks them.
+    PARAMS: dict = {}
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> None:
         self.image_shape = tuple(int(s) for s in image_shape)
         self.device = torch.device(device)
+
+    # --- parameters ------------------------------------------------------------------
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every parameter at its default."""
+        return {name: param.default for name, param in cls.PARAMS.items()}
+
+    @classmethod
+    def check_params(cls, params: dict) -> dict:
+        """``params`` checked against ``PARAMS``, missing ones at their defaults.
+
+        Raises:
+            ConfigError: an unknown name (the valid names and defaults are listed) or a value
+                of the wrong kind or out of range.
+        """
+        # Imported here: evofool.config imports the engine, which imports this module.
+        from evofool.config import ConfigError
+
+        unknown = sorted(set(params) - set(cls.PARAMS))
+        if unknown:
+            valid = ", ".join(f"{k}={v}" for k, v in cls.defaults().items()) or "none"
+            raise ConfigError(f"unknown parameter{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(map(repr, unknown))} for encoding {cls.name}; valid: {valid}")
+        for key, value in params.items():
+            cls.PARAMS[key].check(key, value, where=f"encoding {cls.name}: ")
+        return {**cls.defaults(), **params}
+
+    @classmethod
+    def describe_params(cls) -> list[str]:
+        """One line per parameter for ``--help``: ``name=default  meaning; valid values``."""
+        settings = {k: f"{k}={p.default}" for k, p in cls.PARAMS.items()}
+        width = max(map(len, settings.values()), default=0)
+        return [f"{settings[k].ljust(width)}  {p.help + '; ' if p.help else ''}{p.describe()}"
+                for k, p in cls.PARAMS.items()]
 
     # --- evolution -------------------------------------------------------------------
     @abstractmethod

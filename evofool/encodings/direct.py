@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from evofool.config import Param
 from evofool.encodings.base import Encoding, torch_generator
 from evofool.operators import polynomial_bounded, polynomial_bounded_pixels, simulated_binary_bounded
 
@@ -20,31 +21,37 @@ class DirectEncoding(Encoding):
     Args:
         image_shape: ``(C, H, W)`` of the model input.
         device: Where genomes live.
-        eta: Polynomial mutation crowding degree (paper: 15).
-        mutation_rate: Initial per-gene mutation probability (paper: 0.1).
-        halve_every: The mutation rate halves every this many generations
-            (paper: 1,000); 0 disables the decay.
-        crossover_rate: Fraction of offspring made by SBX crossover of two parents
-            before mutation (original code: 0.5 when crossover is on; 0 = off).
-        crossover_eta: SBX crowding degree (original code: 10).
+        **params: Any of ``PARAMS`` (each one's default, range and meaning are declared
+            there); the rest take their defaults.
+
+    Raises:
+        ConfigError: an unknown parameter, or a value of the wrong kind or out of range.
     """
 
     name = "direct"
     vector_genomes = True
+    PARAMS = {
+        "eta": Param(float, 15.0, low=0.0, low_open=True,
+                     help="polynomial mutation crowding degree (paper: 15)"),
+        "mutation_rate": Param(float, 0.1, low=0.0, high=1.0,
+                               help="initial per-gene mutation probability (paper: 0.1)"),
+        "halve_every": Param(int, 1000, low=0,
+                             help="the mutation rate halves every this many generations (paper: 1000; 0: never)"),
+        "crossover_rate": Param(float, 0.0, low=0.0, high=1.0,
+                                help="share of offspring made by SBX crossover first (original code: 0.5; 0: off)"),
+        "crossover_eta": Param(float, 10.0, low=0.0, low_open=True,
+                               help="SBX crowding degree (original code: 10)"),
+    }
 
-    def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu", *,
-                 eta: float = 15.0, mutation_rate: float = 0.1, halve_every: int = 1000,
-                 crossover_rate: float = 0.0, crossover_eta: float = 10.0) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
+                 **params) -> None:
         super().__init__(image_shape, device)
-        if not 0.0 <= mutation_rate <= 1.0 or not 0.0 <= crossover_rate <= 1.0:
-            raise ValueError("mutation_rate and crossover_rate must lie in [0, 1]")
-        if eta <= 0 or crossover_eta <= 0 or halve_every < 0:
-            raise ValueError("eta and crossover_eta must be > 0, halve_every >= 0")
-        self.eta = float(eta)
-        self.mutation_rate = float(mutation_rate)
-        self.halve_every = int(halve_every)
-        self.crossover_rate = float(crossover_rate)
-        self.crossover_eta = float(crossover_eta)
+        p = self.check_params(params)
+        self.eta = float(p["eta"])
+        self.mutation_rate = float(p["mutation_rate"])
+        self.halve_every = int(p["halve_every"])
+        self.crossover_rate = float(p["crossover_rate"])
+        self.crossover_eta = float(p["crossover_eta"])
 
     def config(self) -> dict:
         return {"eta": self.eta, "mutation_rate": self.mutation_rate, "halve_every": self.halve_every,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from evofool.errors import EvofoolError
+from evofool.evaluator import check_model_output
 from evofool.models.base import Classifier
 
 
@@ -26,7 +27,9 @@ def class_log_probs(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
 
     float64 keeps the gradient of a class near probability 1 (``1 - p`` ~ 1e-6) exact.
     """
-    raw = classifier.module(classifier.preprocess(x)).to(torch.float64)
+    raw = classifier.module(classifier.preprocess(x))
+    check_model_output(raw, classifier, x.shape[0])
+    raw = raw.to(torch.float64)
     if classifier.outputs == "scores":  # unit activations: the raw score, as BatchEvaluator uses it
         return raw
     if classifier.outputs == "probs":

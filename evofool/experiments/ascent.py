@@ -36,6 +36,7 @@ from evofool.experiments import class_log_probs, quantise
 from evofool.models.base import Classifier
 from evofool.models.defences import gaussian_blur
 from evofool.models.normalize import Normalize
+from evofool.models.onnx import require_gradients
 from evofool.runfolder import RunFolder
 
 STARTS = ("noise", "mean")
@@ -150,6 +151,7 @@ def ascend(classifier: Classifier, settings: AscentSettings,
     Stops after ``settings.steps`` steps or once every champion reaches ``settings.target``.
     The record has the keys of an ``evofool run`` log record (``generation`` = step).
     """
+    require_gradients(classifier, "ascent")
     device = torch.device(device)
     evaluator = BatchEvaluator(classifier, device=device)
     k = torch.tensor(settings.classes, device=device).view(-1, 1)
@@ -215,8 +217,9 @@ def run_ascent(classifier: Classifier, settings: AscentSettings, out: str | Path
         The run folder and the result.
 
     Raises:
-        EvofoolError: bad settings, or ``out`` is not usable.
+        EvofoolError: bad settings, ``out`` is not usable, or a black-box model (``onnx:``).
     """
+    require_gradients(classifier, "ascent")  # before the run folder is made
     settings.validate(classifier.num_classes)
     if log_every < 1:
         raise EvofoolError(f"--log-every must be at least 1 (got {log_every})")

@@ -35,6 +35,7 @@ from evofool.evaluator import BatchEvaluator
 from evofool.experiments import class_log_probs, quantise
 from evofool.imageio import load_image, save_png
 from evofool.models.base import Classifier
+from evofool.models.onnx import require_gradients
 from evofool.runfolder import slug, write_json_atomic
 
 REPORT = "perturb.json"
@@ -158,8 +159,10 @@ def minimal_perturbations(classifier: Classifier, images: torch.Tensor, targets:
         device: Where to compute.
 
     Raises:
-        EvofoolError: images of the wrong shape, targets out of range, bad settings.
+        EvofoolError: images of the wrong shape, targets out of range, bad settings, or a
+            black-box model (``onnx:``: no gradients).
     """
+    require_gradients(classifier, "perturb")
     settings = (settings or PerturbSettings()).validate()
     start = time.perf_counter()
     device = torch.device(device)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from evofool.gallery.build import ExportResult, export_gallery
+from evofool.gallery.build import GALLERY_DIR, ExportResult, export_gallery
 from evofool.gallery.verify import Mismatch, VerifyReport, verify
 from evofool.runfolder import RunFolder
-
-GALLERY_DIR = "gallery"
 
 
 def refresh_live(folder: RunFolder) -> None:

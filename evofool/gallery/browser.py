@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -63,13 +64,18 @@ def screenshot(index: str | Path, png: str | Path, size: tuple[int, int] = (1200
                timeout: float = 60) -> Path:
     """Writes a PNG screenshot of ``index.html`` at ``size`` (width, height) px.
 
+    The browser writes into a private temp folder; the picture is then written into place
+    by ``safefs.write_bytes_atomic`` (never through a link).
+
     Raises:
         EvofoolError: no browser, or no screenshot was written.
     """
     png = Path(png).resolve()
-    png.unlink(missing_ok=True)
-    proc = _run([f"--screenshot={png}", f"--window-size={size[0]},{size[1]}", Path(index).resolve().as_uri()],
-                timeout)
-    if not png.is_file():
-        raise EvofoolError(f"no screenshot written: {proc.stderr.strip()[-300:]}")
+    with tempfile.TemporaryDirectory(prefix="evofool-screenshot-") as tmp:
+        shot = Path(tmp) / "screenshot.png"
+        proc = _run([f"--screenshot={shot}", f"--window-size={size[0]},{size[1]}", Path(index).resolve().as_uri()],
+                    timeout)
+        if not shot.is_file():
+            raise EvofoolError(f"no screenshot written: {proc.stderr.strip()[-300:]}")
+        safefs.write_bytes_atomic(png, shot.read_bytes(), durable=False)
     return png

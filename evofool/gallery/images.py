@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import os
-import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from evofool import safefs
+from evofool.errors import EvofoolError
 from evofool.gallery.rundata import Champion
 
 TARGET_SIZE = 224      # enlarged copies are at least this many pixels on their long side
+# Largest long side of an enlargement: more is no use on a page, and a 4096² RGB image is
+# already 48 MiB in memory (``--scale 100000`` would ask for terabytes).
+MAX_ENLARGED_SIDE = 4096
 TILE_SIZE = 140        # image area of a contact-sheet tile
 PER_PAGE = 100         # most tiles on one contact-sheet page
 MAX_COLUMNS = 10
@@ -37,14 +42,37 @@ def enlarged_name(name: str, scale: int) -> str:
     return f"{stem}-x{scale}{ext}"
 
 
-def save_png(image: Image.Image, path: Path, compress_level: int = 6) -> None:
-    """Saves a PNG (written in place: renames are slow on some file systems)."""
-    image.save(path, format="PNG", compress_level=compress_level)
+def check_scale(scale: int, height: int, width: int) -> None:
+    """Refuses an enlargement factor below 1 or one whose long side would pass ``MAX_ENLARGED_SIDE``.
+
+    Raises:
+        EvofoolError: naming the size it would make and the largest factor allowed.
+    """
+    side = max(height, width)
+    if scale < 1:
+        raise EvofoolError(f"--scale must be at least 1 (got {scale})")
+    if scale > 1 and side * scale > MAX_ENLARGED_SIDE:
+        raise EvofoolError(f"--scale {scale} would make {side * scale:,} px wide images ({side} px × {scale}); "
+                           f"the most is {MAX_ENLARGED_SIDE} px: use --scale {max(1, MAX_ENLARGED_SIDE // side)} "
+                           f"or less")
 
 
-def copy_file(source: Path, path: Path) -> None:
-    """Copies a file byte for byte."""
-    shutil.copyfile(source, path)
+def load_png(path: Path, root: Path | None = None) -> tuple[bytes, Image.Image]:
+    """A champion PNG's bytes and its decoded image (bounded, never through a link).
+
+    Raises:
+        EvofoolError: missing, a link or not a regular file, too large, or not a readable image.
+    """
+    try:
+        data = safefs.read_bounded(path, safefs.PNG_LIMIT, root)
+    except FileNotFoundError:
+        raise EvofoolError(f"{path} is missing") from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return data, im
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise EvofoolError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
 
 
 def enlarge(image: Image.Image, scale: int) -> Image.Image:

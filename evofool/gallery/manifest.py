@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
 import time
 from pathlib import Path
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.gallery.rundata import RunData
-from evofool.runfolder import write_json_atomic
 
 MANIFEST_JSON = "manifest.json"
 MANIFEST_CSV = "manifest.csv"
@@ -43,7 +41,8 @@ def build_manifest(run: RunData, classes: list[dict], sheets: list[dict], plots:
             generation, image, enlarged, scale, width, height, source, source_stamp).
         sheets: Contact-sheet pages: ``{"file", "classes", "key"}``.
         plots: Plot file names.
-        export: The export's options (top, classes, scale, live, complete).
+        export: The export's options (top, classes, scale, live, complete) and the gallery's
+            absolute ``folder`` (see ``made_from``).
     """
     from evofool import __version__
 
@@ -52,9 +51,11 @@ def build_manifest(run: RunData, classes: list[dict], sheets: list[dict], plots:
             "classes": classes, "contact_sheets": sheets, "plots": plots}
 
 
-def write_manifest(out: Path, manifest: dict) -> None:
-    """Writes ``manifest.json`` and ``manifest.csv`` (one row per class, run facts repeated)."""
-    write_json_atomic(out / MANIFEST_JSON, manifest)
+def write_manifest(out: Path, manifest: dict, root: Path | None = None) -> None:
+    """Writes ``manifest.json`` and ``manifest.csv`` (one row per class, run facts repeated).
+
+    ``root``: the folder below which nothing may be a link (see ``safefs.write_bytes_atomic``).
+    """
     run = manifest["run"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
@@ -64,13 +65,13 @@ def write_manifest(out: Path, manifest: dict) -> None:
                          **{k: entry.get(k) for k in CSV_FIELDS if k in entry},
                          "confidence": repr(entry["confidence"]), "log_prob": repr(entry["log_prob"]),
                          "enlarged": entry.get("enlarged") or ""})
-    tmp = out / (MANIFEST_CSV + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out / MANIFEST_CSV)
+    # The gallery can be exported again: no fsync (see safefs.write_bytes_atomic).
+    safefs.write_json_atomic(out / MANIFEST_JSON, manifest, root=root or out, durable=False)
+    safefs.write_text_atomic(out / MANIFEST_CSV, buf.getvalue(), root=root or out, durable=False)
 
 
 def read_manifest(out: Path, strict: bool = True) -> dict | None:
-    """A gallery's ``manifest.json``.
+    """A gallery's ``manifest.json`` (bounded, never through a link).
 
     Args:
         out: The gallery folder.
@@ -81,7 +82,7 @@ def read_manifest(out: Path, strict: bool = True) -> dict | None:
     """
     path = out / MANIFEST_JSON
     try:
-        doc = json.loads(path.read_text())
+        doc = safefs.read_json(path, safefs.JSON_LIMIT, root=out)
         if (doc.get("format") != FORMAT or not isinstance(doc.get("classes"), list)
                 or not isinstance(doc.get("run"), dict)):
             raise ValueError
@@ -89,7 +90,27 @@ def read_manifest(out: Path, strict: bool = True) -> dict | None:
     except FileNotFoundError:
         if strict:
             raise EvofoolError(f"{out} is not an evofool gallery (no {MANIFEST_JSON})") from None
+    except EvofoolError:
+        if strict:
+            raise
     except (OSError, ValueError, AttributeError):
         if strict:
             raise EvofoolError(f"{path} is damaged") from None
     return None
+
+
+def made_from(manifest: dict | None, run: RunData, gallery: Path, in_run_folder: bool) -> bool:
+    """Whether ``manifest`` (read from the folder ``gallery``) says this run wrote this gallery.
+
+    It must name the run's config hash and, for a gallery outside the run folder, the run's
+    folder and this gallery folder (so a manifest copied or forged into another folder does not
+    make the files there the export's own). A gallery inside the run folder keeps belonging to
+    the run when the run folder is moved or copied.
+    """
+    if not manifest:
+        return False
+    recorded, export = manifest["run"], manifest.get("export")
+    if recorded.get("config_hash") != run.config_hash:
+        return False
+    return in_run_folder or (recorded.get("folder") == str(run.folder.path.resolve())
+                             and isinstance(export, dict) and export.get("folder") == str(gallery.resolve()))

@@ -7,9 +7,8 @@ Confidences are plotted on a logit axis, ``log10(p / (1 - p))``: 10 %, 50 %, 90 
 
 from __future__ import annotations
 
+import io
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -79,26 +78,27 @@ def _style(ax) -> None:
     ax.grid(True, color=GRID, linewidth=0.6, alpha=0.8)
 
 
-def _save(fig, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png", facecolor=FACE, bbox_inches="tight")
-    os.replace(tmp, path)
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (the gallery writes them, as a new file renamed into place)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor=FACE, bbox_inches="tight")
+    return buf.getvalue()
 
 
-def progress_plot(log: list[dict], num_classes: int, path: Path) -> bool:
+def progress_plot(log: list[dict], num_classes: int) -> bytes | None:
     """Champion confidence over generations (median, a band, n ≥ 99 % on a second axis).
 
     The band is the inter-quartile range when records carry ``q1``/``q3`` (or
     ``p25``/``p75``) and the min–max range otherwise.
 
     Returns:
-        False (and writes nothing) when the log is empty.
+        The plot as PNG bytes; ``None`` when the log is empty.
     """
     from matplotlib.ticker import MaxNLocator
 
     records = [r for r in log if all(k in r for k in ("generation", "min", "median", "max"))]
     if not records:
-        return False
+        return None
     gen = np.array([r["generation"] for r in records], dtype=np.float64)
     col = {k: logit10([r[k] for r in records]) for k in ("min", "median", "max")}
     fig, ax = _figure(7.0, 3.4)
@@ -130,12 +130,11 @@ def progress_plot(log: list[dict], num_classes: int, path: Path) -> bool:
     ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper center", bbox_to_anchor=(0.5, -0.2),
               ncol=4, fontsize=8, frameon=False, labelcolor=INK)
     ax.set_title("Champion confidence per generation", fontsize=11)
-    _save(fig, path)
-    return True
+    return _png(fig)
 
 
-def histogram_plot(champions: list[Champion], num_classes: int, path: Path) -> None:
-    """Histogram of the champions' final confidences (logit axis), 99 % and 99.99 % marked."""
+def histogram_plot(champions: list[Champion], num_classes: int) -> bytes:
+    """Histogram of the champions' final confidences (logit axis), 99 % and 99.99 % marked, as PNG bytes."""
     from matplotlib.ticker import MaxNLocator
 
     values = logit10_from_log_prob(np.array([c.log_prob for c in champions]))
@@ -155,4 +154,4 @@ def histogram_plot(champions: list[Champion], num_classes: int, path: Path) -> N
     n9999 = sum(c.confidence >= 0.9999 for c in champions)
     ax.set_title(f"Final confidences: {len(champions)}/{num_classes} classes filled, "
                  f"{n99} ≥ 99 %, {n9999} ≥ 99.99 %", fontsize=11)
-    _save(fig, path)
+    return _png(fig)

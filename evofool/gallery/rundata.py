@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from evofool.errors import EvofoolError
@@ -45,8 +44,10 @@ class RunData:
         version: The evofool version that made the run.
         class_names: All of the model's class names.
         champions: Champions of filled classes, in class order.
-        log: Per-generation records (unparsable lines skipped).
+        log: Per-generation records (damaged lines skipped, see ``RunFolder.scan_log``).
         summary: ``summary.json`` (empty when absent or damaged).
+        log_damaged: Numbers of the log's damaged lines (a torn last line, which a run being
+            written may show, not counted).
     """
 
     folder: RunFolder
@@ -57,6 +58,7 @@ class RunData:
     champions: list[Champion]
     log: list[dict]
     summary: dict
+    log_damaged: list[int] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -79,45 +81,33 @@ class RunData:
         return max(4, len(str(self.num_classes - 1)))
 
 
-def _read_log(path: Path) -> list[dict]:
-    """``log.jsonl`` records; a torn or damaged line (e.g. mid-write) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and "generation" in record:
-            records.append(record)
-    return records
-
-
-def _read_summary(path: Path) -> dict:
+def _read_summary(folder: RunFolder) -> dict:
+    """``summary.json`` (empty when absent or damaged: the gallery can do without it)."""
     try:
-        data = json.loads(path.read_text())
+        data = folder.read_json(SUMMARY)
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _champion(folder: RunFolder, entry: object, class_names: list[str]) -> Champion:
-    """One validated ``champions.json`` entry."""
+    """One validated ``champions.json`` entry (its file a regular file inside the run folder)."""
     where = folder.path / CHAMPIONS
     try:
         index = int(entry["class"])
-        source = folder.path / str(entry["file"])
+        file = str(entry["file"])
         champion = Champion(index=index, name=str(entry.get("name", class_names[index])),
                             confidence=float(entry["confidence"]),
                             log_prob=float(entry.get("log_prob", math.log(max(float(entry["confidence"]), 1e-300)))),
-                            generation=int(entry["generation"]), source=source, file=str(entry["file"]))
+                            generation=int(entry["generation"]), source=folder.path / file, file=file)
     except (KeyError, TypeError, ValueError, IndexError):
         raise EvofoolError(f"{where} is damaged (bad champion entry {str(entry)[:80]})") from None
     if not 0 <= index < len(class_names):
         raise EvofoolError(f"{where} is damaged (class {index} outside 0..{len(class_names) - 1})")
-    if not source.is_file():
-        raise EvofoolError(f"{source} is missing (listed in {where})")
+    try:
+        folder.champion_path(file)  # inside the folder, no link on the way, a regular file
+    except FileNotFoundError:
+        raise EvofoolError(f"{champion.source} is missing (listed in {where})") from None
     return champion
 
 
@@ -143,10 +133,11 @@ def load_run(path: str | Path) -> RunData:
         raise EvofoolError(f"{folder.path / CHAMPIONS} lists no champions yet")
     if len({c.index for c in champions}) != len(champions):
         raise EvofoolError(f"{folder.path / CHAMPIONS} is damaged (a class is listed twice)")
+    log = folder.scan_log()
     return RunData(folder=folder, config=dict(doc["config"]), config_hash=str(doc.get("config_hash", "")),
                    version=str(doc.get("evofool_version", "")), class_names=class_names,
-                   champions=champions, log=_read_log(folder.log_path),
-                   summary=_read_summary(folder.path / SUMMARY))
+                   champions=champions, log=log.records, summary=_read_summary(folder),
+                   log_damaged=log.damaged_inside)
 
 
 def select(run: RunData, classes: str | list | None = None, top: int | None = None) -> list[Champion]:

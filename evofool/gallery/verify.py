@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.gallery.manifest import read_manifest
 
@@ -54,15 +56,31 @@ class VerifyReport:
         return not self.mismatches
 
 
-def _load_pixels(path: Path, shape: tuple[int, int, int], factor: int) -> np.ndarray:
+def _read_image(gallery: Path, rel: str) -> bytes:
+    """An exported file's bytes: inside the gallery, a regular file, bounded (the manifest may lie).
+
+    Raises:
+        ValueError: a path out of the gallery, a link, a FIFO, a missing or oversized file.
+    """
+    try:
+        path = safefs.inside(gallery, rel, what="image")
+        return safefs.read_bounded(path, safefs.PNG_LIMIT, gallery)
+    except EvofoolError as exc:
+        raise ValueError(str(exc)) from None
+    except OSError as exc:
+        raise ValueError(f"cannot read the image ({exc.__class__.__name__})") from None
+
+
+def _load_pixels(gallery: Path, rel: str, shape: tuple[int, int, int], factor: int) -> np.ndarray:
     """A PNG as a C×H×W uint8 array of the model's shape (an enlargement reduced by ``factor``).
 
     Raises:
         ValueError: unreadable file or a size that does not fit.
     """
     c, h, w = shape
+    data = _read_image(gallery, rel)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im = im.convert("L" if c == 1 else "RGB")
             arr = np.asarray(im)
     except (UnidentifiedImageError, OSError) as exc:
@@ -119,7 +137,7 @@ def verify(gallery: str | Path, model: str | None = None, device: str | None = N
                                                   f"class outside the model's {classifier.num_classes}"))
                 continue
             try:
-                pixels.append(_load_pixels(gallery / rel, shape, factor))
+                pixels.append(_load_pixels(gallery, str(rel), shape, factor))
             except ValueError as exc:
                 report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry["confidence"],
                                                   None, str(exc)))

@@ -3,7 +3,7 @@
 Two kinds of spec:
 
 * a **name** (``lenet-mnist``) — see ``NAMED_MODELS``;
-* a **prefix** plus an argument (``lenet:PATH``, ``torchscript:PATH``,
+* a **prefix** plus an argument (``lenet:PATH``, ``torchscript:PATH``, ``onnx:PATH``,
   ``torchvision:NAME``) — see ``PREFIX_LOADERS``.
 
 To add a model, add an entry to one of the two dicts (or call ``register_named`` /
@@ -70,6 +70,12 @@ def _torchscript(arg: str, spec: str, device: torch.device | str) -> Classifier:
     return load_torchscript(str(Path(arg).expanduser()), spec, device)
 
 
+def _onnx(arg: str, spec: str, device: torch.device | str) -> Classifier:
+    from evofool.models.onnx import load_onnx
+
+    return load_onnx(str(Path(arg).expanduser()), spec, device)
+
+
 def _torchvision(arg: str, spec: str, device: torch.device | str) -> Classifier:
     from evofool.models.torchvision_models import load_torchvision
 
@@ -103,6 +109,9 @@ PREFIX_LOADERS: dict[str, PrefixLoader] = {
     "torchscript": PrefixLoader(_torchscript, "torchscript:PATH",
                                 "a TorchScript classifier with a PATH.json sidecar "
                                 "(input_shape, class_names, mean, std)"),
+    "onnx": PrefixLoader(_onnx, "onnx:PATH",
+                         "an ONNX classifier scored by ONNX Runtime (black-box), with a PATH.json "
+                         "sidecar as for torchscript: (needs pip install 'evofool[onnx]')"),
     "torchvision": PrefixLoader(_torchvision, "torchvision:NAME",
                                 "a pretrained torchvision model, e.g. torchvision:resnet18 "
                                 "(needs pip install 'evofool[vision]')"),

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from evofool.config import CLASS_NAMES, read_json_object
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
 
@@ -106,14 +107,23 @@ def load_lenet(path: str | Path, device: torch.device | str = "cpu") -> tuple[Le
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise EvofoolError(f"{path} does not hold LeNet weights: {first}") from None
-    meta: dict = {}
     side = sidecar_path(path)
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-        except json.JSONDecodeError as exc:
-            raise EvofoolError(f"{side} is not valid JSON ({exc})") from None
+    meta = read_sidecar(side) if side.exists() else {}
     return model.to(device).eval(), meta
+
+
+def read_sidecar(side: Path) -> dict:
+    """A weights file's sidecar: a JSON object of free-form facts; ``class_names``, where
+    given, a non-empty list of strings.
+
+    Raises:
+        EvofoolError: one line naming the file (and the key): not a small regular UTF-8
+            file, not a JSON object, bad class names.
+    """
+    meta = read_json_object(side)
+    if "class_names" in meta:
+        CLASS_NAMES.check("class_names", meta["class_names"], where=f"{side}: ")
+    return meta
 
 
 def lenet_classifier(path: str | Path, spec: str, device: torch.device | str = "cpu") -> Classifier:

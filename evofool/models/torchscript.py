@@ -12,13 +12,13 @@ Preprocessing is ``(x * scale - mean) / std`` on [0, 1] pixels.
 
 from __future__ import annotations
 
-import json
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from evofool.config import CLASS_NAMES, ConfigError, Param, check_known, read_json_object
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
 from evofool.models.normalize import Normalize
@@ -33,33 +33,44 @@ def find_sidecar(path: Path) -> Path:
                        f"{path}.json with input_shape and class_names")
 
 
+# H and W at most this: a probe (and a population) of larger images is a wrong sidecar
+# long before it is a model (ImageNet models take 224-600).
+MAX_IMAGE_SIDE = 4096
+SIDECAR_KEYS = ("input_shape", "class_names", "mean", "std", "scale", "outputs")
+_INPUT_SHAPE = Param(list, item=Param(int, low=1, high=MAX_IMAGE_SIDE), length=3)
+_CHANNELS = Param(int, choices=(1, 3))  # what the encodings render and PNGs hold
+
+
+def _optional_keys(channels: int) -> dict[str, Param]:
+    """The keys a sidecar may leave out, with their defaults (mean and std: one per channel)."""
+    return {"mean": Param(list, [0.0] * channels, item=Param(float), length=channels),
+            "std": Param(list, [1.0] * channels, item=Param(float, low=0.0, low_open=True), length=channels),
+            "scale": Param(float, 1.0, low=0.0, low_open=True),
+            "outputs": Param(str, "logits", choices=("logits", "probs"))}
+
+
 def read_sidecar(side: Path) -> dict:
-    """Parses and validates a sidecar; returns it with defaults filled in."""
-    try:
-        meta = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvofoolError(f"{side} is not valid JSON ({exc})") from None
-    if not isinstance(meta, dict):
-        raise EvofoolError(f"{side} must hold a JSON object")
-    shape = meta.get("input_shape")
-    if (not isinstance(shape, list) or len(shape) != 3
-            or not all(isinstance(d, int) and d > 0 for d in shape)):
-        raise EvofoolError(f"{side}: input_shape must be [C, H, W] (positive integers)")
-    names = meta.get("class_names")
-    if not isinstance(names, list) or not names:
-        raise EvofoolError(f"{side}: class_names must be a non-empty list")
-    channels = shape[0]
-    for key, default in (("mean", 0.0), ("std", 1.0)):
-        value = meta.get(key, [default] * channels)
-        if not isinstance(value, list) or len(value) != channels:
-            raise EvofoolError(f"{side}: {key} must list {channels} numbers (one per channel)")
-        meta[key] = [float(v) for v in value]
-    if any(s == 0 for s in meta["std"]):
-        raise EvofoolError(f"{side}: std must not contain 0")
-    meta["scale"] = float(meta.get("scale", 1.0))
-    meta.setdefault("outputs", "logits")
-    if meta["outputs"] not in ("logits", "probs"):
-        raise EvofoolError(f"{side}: outputs must be 'logits' or 'probs'")
+    """Parses and validates a sidecar; returns it with defaults filled in.
+
+    Raises:
+        EvofoolError: one line naming the file and the key: not a small regular UTF-8 JSON
+            file, an unknown or missing key, or a value of the wrong kind, length or range.
+    """
+    meta = read_json_object(side)
+    where = f"{side}: "
+    check_known(meta, SIDECAR_KEYS, "key", where)
+    for key, param in (("input_shape", _INPUT_SHAPE), ("class_names", CLASS_NAMES)):
+        if key not in meta:
+            raise ConfigError(f"{where}{key} is missing (it must be {param.describe()})")
+        param.check(key, meta[key], where)
+    channels = meta["input_shape"][0]
+    _CHANNELS.check("input_shape[0] (channels)", channels, where)
+    for key, param in _optional_keys(channels).items():
+        meta.setdefault(key, param.default)
+        param.check(key, meta[key], where)
+    meta["mean"] = [float(v) for v in meta["mean"]]
+    meta["std"] = [float(v) for v in meta["std"]]
+    meta["scale"] = float(meta["scale"])
     return meta
 
 

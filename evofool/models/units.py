@@ -169,9 +169,13 @@ def load_units(arg: str, spec: str, device: torch.device | str = "cpu") -> Class
         EvofoolError: a malformed spec, or the inner model's or a unit's error.
     """
     from evofool.models import load_model
+    from evofool.models.onnx import require_gradients
 
     units, inner_spec = parse_units(arg)
     inner = load_model(inner_spec, device)
     if inner.outputs == "scores":
         raise EvofoolError(f"unit specs need a network inside, not another unit model ({inner_spec})")
+    # A black-box model (onnx:) has no torch layers to hook: say so, not "no layer 'conv2'".
+    require_gradients(inner, "a unit: spec", needs="a torch network's layers",
+                      instead="use a torch copy of the model (lenet:PATH, torchvision:NAME)")
     return unit_classifier(inner, units, spec, device)

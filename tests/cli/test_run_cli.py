@@ -85,11 +85,11 @@ def test_config_toml_and_command_line_override(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--encoding", "pixels"], "unknown encoding"),
+    (["--encoding", "pixels"], "'pixels' is not one of 'cppn', 'direct'"),
     (["--population", "0"], "population"),
     (["--generations", "-1"], "generations"),
     (["--model", "no-such-model"], "unknown model"),
-    (["--param", "etaa=3"], "bad parameters"),
+    (["--param", "etaa=3"], "unknown parameter 'etaa' for encoding direct; valid: eta=15.0"),
     (["--param", "eta"], "NAME=VALUE"),
     (["--recombine", "2,x"], "recombine"),
     (["--recombine", "0"], "must be > 0"),

@@ -133,9 +133,9 @@ def test_config_state_and_parameter_checks():
     assert set(enc.state_dict()) == {"next_genome_id", "next_node_id", "next_link_id"}
     with pytest.raises(ValueError):
         CPPNEncoding((2, 8, 8))
-    with pytest.raises(ValueError):
+    with pytest.raises(EvofoolError, match=r"p_add_link must be a finite number in \[0, 1\]"):
         CPPNEncoding((1, 8, 8), p_add_link=1.5)
-    with pytest.raises(ValueError):
+    with pytest.raises(EvofoolError, match="render_dtype must be one of float64, float32"):
         CPPNEncoding((1, 8, 8), render_dtype="float16")
-    with pytest.raises(EvofoolError, match="bad parameters"):
+    with pytest.raises(EvofoolError, match="unknown parameter 'p_add_nodes' for encoding cppn; valid: p_weight=0.1"):
         make_encoding("cppn", (1, 28, 28), p_add_nodes=0.1)

@@ -53,5 +53,7 @@ def test_pack_unpack_round_trip():
 def test_unknown_encoding_and_bad_params_are_user_errors():
     with pytest.raises(EvofoolError, match="unknown encoding"):
         make_encoding("pixels", (1, 28, 28))
-    with pytest.raises(EvofoolError, match="bad parameters"):
+    with pytest.raises(EvofoolError, match="unknown parameter 'etaa' for encoding direct; valid: eta=15.0, "):
         make_encoding("direct", (1, 28, 28), etaa=3)
+    with pytest.raises(EvofoolError, match="eta must be a finite number > 0"):
+        make_encoding("direct", (1, 28, 28), eta=0)

@@ -170,3 +170,45 @@ def test_damaged_png(mnist_run, tmp_path):
     run = _broken_copy(mnist_run, tmp_path)
     (run / "champions" / "0002-2.png").write_bytes(b"not a png")
     assert_one_line_error(invoke("export", str(run)), "0002-2.png is not a readable image")
+
+
+def _full_disk_at(n: int):
+    """A ``safefs.write_all`` whose ``n``-th call writes half its data, then fails with ENOSPC."""
+    import errno
+    import os
+
+    from evofool import safefs
+
+    real, calls = safefs.write_all, []
+
+    def write_all(fd, data):
+        calls.append(fd)
+        if len(calls) == n:
+            real(fd, memoryview(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, data)
+
+    return write_all
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("at", [1, 5, 25])
+def test_disk_full_during_export_is_one_line_and_a_second_export_completes(mnist_run, tmp_path, monkeypatch, at):
+    from evofool import safefs
+
+    run = _broken_copy(mnist_run, tmp_path)
+    before = _files(run)
+    monkeypatch.setattr(safefs, "write_all", _full_disk_at(at))
+    result = invoke("export", str(run))
+    monkeypatch.undo()
+    assert_one_line_error(result, "could not write the gallery", "No space left on device", "run folder is untouched")
+    assert not list(run.rglob("*.tmp"))
+    assert {k: v for k, v in _files(run).items() if not k.startswith("gallery")} == before
+    # Space is back: the half-written gallery is recognised as this run's and completed.
+    result = invoke("export", str(run))
+    assert result.exit_code == 0, result.output
+    assert len(list((run / "gallery" / "images").glob("*.png"))) == 20
+    assert json.loads((run / "gallery" / "manifest.json").read_text())["export"]["complete"]

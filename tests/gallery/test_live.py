@@ -58,3 +58,28 @@ def test_refresh_live_never_raises(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("warning: gallery refresh failed") and "not an evofool run folder" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_disk_full_during_a_live_refresh_is_one_warning_and_leaves_no_temp_file(tmp_path, fake_run, capsys,
+                                                                                monkeypatch):
+    import errno
+    import os
+
+    from evofool import safefs
+
+    folder = fake_run(tmp_path / "run", 12, shape=(1, 28, 28))
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(safefs, "write_all", full)
+    refresh_live(folder)
+    monkeypatch.undo()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: gallery refresh failed") and "No space left" in err[0]
+    assert not list(folder.path.rglob("*.tmp"))
+    refresh_live(folder)  # space is back
+    assert capsys.readouterr().err == ""
+    manifest = json.loads((folder.path / "gallery" / "manifest.json").read_text())
+    assert len(manifest["classes"]) == 12
+    assert all((folder.path / "gallery" / e["image"]).is_file() for e in manifest["classes"])

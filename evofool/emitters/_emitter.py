@@ -1,0 +1,78 @@
+"""``Emitter``: the base of everything that proposes genomes to the engine.
+
+Shaped after pyribs' ``EmitterBase`` and QDax's ``Emitter``: an emitter is asked for
+``n`` genomes, and after the whole batch has been scored and added to the archive it is
+told the rows that are its own. All randomness comes from the run's generator, passed
+in at every call (an emitter never keeps one), and everything an emitter carries from
+one generation to the next is in ``state_dict`` so that a resumed run is exact.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+import torch
+
+from evofool.encodings.base import Encoding, Genomes
+
+
+class Emitter(ABC):
+    """Proposes genomes for the archive and learns from how they scored.
+
+    Args:
+        encoding: The encoding of the genomes it proposes.
+
+    Attributes:
+        name: Short identifier recorded in configs and checkpoints.
+    """
+
+    name: str = "emitter"
+
+    def __init__(self, encoding: Encoding) -> None:
+        self.encoding = encoding
+
+    @property
+    def batch_size(self) -> int | None:
+        """Places this emitter takes in the next batch; ``None``: a share of what the
+        emitters with a batch size leave of the population (see ``evofool.engine.Engine``)."""
+        return None
+
+    @abstractmethod
+    def ask(self, archive, n: int, rng: np.random.Generator, generation: int) -> Genomes:
+        """``n`` genomes for the next batch.
+
+        Args:
+            archive: The ``ClassArchive`` (read only).
+            n: How many genomes (its ``batch_size`` when that is not None; may be 0).
+            rng: The run's generator.
+            generation: The number of the generation being made (1 = the first).
+        """
+
+    def tell(self, archive, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
+             rng: np.random.Generator) -> None:
+        """Its own rows of the scored batch, after the archive has been updated with all of it.
+
+        Args:
+            archive: The ``ClassArchive``, already updated with the whole batch.
+            genomes: The genomes this emitter asked for, in its order.
+            images: Their images (``n×C×H×W`` uint8).
+            fitness: Their per-class fitness (``n×K`` float64).
+            rng: The run's generator.
+        """
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able state and named arrays that restore this emitter between generations."""
+        return {}, {}
+
+    def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        """Restores what ``state_dict`` returned (raises ValueError/KeyError when it does not fit)."""
+
+    def config(self) -> dict:
+        """The emitter's settings, as recorded in a run's config.json."""
+        return {"type": self.name}
+
+    # --- helpers -------------------------------------------------------------------------
+    def empty(self, archive) -> Genomes:
+        """A batch of no genomes (what an emitter with nothing to propose returns)."""
+        return self.encoding.take(archive.genomes, np.empty(0, dtype=np.int64))

@@ -1,0 +1,103 @@
+"""Each encoding's ``PARAMS`` table: the one declaration of its parameters' defaults and checks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+import pytest
+from click.testing import CliRunner
+
+from evofool.cli import cli
+from evofool.config import ConfigError, Param, RunConfig
+from evofool.encodings import ENCODINGS, check_params, describe_params, encoding_class, make_encoding
+from evofool.encodings.cppn_genome import MutationRates
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.mark.parametrize("name", sorted(ENCODINGS))
+def test_table_defaults_pass_their_own_checks_and_are_what_the_encoding_uses(name):
+    cls = encoding_class(name)
+    assert cls.PARAMS and all(isinstance(p, Param) and p.help for p in cls.PARAMS.values())
+    for key, param in cls.PARAMS.items():
+        param.check(key, param.default)
+    assert check_params(name, {}) == cls.defaults()
+    resolved = make_encoding(name, SHAPE).config()
+    for key, default in cls.defaults().items():
+        assert resolved[key] == default, key
+
+
+def test_cppn_defaults_are_mutation_rates_defaults():
+    table = encoding_class("cppn").PARAMS
+    for f in fields(MutationRates):
+        assert table[f.name].default == f.default
+
+
+@pytest.mark.parametrize("name", sorted(ENCODINGS))
+def test_unknown_parameter_lists_valid_names_and_defaults(name):
+    cls = encoding_class(name)
+    with pytest.raises(ConfigError) as info:
+        make_encoding(name, SHAPE, no_such_knob=1)
+    message = str(info.value)
+    assert message.startswith(f"unknown parameter 'no_such_knob' for encoding {name}; valid: ")
+    for key, param in cls.PARAMS.items():
+        assert f"{key}={param.default}" in message
+
+
+BAD = [
+    ("direct", "eta", "abc", "encoding direct: eta must be a finite number > 0 (got 'abc')"),
+    ("direct", "eta", 0, "eta must be a finite number > 0 (got 0)"),
+    ("direct", "eta", math.nan, "(got nan)"),
+    ("direct", "eta", math.inf, "(got inf)"),
+    ("direct", "eta", True, "(got True)"),
+    ("direct", "mutation_rate", 1.5, "mutation_rate must be a finite number in [0, 1] (got 1.5)"),
+    ("direct", "mutation_rate", -0.1, "mutation_rate must be"),
+    ("direct", "crossover_rate", "0.5", "crossover_rate must be"),
+    ("direct", "crossover_eta", -1, "crossover_eta must be a finite number > 0"),
+    ("direct", "halve_every", 2.5, "halve_every must be an integer >= 0 (got 2.5)"),
+    ("direct", "halve_every", -1, "halve_every must be an integer >= 0"),
+    ("direct", "halve_every", 2**63, "halve_every must be an integer >= 0 that fits 64 bits"),
+    ("cppn", "p_add_node", 2, "encoding cppn: p_add_node must be a finite number in [0, 1] (got 2)"),
+    ("cppn", "weight_bound", 0.0, "weight_bound must be a finite number > 0"),
+    ("cppn", "render_dtype", "float16", "render_dtype must be one of float64, float32 (got 'float16')"),
+    ("cppn", "render_chunk_elements", 0, "render_chunk_elements must be an integer >= 1"),
+    ("cppn", "render_chunk_elements", 1e9, "render_chunk_elements must be an integer >= 1 (got 1000000000.0)"),
+]
+
+
+@pytest.mark.parametrize("name, key, value, message", BAD, ids=[f"{n}-{k}={v!r}" for n, k, v, _ in BAD])
+def test_bad_parameter_values_are_refused(name, key, value, message):
+    with pytest.raises(ConfigError) as info:
+        make_encoding(name, SHAPE, **{key: value})
+    assert message in str(info.value)
+    # RunConfig refuses the same value, before any model is loaded.
+    with pytest.raises(ConfigError, match="^x.json: encoding "):
+        RunConfig.from_dict({"encoding": name, "encoding_params": {key: value}}, source="x.json")
+
+
+def test_ints_are_accepted_for_floats_and_stored_as_given():
+    enc = make_encoding("direct", SHAPE, eta=20, mutation_rate=1)
+    assert enc.eta == 20.0 and isinstance(enc.eta, float) and enc.mutation_rate == 1.0
+    config = RunConfig.from_dict({"encoding_params": {"eta": 20}})
+    assert config.encoding_params == {"eta": 20}  # unchanged: the run's hash depends on it
+
+
+def test_describe_params_has_one_line_per_parameter_with_its_default():
+    described = describe_params()
+    assert set(described) == set(ENCODINGS)
+    for name, lines in described.items():
+        table = encoding_class(name).PARAMS
+        assert len(lines) == len(table)
+        for line, (key, param) in zip(lines, table.items()):
+            assert line.startswith(f"{key}={param.default}") and param.describe() in line
+
+
+def test_run_help_lists_every_parameter_with_its_default_and_the_encoding_choices():
+    result = CliRunner().invoke(cli, ["run", "--help"])
+    assert result.exit_code == 0
+    assert "[cppn|direct]" in result.output
+    for name in ENCODINGS:
+        assert f"Encoding parameters of {name}" in result.output
+        for key, param in encoding_class(name).PARAMS.items():
+            assert f"{key}={param.default}" in result.output

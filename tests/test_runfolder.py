@@ -1,0 +1,180 @@
+"""``RunFolder``: creation under a lock, the log's scan and repair, champion paths, the pre-flight check."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from evofool import checkpoint, safefs
+from evofool.config import RunConfig
+from evofool.errors import EvofoolError
+from evofool.runfolder import LogDamaged, RunFolder, scan_log
+
+NAMES = [str(i) for i in range(10)]
+
+
+def records(n: int) -> bytes:
+    return b"".join(json.dumps({"generation": g, "max": 0.5}).encode() + b"\n" for g in range(1, n + 1))
+
+
+def make(path) -> RunFolder:
+    return RunFolder.create(path, RunConfig(population=20, generations=6), NAMES)
+
+
+# --- creation ----------------------------------------------------------------------------------
+def test_create_leaves_an_empty_released_lock(tmp_path):
+    folder = make(tmp_path / "r")
+    assert (folder.path / safefs.LOCK).read_bytes() == b""
+    with safefs.lock_folder(folder.path):  # released: another writer may take it
+        pass
+
+
+def test_create_refuses_a_folder_in_use(tmp_path):
+    (tmp_path / "r").mkdir()
+    with safefs.lock_folder(tmp_path / "r"):
+        with pytest.raises(EvofoolError, match=f"is in use by process {os.getpid()}"):
+            make(tmp_path / "r")
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [safefs.LOCK]
+
+
+def test_create_ignores_a_lock_file_left_by_a_crash_but_not_a_foreign_one(tmp_path):
+    (tmp_path / "crashed").mkdir()
+    (tmp_path / "crashed" / safefs.LOCK).write_text("12345\n")
+    make(tmp_path / "crashed")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / safefs.LOCK).write_text("my own notes")
+    with pytest.raises(EvofoolError, match="not empty"):
+        make(tmp_path / "mine")
+    assert (tmp_path / "mine" / safefs.LOCK).read_text() == "my own notes"
+
+
+def test_keep_lock_holds_it_until_release(tmp_path):
+    folder = RunFolder.create(tmp_path / "r", RunConfig(), NAMES, keep_lock=True)
+    with pytest.raises(EvofoolError, match="in use"):
+        RunFolder.open(tmp_path / "r").acquire()
+    folder.release()
+    RunFolder.open(tmp_path / "r").acquire()
+
+
+def test_open_refuses_a_linked_config(tmp_path):
+    folder = make(tmp_path / "r")
+    os.replace(folder.path / "config.json", tmp_path / "config.json")
+    (folder.path / "config.json").symlink_to(tmp_path / "config.json")
+    with pytest.raises(EvofoolError, match="symbolic link"):
+        RunFolder.open(folder.path)
+
+
+# --- the log ------------------------------------------------------------------------------------
+def test_scan_log_tells_records_from_damaged_and_torn_lines():
+    data = records(2) + b"garbage{\n" + b"\n" + b'"just a string"\n' + b'{"generation": 3, "ev'
+    scan = scan_log(data)
+    assert [r["generation"] for r in scan.records] == [1, 2]
+    assert scan.damaged == [3, 5, 6] and scan.damage_at == len(records(2))
+
+
+def test_read_log_skips_damaged_lines(tmp_path):
+    folder = make(tmp_path / "r")
+    folder.log_path.write_bytes(records(2) + b"\x00\x00\n" + records(3)[len(records(2)):])
+    assert [r["generation"] for r in folder.read_log()] == [1, 2, 3]
+
+
+def test_repair_cuts_what_the_checkpoint_does_not_cover_with_a_warning_for_damage(tmp_path):
+    folder = make(tmp_path / "r")
+    covered = records(4)
+    folder.log_path.write_bytes(covered + b"garbage\n" + b'{"generation": 6')
+    warning = folder.repair_log(len(covered), 4)
+    assert "2 damaged line(s) after the checkpoint's generation 4" in warning
+    assert folder.log_path.read_bytes() == covered
+    assert folder.repair_log(len(covered), 4) is None  # nothing to cut: nothing said
+
+
+@pytest.mark.parametrize("damage, where", [
+    (lambda b: b.replace(b'"generation": 2', b'"generation"  2'), "line 2"),
+    (lambda b: b.replace(b'"generation": 3', b'"generation": 7'), "line 3"),
+    (lambda b: b[:20], "shorter"),
+])
+def test_repair_refuses_damage_inside_what_the_checkpoint_covers(tmp_path, damage, where):
+    folder = make(tmp_path / "r")
+    covered = records(4)
+    folder.log_path.write_bytes(damage(covered) + (b"" if where == "shorter" else records(5)[len(covered):]))
+    before = folder.log_path.read_bytes()
+    with pytest.raises(LogDamaged, match=where) as info:
+        folder.repair_log(len(covered), 4)
+    assert 0 <= info.value.at <= len(covered)
+    assert folder.log_path.read_bytes() == before  # refused: nothing cut
+
+
+def test_repair_refuses_a_linked_log(tmp_path):
+    folder = make(tmp_path / "r")
+    (tmp_path / "notes").write_bytes(records(10))
+    folder.log_path.unlink()
+    folder.log_path.symlink_to(tmp_path / "notes")
+    with pytest.raises(EvofoolError, match="symbolic link"):
+        folder.repair_log(len(records(4)), 4)
+    assert (tmp_path / "notes").read_bytes() == records(10)
+
+
+# --- champions --------------------------------------------------------------------------------
+def write_champions(folder: RunFolder) -> None:
+    images = np.zeros((10, 1, 4, 4), dtype=np.uint8)
+    log_probs = np.full(10, -0.5)
+    folder.write_champions(images, np.exp(log_probs), log_probs, np.arange(10), NAMES)
+
+
+@pytest.mark.parametrize("rel", ["../outside.png", "/etc/passwd", "champions/../../outside.png"])
+def test_champion_paths_stay_inside_the_folder(tmp_path, rel):
+    folder = make(tmp_path / "r")
+    write_champions(folder)
+    (tmp_path / "outside.png").write_bytes(b"x")
+    with pytest.raises(EvofoolError, match="not a path inside|leads out"):
+        folder.champion_path(rel)
+    assert folder.champion_path("champions/0003-3.png") == folder.path / "champions" / "0003-3.png"
+
+
+def test_a_linked_champion_is_refused(tmp_path):
+    folder = make(tmp_path / "r")
+    write_champions(folder)
+    png = folder.path / "champions" / "0003-3.png"
+    png.unlink()
+    png.symlink_to(folder.path / "champions" / "0004-4.png")
+    with pytest.raises(EvofoolError, match="symbolic link"):
+        folder.champion_path("champions/0003-3.png")
+
+
+# --- the pre-flight check of resume ---------------------------------------------------------------
+@pytest.mark.parametrize("name", ["log.jsonl", "champions.json.tmp", "summary.json", "config.json.tmp",
+                                  checkpoint.CURRENT + ".tmp", checkpoint.PREVIOUS, "champions/0009-9.png.tmp",
+                                  safefs.LOCK])
+def test_check_writable_names_the_first_link(tmp_path, name):
+    folder = make(tmp_path / "r")
+    write_champions(folder)
+    (folder.path / name).unlink(missing_ok=True)
+    (folder.path / name).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(EvofoolError, match="symbolic link") as info:
+        folder.check_writable(NAMES)
+    assert str(folder.path / name) in str(info.value)
+
+
+def test_check_writable_refuses_a_linked_champions_folder(tmp_path):
+    folder = make(tmp_path / "r")
+    (tmp_path / "elsewhere").mkdir()
+    (folder.path / "champions").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(EvofoolError, match="champions is a symbolic link"):
+        folder.check_writable(NAMES)
+
+
+def test_job_summary_skips_a_damaged_log_line_with_a_warning(tmp_path, capsys):
+    from evofool.job import Job
+
+    job = Job.start(RunConfig(population=20, generations=3, checkpoint_every=0), tmp_path / "r", progress=False)
+    assert job.run() == 0
+    capsys.readouterr()
+    log = job.folder.log_path
+    log.write_bytes(log.read_bytes().replace(b'{"generation": 2', b'{"generation"; 2', 1))
+    summary = job.summary()
+    assert summary["generation"] == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning:") and "line 2" in err[0]
