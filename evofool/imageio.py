@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,10 @@ from PIL import Image, UnidentifiedImageError
 
 from evofool import safefs
 from evofool.errors import EvofoolError
+
+# A 1,000-megapixel PNG is ~1 GB; photos and champions are far below (Pillow's own
+# decompression-bomb guard then bounds the decoded size).
+IMAGE_FILE_LIMIT = 1 << 30
 
 _MODES = {1: "L", 3: "RGB"}
 
@@ -55,7 +60,10 @@ def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = Fal
     channels, height, width = shape
     mode = _mode(channels)
     try:
-        with Image.open(path) as img:
+        # A FIFO or a device would block or never end: read a bounded regular file only
+        # (a link the user names is theirs to follow: only writes never follow links).
+        data = safefs.read_bounded(path.resolve(), IMAGE_FILE_LIMIT)
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             # Palette/alpha/16-bit images all go through Pillow's own conversion.
             img = img.convert(mode)

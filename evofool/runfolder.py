@@ -159,10 +159,13 @@ class RunFolder:
 
     @classmethod
     def create(cls, path: str | Path, config: RunConfig, class_names: list[str],
-               extra: dict | None = None, keep_lock: bool = False) -> "RunFolder":
+               extra: dict | None = None, keep_lock: bool = False,
+               files: dict[str, bytes] | None = None) -> "RunFolder":
         """Makes a new run folder; refuses one that already holds anything.
 
         ``extra`` adds entries to ``config.json`` (e.g. the encoding's resolved parameters).
+        ``files`` are written into the new folder first (name → bytes; e.g. the TorchScript
+        copy of an in-memory model that ``evofool.evolve`` saves so the run can be resumed).
         The folder is locked while it is made; ``keep_lock`` keeps it locked for the
         caller (a job), until ``release()``.
 
@@ -178,6 +181,8 @@ class RunFolder:
         folder.acquire()
         try:
             cls._refuse_unless_empty(path)  # again under the lock: another `run --out` may have won
+            for name, data in (files or {}).items():
+                safefs.write_bytes_atomic(path / name, data, root=path)
             folder.write_config_doc({"evofool_version": __version__, "config_hash": config.hash(),
                                      "config": config.to_dict(), "class_names": list(class_names),
                                      **(extra or {})})
@@ -246,7 +251,7 @@ class RunFolder:
     def read_config_doc(self) -> dict:
         try:
             doc = self.read_json(CONFIG)
-            RunConfig.from_dict(doc["config"])
+            RunConfig.from_dict(doc["config"], source=self.path / CONFIG)
             return doc
         except FileNotFoundError:
             raise EvofoolError(f"{self.path} is not an evofool run folder (no {CONFIG})") from None
@@ -257,7 +262,7 @@ class RunFolder:
         safefs.write_json_atomic(self.path / CONFIG, doc, root=self.path)
 
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(self.read_config_doc()["config"])
+        return RunConfig.from_dict(self.read_config_doc()["config"], source=self.path / CONFIG)
 
     def class_names(self) -> list[str]:
         return list(self.read_config_doc()["class_names"])

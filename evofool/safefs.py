@@ -74,7 +74,7 @@ def _refusal(path: Path, mode: int) -> EvofoolError:
     if stat.S_ISLNK(mode):
         return EvofoolError(f"{path} is a symbolic link; evofool reads and writes only regular files it "
                             f"made in a run folder or gallery (remove the link)")
-    return EvofoolError(f"{path} is {_kind(mode)}, not a regular file evofool wrote")
+    return EvofoolError(f"{path} is {_kind(mode)}, not a regular file")
 
 
 def _with_filename(exc: OSError, path: Path) -> OSError:

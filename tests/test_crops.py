@@ -95,8 +95,9 @@ def test_one_batched_forward_pass_through_the_evaluator():
     base.module.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
     wrapped = TenCropClassifier.wrap(base)
     images = (torch.rand(7, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
-    scores = BatchEvaluator(wrapped, device="cpu").evaluate(images)
-    assert calls == [70]
+    evaluator = BatchEvaluator(wrapped, device="cpu")
+    scores = evaluator.evaluate(images)
+    assert calls == [10 * evaluator.chunk]  # one pass: 10 crops of each image of the padded chunk
     want = reference_ten_crop(base, images.float() / 255)
     assert torch.allclose(scores.probs, want, atol=1e-5, rtol=0)
     assert torch.allclose(scores.log_probs, want.log(), atol=1e-4, rtol=0)

@@ -30,6 +30,7 @@ import torch
 
 from evofool.config import RunConfig
 from evofool.engine import THRESHOLDS
+from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.experiments import class_log_probs, quantise
@@ -232,7 +233,7 @@ def run_ascent(classifier: Classifier, settings: AscentSettings, out: str | Path
     last: dict | None = None
     champs: Champions | None = None
     pending = 0.0  # seconds of steps since the last written record
-    with open(folder.log_path, "a") as log:
+    with folder.open_log() as log:  # appends bytes, never through a link
         for record, champs in ascend(classifier, settings, device):
             pending += record["seconds"]
             records.append(record)
@@ -240,16 +241,21 @@ def run_ascent(classifier: Classifier, settings: AscentSettings, out: str | Path
             if on_record is not None:
                 on_record(record)
             if record["generation"] % log_every == 0:
-                log.write(json.dumps(_window(record, pending, len(settings.classes) * log_every)) + "\n")
+                _append(log, _window(record, pending, len(settings.classes) * log_every))
                 pending = 0.0
         if last is not None and last["generation"] % log_every:
             steps_left = last["generation"] % log_every
-            log.write(json.dumps(_window(last, pending, len(settings.classes) * steps_left)) + "\n")
+            _append(log, _window(last, pending, len(settings.classes) * steps_left))
     assert champs is not None and last is not None  # steps >= 1
     result = AscentResult(champions=champs, steps=last["generation"], evaluations=last["evaluations"],
                           seconds=time.perf_counter() - start, records=records)
     write_results(folder, classifier, settings, result)
     return folder, result
+
+
+def _append(log, record: dict) -> None:
+    """One JSON line appended to the run's log (``RunFolder.open_log``: bytes, unbuffered)."""
+    safefs.write_all(log.fileno(), (json.dumps(record) + "\n").encode())
 
 
 def _window(record: dict, seconds: float, evaluations: int) -> dict:

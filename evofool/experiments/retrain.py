@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
 
@@ -235,7 +236,7 @@ def write_table(out: Path, rows: list[IterationResult], settings: RetrainSetting
     writer.writerow(TABLE_KEYS)
     for r in rows:
         writer.writerow([("" if getattr(r, k) is None else getattr(r, k)) for k in TABLE_KEYS])
-    (out / "retrain.csv").write_text(buf.getvalue())
+    safefs.write_text_atomic(out / "retrain.csv", buf.getvalue())
 
 
 # --- the experiment ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ existed before (the run folder's included) unchanged.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -121,3 +122,10 @@ def test_classify_prints_exactly_one_row_per_image(tmp_path):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["path"] for r in rows] == [str(p) for p in images]
     assert all(len(r["top"]) == 2 and 0 <= r["top"][0]["confidence"] <= 1 for r in rows)
+
+
+def test_classify_answers_a_fifo_at_once(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    proc = evofool("classify", fifo, cwd=tmp_path, timeout=30)
+    assert_one_line_error(proc, "named pipe (FIFO)")
