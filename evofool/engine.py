@@ -1,20 +1,21 @@
 """The generation loop: multi-task MAP-Elites with one batched forward pass per generation.
 
-Read top-down, one generation is::
+``Engine`` is the scheduler of pyribs' design: it joins one ``ClassArchive`` and a list of
+emitters (``evofool.emitters``). Read top-down, one generation is::
 
-    parents  = uniform sample of champions from occupied cells   (generation 1: random genomes)
-    children = encoding.vary(parents)
-    images   = encoding.render(children)                          # B×C×H×W uint8, on the device
-    logp     = evaluator.log_probs(images)                        # B×K, ONE forward pass
-    archive.update(children, images, logp)                        # every cell each child beats
+    shares   = each emitter's batch size; the emitters without one fill the rest of the population
+    genomes  = concat(emitter.ask(archive, share) for each emitter)   # in list order
+    images   = encoding.render(genomes)                               # B×C×H×W uint8, on the device
+    logp     = evaluator.log_probs(images)                            # B×K, ONE forward pass
+    archive.update(genomes, images, logp)                             # every cell each offspring beats
+    emitter.tell(archive, its rows of genomes, images, logp)          # for each emitter, in list order
     record   = statistics over the champions' confidences
 
-With step recombination (direct encoding, on by default) the best mutation steps of
-each class are also averaged into a few candidates that fill places in the next
-generation's batch (``evofool.recombination``).
+By default the list is a ``MutationEmitter`` (champions picked by the ``selection``,
+varied by the encoding; random genomes in the first generation) followed, with step
+recombination (direct encoding, on by default), by a ``StepRecombinationEmitter`` whose
+proposals, made from the previous generation's mutation steps, take places in the batch.
 
-DEAP supplies the ``Toolbox`` the steps are registered in, and ``Statistics`` /
-``Logbook`` for the records; evofool owns the loop and the batched evaluation.
 All randomness comes from one NumPy generator passed in explicitly.
 """
 
@@ -22,16 +23,20 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
-from deap import base, tools
 
 from evofool.archive import ClassArchive
+from evofool.emitters import (SELECTIONS, Emitter, MutationEmitter, StepRecombination, StepRecombinationEmitter,
+                              make_selector)
 from evofool.encodings.base import Encoding, Genomes
 from evofool.evaluator import BatchEvaluator
-from evofool.recombination import StepRecombination
+
+__all__ = ["Engine", "SELECTIONS", "Scorer", "THRESHOLDS", "TIMING_KEYS", "champion_statistics",
+           "sorted_quantile"]
 
 THRESHOLDS = {"n99": 0.99, "n9999": 0.9999}
 TIMING_KEYS = ("evals_per_s", "seconds")  # the only record fields that differ between identical runs
@@ -44,44 +49,6 @@ class Scorer(Protocol):
         """Returns ``(images B×C×H×W uint8, log_probs B×K float64)`` in the genomes' order."""
 
 
-SELECTIONS = ("uniform", "lagging")
-LAGGING_UNIFORM_SHARE = 0.25  # of a lagging-selection batch drawn uniformly from all cells
-
-
-def sample_parents(archive: ClassArchive, n: int, rng: np.random.Generator,
-                   selection: str = "uniform", focus_below: float = 0.9999) -> np.ndarray:
-    """Classes whose champions parent the next ``n`` offspring.
-
-    Args:
-        archive: The archive to draw champions from.
-        n: Number of parents.
-        rng: The run's generator.
-        selection: ``uniform`` — uniform over occupied cells (the paper's MAP-Elites);
-            ``lagging`` — three quarters of the batch uniform over occupied cells whose
-            champion is still below ``focus_below``, a quarter uniform over all occupied
-            cells (all of it once every cell is above), so most of the batch works on
-            the classes that are not fooled yet.
-        focus_below: Confidence under which a class counts as lagging.
-
-    Returns:
-        ``n`` class indices.
-    """
-    occupied = archive.occupied
-    if selection == "uniform":
-        return occupied[rng.integers(0, len(occupied), size=n)]
-    if selection != "lagging":
-        raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
-    lagging = occupied[archive.confidences()[occupied] < focus_below]
-    if len(lagging) == 0:
-        return occupied[rng.integers(0, len(occupied), size=n)]
-    # A share of the batch still comes from every cell: a lagging champion can get stuck
-    # (e.g. a CPPN whose 8-bit image no small change alters), and MAP-Elites' way out is
-    # an offspring of another class's champion taking its cell.
-    n_all = int(round(LAGGING_UNIFORM_SHARE * n))
-    return np.concatenate([lagging[rng.integers(0, len(lagging), size=n - n_all)],
-                           occupied[rng.integers(0, len(occupied), size=n_all)]])
-
-
 def sorted_quantile(v: np.ndarray, q: float) -> float:
     """``np.quantile(v, q)`` (linear interpolation) of an already sorted ``v``, without
     NumPy's ~50 µs of overhead per call."""
@@ -91,49 +58,43 @@ def sorted_quantile(v: np.ndarray, q: float) -> float:
     return float(v[lo] + (pos - lo) * (v[hi] - v[lo]))
 
 
-def make_statistics() -> tools.Statistics:
-    """DEAP statistics over the champions' confidences (one value per class).
-
-    ``compile([confidences])``: the data is ONE element, the whole vector, because DEAP
-    builds a Python tuple of its data's elements and hands it to every function; with the
-    vector as the only element each statistic is one NumPy call on an array, not a
-    conversion of K Python floats (1,000 on ImageNet) per statistic. The key sorts it once
-    for all of them.
-    """
-    stats = tools.Statistics(key=np.sort)
-    stats.register("min", lambda v: float(v[0][0]))
-    stats.register("q1", lambda v: sorted_quantile(v[0], 0.25))
-    stats.register("median", lambda v: sorted_quantile(v[0], 0.5))
-    stats.register("q3", lambda v: sorted_quantile(v[0], 0.75))
-    stats.register("max", lambda v: float(v[0][-1]))
+def champion_statistics(confidences: np.ndarray) -> dict:
+    """A record's statistics over the champions' confidences (one value per class):
+    min, quartiles, max and the number of classes at each of ``THRESHOLDS``."""
+    v = np.sort(confidences)  # once for all of them
+    stats = {"min": float(v[0]), "q1": sorted_quantile(v, 0.25), "median": sorted_quantile(v, 0.5),
+             "q3": sorted_quantile(v, 0.75), "max": float(v[-1])}
     for name, level in THRESHOLDS.items():
-        stats.register(name, lambda v, level=level: int(np.count_nonzero(v[0] >= level)))
+        stats[name] = int(np.count_nonzero(v >= level))
     return stats
 
 
 class Engine:
-    """Runs generations of MAP-Elites over a ``ClassArchive``.
+    """Runs generations of MAP-Elites over a ``ClassArchive`` with a list of emitters.
 
     Args:
         encoding: Turns genomes into images.
         evaluator: Scores images (one forward pass per generation, chunked).
         archive: The per-class champions.
-        population: Offspring per generation.
+        population: Offspring per generation (the forward pass's batch).
         rng: The run's single source of randomness.
         scorer: Renders and scores genomes; default: ``encoding.render`` then ``evaluator``
             in this process (``evofool.distributed.RayEvaluator`` farms it out instead).
-        selection: Parent choice, see ``sample_parents``.
+        selection: Parent choice of the default mutation emitter (``evofool.emitters.SELECTIONS``).
         focus_below: Threshold of the ``lagging`` selection.
-        recombination: Proposes recombined-step candidates that take places in the next
+        recombination: Step recombination whose proposals take places in the next
             generation (vector encodings only); None: plain mutation.
+        emitters: An explicit emitter list instead of the one ``selection``, ``focus_below``
+            and ``recombination`` describe. Emitters whose ``batch_size`` is an int get that
+            many places; those whose ``batch_size`` is None share the rest (the first ones
+            get one more where it does not divide).
     """
 
     def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
                  population: int, rng: np.random.Generator, scorer: Scorer | None = None,
                  selection: str = "uniform", focus_below: float = 0.9999,
-                 recombination: StepRecombination | None = None) -> None:
-        if recombination is not None and not encoding.vector_genomes:
-            raise ValueError(f"step recombination needs vector genomes; {encoding.name} genomes are not")
+                 recombination: StepRecombination | None = None, *,
+                 emitters: Sequence[Emitter] | None = None) -> None:
         self.encoding = encoding
         self.evaluator = evaluator
         self.archive = archive
@@ -141,90 +102,125 @@ class Engine:
         self.rng = rng
         self.generation = 0          # generations completed
         self.evaluations = 0         # images scored so far
-        self.stats = make_statistics()
-        self.logbook = tools.Logbook()
-        self.toolbox = base.Toolbox()
-        if selection not in SELECTIONS:
-            raise ValueError(f"unknown selection {selection!r}; choose one of {SELECTIONS}")
-        self.toolbox.register("select", sample_parents, self.archive, selection=selection,
-                              focus_below=focus_below)
-        self.toolbox.register("vary", self.encoding.vary)
-        self.toolbox.register("render", self.encoding.render)
-        self.toolbox.register("evaluate", self.evaluator.log_probs)
-        self.recombination = recombination
-        self.pending: Genomes | None = None  # proposals waiting for the next generation
-        self._asked: tuple[np.ndarray, Genomes, Genomes] | None = None  # parents' classes, parents, children
+        if emitters is None:
+            mutation = MutationEmitter(encoding, make_selector(selection, focus_below))
+            emitters = [mutation]
+            if recombination is not None:
+                emitters.append(StepRecombinationEmitter(encoding, mutation, self.population, recombination))
+        elif recombination is not None or selection != "uniform" or focus_below != 0.9999:
+            raise ValueError("pass either emitters or selection/focus_below/recombination, not both")
+        self.emitters: list[Emitter] = list(emitters)
+        if not self.emitters:
+            raise ValueError("the engine needs at least one emitter")
+        for i, emitter in enumerate(self.emitters):
+            # An emitter that learns from another's rows reads them when it is told, so that
+            # one must be told (and therefore listed) before it.
+            source = getattr(emitter, "source", None)
+            if source is not None and not any(source is e for e in self.emitters[:i]):
+                raise ValueError(f"emitter {i} ({emitter.name}) learns from an emitter that is not "
+                                 f"listed before it")
+        self._shares: list[int] | None = None  # places of each emitter in the batch last asked for
         self.score: Callable[[Genomes], tuple[torch.Tensor, torch.Tensor]] = scorer or self.score_locally
 
-    # --- ask / tell -------------------------------------------------------------------------
-    def ask(self) -> Genomes:
-        """The next generation's genomes: random at first, then mutated champions.
+    @property
+    def recombination(self) -> StepRecombination | None:
+        """The step recombination of the first ``StepRecombinationEmitter``, if any."""
+        for emitter in self.emitters:
+            if isinstance(emitter, StepRecombinationEmitter):
+                return emitter.recombination
+        return None
 
-        Where the previous generation left recombined-step proposals, they fill the
-        last places of the batch.
+    def config(self) -> dict:
+        """The emitters' settings, as recorded in a run's config.json."""
+        return {"emitters": [emitter.config() for emitter in self.emitters]}
+
+    # --- ask / tell -------------------------------------------------------------------------
+    def shares(self) -> list[int]:
+        """Places of each emitter in the next batch: its ``batch_size``, or for those without
+        one an equal share of what is left of the population."""
+        sizes = [emitter.batch_size for emitter in self.emitters]
+        fill = [i for i, s in enumerate(sizes) if s is None]
+        rest = self.population - sum(s for s in sizes if s is not None)
+        if rest < 0 or (rest > 0 and not fill):
+            raise ValueError(f"the emitters' batch sizes {sizes} do not fit a population of {self.population}")
+        each, extra = divmod(rest, max(len(fill), 1))
+        for j, i in enumerate(fill):
+            sizes[i] = each + (j < extra)
+        return sizes
+
+    def ask(self) -> Genomes:
+        """The next generation's genomes: each emitter's share, concatenated in list order.
+
+        By default: mutated champions (random genomes at first), then the step-recombination
+        proposals the previous generation left, in the last places of the batch.
         """
-        self._asked = None
-        # After a generation every cell is occupied (any finite score beats an empty cell).
-        if self.generation == 0 and len(self.archive.occupied) == 0:
-            return self.encoding.random(self.population, self.rng)
-        n_pending = 0 if self.pending is None else len(self.pending)
-        classes = self.toolbox.select(self.population - n_pending, self.rng)
-        parents = self.archive.genomes_of(classes)
-        children = self.toolbox.vary(parents, self.rng, self.generation + 1)
-        if self.recombination is not None:
-            self._asked = (classes, parents, children)
-        if n_pending:
-            return self.encoding.concat(children, self.pending)
-        return children
+        shares = self.shares()
+        generation = self.generation + 1
+        batches = [emitter.ask(self.archive, n, self.rng, generation)
+                   for emitter, n in zip(self.emitters, shares)]
+        for emitter, n, batch in zip(self.emitters, shares, batches):
+            if len(batch) != n:
+                raise ValueError(f"emitter {emitter.name} gave {len(batch)} genomes for {n} places")
+        self._shares = shares
+        # One non-empty batch is passed on as it is (no copy; encodings need not concatenate).
+        filled = [batch for batch in batches if len(batch)] or batches[:1]
+        genomes = filled[0]
+        for batch in filled[1:]:
+            genomes = self.encoding.concat(genomes, batch)
+        return genomes
 
     def tell(self, genomes: Genomes, images: torch.Tensor, log_probs: torch.Tensor) -> np.ndarray:
-        """Adds a scored generation to the archive; returns the classes that improved."""
+        """Adds a scored generation (what ``ask`` returned) to the archive, then tells each
+        emitter its rows; returns the classes that improved."""
+        shares, self._shares = self._shares, None
+        n = int(log_probs.shape[0])
+        if shares is None or sum(shares) != n:
+            raise ValueError(f"tell needs the {n} genomes of the last ask, in its order")
         self.generation += 1
-        self.evaluations += int(log_probs.shape[0])
+        self.evaluations += n
         improved = self.archive.update(genomes, images, log_probs, self.generation)
-        self.pending = None
-        if self._asked is not None:
-            classes, parents, children = self._asked  # children = genomes[:len(classes)]
-            self.pending = self.recombination.propose(
-                self.encoding, classes, parents, children, log_probs[:len(classes)],
-                self.archive.genomes, self.population)
-            self._asked = None
+        start = 0
+        for emitter, share in zip(self.emitters, shares):
+            stop = start + share
+            rows = genomes if share == n else self.encoding.take(genomes, np.arange(start, stop))
+            emitter.tell(self.archive, rows, images[start:stop], log_probs[start:stop], self.rng)
+            start = stop
         return improved
 
     def score_locally(self, genomes: Genomes) -> tuple[torch.Tensor, torch.Tensor]:
         """Renders the batch and scores it in one (chunked) forward pass, in this process."""
-        images = self.toolbox.render(genomes)
-        return images, self.toolbox.evaluate(images)
+        images = self.encoding.render(genomes)
+        return images, self.evaluator.log_probs(images)
 
     def step(self) -> dict:
-        """Runs one generation and returns its record (also appended to the logbook)."""
+        """Runs one generation and returns its record."""
         start = time.perf_counter()
         genomes = self.ask()
         images, log_probs = self.score(genomes)
         improved = self.tell(genomes, images, log_probs)
         seconds = time.perf_counter() - start
-        record = {"generation": self.generation, "evaluations": self.evaluations,
-                  "improved": int(len(improved)),
-                  **self.stats.compile([self.archive.confidences()]),
-                  "evals_per_s": round(int(log_probs.shape[0]) / max(seconds, 1e-9), 1),
-                  "seconds": round(seconds, 6)}
-        self.logbook.record(**record)
-        return record
+        return {"generation": self.generation, "evaluations": self.evaluations,
+                "improved": int(len(improved)),
+                **champion_statistics(self.archive.confidences()),
+                "evals_per_s": round(int(log_probs.shape[0]) / max(seconds, 1e-9), 1),
+                "seconds": round(seconds, 6)}
 
     # --- state (checkpoints) ------------------------------------------------------------------
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """JSON-able state and named arrays that restore this engine exactly."""
+        """JSON-able state and named arrays that restore this engine exactly (between generations)."""
         state = {
             "generation": self.generation,
             "evaluations": self.evaluations,
             "rng": self.rng.bit_generator.state,
             "python_random": _python_random_state(),
             "encoding": self.encoding.state_dict(),
+            "emitters": [],
         }
         arrays = self.archive.arrays()
-        if self.pending is not None:
-            arrays.update({f"pending.{k}": v for k, v in
-                           self.encoding.pack(self.pending, np.arange(len(self.pending))).items()})
+        for i, emitter in enumerate(self.emitters):
+            emitter_state, emitter_arrays = emitter.state_dict()
+            state["emitters"].append({"type": emitter.name, "state": emitter_state})
+            arrays.update({f"emitters.{i}.{k}": v for k, v in emitter_arrays.items()})
         arrays["rng.torch_cpu"] = torch.get_rng_state().numpy()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -233,22 +229,51 @@ class Engine:
 
     def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         """Restores what ``state_dict`` returned (raises ValueError/KeyError when it does not fit)."""
+        if "emitters" not in state:
+            state, arrays = _pre_emitter_state(state, arrays, self.emitters)
+        saved = [entry["type"] for entry in state["emitters"]]
+        if saved != [emitter.name for emitter in self.emitters]:
+            raise ValueError(f"the checkpoint's emitters {saved} are not this engine's "
+                             f"{[emitter.name for emitter in self.emitters]}")
         self.archive.load_arrays(arrays)
         self.generation = int(state["generation"])
         self.evaluations = int(state["evaluations"])
         self.rng.bit_generator.state = state["rng"]
         random.setstate(_python_random_from_json(state["python_random"]))
         self.encoding.load_state_dict(state["encoding"])
-        pending = {k[len("pending."):]: v for k, v in arrays.items() if k.startswith("pending.")}
-        self.pending = None
-        if pending:
-            n = len(next(iter(pending.values())))
-            self.pending = self.encoding.unpack(pending, np.arange(n), n)
+        for i, (emitter, entry) in enumerate(zip(self.emitters, state["emitters"])):
+            prefix = f"emitters.{i}."
+            emitter.load_state_dict(entry["state"], {k[len(prefix):]: v for k, v in arrays.items()
+                                                     if k.startswith(prefix)})
+        self._shares = None
         torch.set_rng_state(torch.from_numpy(np.asarray(arrays["rng.torch_cpu"], dtype=np.uint8).copy()))
         if torch.cuda.is_available():
             cuda = [torch.from_numpy(arrays[k].copy()) for k in sorted(arrays) if k.startswith("rng.torch_cuda")]
             if len(cuda) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(cuda)
+
+
+def _pre_emitter_state(state: dict, arrays: dict[str, np.ndarray], emitters: list) -> tuple[dict, dict]:
+    """A checkpoint written before emitters, in today's form (runs started then still resume).
+
+    Then, the only state beyond the archive and generators was step recombination's waiting
+    proposals (``pending.*`` arrays); the mutation emitter keeps nothing between generations.
+    """
+    names = [emitter.name for emitter in emitters]
+    pending = {k: v for k, v in arrays.items() if k.startswith("pending.")}
+    n = len(next(iter(pending.values()))) if pending else 0
+    entries, moved = [], {k: v for k, v in arrays.items() if not k.startswith("pending.")}
+    for i, emitter in enumerate(emitters):
+        emitter_state, _ = emitter.state_dict()
+        if "pending" in emitter_state:  # the step recombination emitter
+            emitter_state = {**emitter_state, "pending": n}
+            moved.update({f"emitters.{i}.{k}": v for k, v in pending.items()})
+            pending = {}
+        entries.append({"type": names[i], "state": emitter_state})
+    if pending:
+        raise ValueError("the checkpoint holds step-recombination proposals, but this run has no "
+                         "step recombination")
+    return {**state, "emitters": entries}, moved
 
 
 def _python_random_state() -> list:

@@ -7,7 +7,7 @@ from torch import nn
 
 from evofool.archive import ClassArchive
 from evofool.encodings.direct import DirectEncoding
-from evofool.engine import Engine, sample_parents
+from evofool.engine import Engine
 from evofool.evaluator import BatchEvaluator
 from evofool.models.base import Classifier
 
@@ -39,20 +39,16 @@ def test_first_generation_is_random_then_children_of_champions():
 
 def test_records_hold_statistics_over_champions():
     engine = make_engine()
-    for _ in range(5):
-        rec = engine.step()
+    records = [engine.step() for _ in range(5)]
+    rec = records[-1]
     conf = engine.archive.confidences()
     assert np.isclose(rec["median"], np.median(conf)) and np.isclose(rec["max"], conf.max())
     assert rec["n99"] == int((conf >= 0.99).sum())
-    assert len(engine.logbook) == 5 and engine.logbook.select("generation") == [1, 2, 3, 4, 5]
-
-
-def test_sample_parents_is_uniform_over_occupied_cells():
-    engine = make_engine()
-    engine.archive.log_probs[:] = torch.tensor([-1.0, -torch.inf, -2.0, -torch.inf], dtype=torch.float64)
-    picks = sample_parents(engine.archive, 20_000, np.random.default_rng(0))
-    assert set(np.unique(picks)) == {0, 2}
-    assert abs(np.mean(picks == 0) - 0.5) < 0.02
+    assert [r["generation"] for r in records] == [1, 2, 3, 4, 5]
+    assert [r["evaluations"] for r in records] == [16, 32, 48, 64, 80]
+    # The keys (and their order) of every log record.
+    assert list(rec) == ["generation", "evaluations", "improved", "min", "q1", "median", "q3", "max",
+                         "n99", "n9999", "evals_per_s", "seconds"]
 
 
 def test_a_custom_scorer_is_used_and_must_match_local_scoring():
@@ -86,35 +82,66 @@ def test_state_dict_restores_an_identical_future():
     assert a.generation == b.generation == 6
 
 
-def test_lagging_selection_gives_three_quarters_to_lagging_cells_and_keeps_a_uniform_share():
-    from evofool.engine import LAGGING_UNIFORM_SHARE
+def recombining_engine(seed: int) -> Engine:
+    from evofool.emitters import StepRecombination
+
+    clf = tiny_classifier()
+    enc = DirectEncoding(clf.input_shape)
+    return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(4, enc), 16, np.random.default_rng(seed),
+                  recombination=StepRecombination(scales=(2.0, 4.0)))
+
+
+def test_a_checkpoint_from_before_emitters_still_resumes_exactly():
+    """Run folders started before the emitter refactor: their state had ``pending.*`` proposals."""
+    a = recombining_engine(seed=5)
+    for _ in range(4):
+        a.step()
+    state, arrays = a.state_dict()
+    assert any(k.startswith("emitters.1.pending.") for k in arrays)  # proposals are waiting
+    old_state = {k: v for k, v in state.items() if k != "emitters"}
+    old_arrays = {k.replace("emitters.1.", ""): v for k, v in arrays.items()}
+    b = recombining_engine(seed=99)
+    b.load_state_dict(old_state, old_arrays)
+    for _ in range(3):
+        a.step()
+        b.step()
+    assert torch.equal(a.archive.images, b.archive.images)
+    assert torch.equal(a.archive.log_probs, b.archive.log_probs)
+    with pytest.raises(ValueError, match="no step recombination"):
+        make_engine().load_state_dict(old_state, old_arrays)
+
+
+def test_default_emitters_follow_the_constructor_arguments():
+    from evofool.emitters import LaggingSelector, MutationEmitter, StepRecombination, StepRecombinationEmitter
 
     engine = make_engine()
-    engine.step()
-    archive = engine.archive
-    # Cells 0 and 1 fooled (log p = 0 → confidence 1), 2 and 3 lagging.
-    archive.log_probs[:] = torch.tensor([0.0, 0.0, -1.0, -2.0], dtype=archive.log_probs.dtype)
-    n = 4000
-    parents = sample_parents(archive, n, np.random.default_rng(1), selection="lagging", focus_below=0.9999)
-    n_all = int(round(LAGGING_UNIFORM_SHARE * n))
-    assert np.isin(parents[:n - n_all], [2, 3]).all()           # the lagging part
-    counts = np.bincount(parents[n - n_all:], minlength=4)      # the uniform part: every cell
-    assert counts.min() > 0.2 * n_all and counts.max() < 0.3 * n_all
-    # Once every cell is above the threshold, all parents are uniform over all cells.
-    archive.log_probs[:] = 0.0
-    counts = np.bincount(sample_parents(archive, n, np.random.default_rng(2), selection="lagging"), minlength=4)
-    assert counts.min() > 0.2 * n
+    assert [type(e) for e in engine.emitters] == [MutationEmitter] and engine.recombination is None
+    clf = tiny_classifier()
+    enc = DirectEncoding(clf.input_shape)
+    rec = StepRecombination(scales=(2.0,))
+    engine = Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(4, enc), 16, np.random.default_rng(0),
+                    selection="lagging", focus_below=0.5, recombination=rec)
+    mutation, recombination = engine.emitters
+    assert isinstance(mutation.selector, LaggingSelector) and mutation.selector.focus_below == 0.5
+    assert isinstance(recombination, StepRecombinationEmitter) and recombination.source is mutation
+    assert engine.recombination is rec and recombination.population == 16
+    assert engine.config()["emitters"][1] == {"type": "step_recombination", **rec.config()}
+    with pytest.raises(ValueError, match="unknown selection"):
+        Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(4, enc), 16, np.random.default_rng(0),
+               selection="best")
 
 
 def test_quantile_equals_numpy():
-    from evofool.engine import make_statistics, sorted_quantile
+    from evofool.engine import champion_statistics, sorted_quantile
 
     rng = np.random.default_rng(0)
     for n in (1, 2, 3, 10, 1000):
         values = rng.random(n)
         for q in (0.0, 0.25, 0.5, 0.75, 1.0):
             assert sorted_quantile(np.sort(values), q) == pytest.approx(float(np.quantile(values, q)), abs=1e-15)
-        record = make_statistics().compile([values])
+        record = champion_statistics(values)
         assert record["min"] == values.min() and record["max"] == values.max()
         assert record["q1"] == pytest.approx(float(np.quantile(values, 0.25)), abs=1e-15)
         assert record["median"] == pytest.approx(float(np.median(values)), abs=1e-15)
+        assert record["q3"] == pytest.approx(float(np.quantile(values, 0.75)), abs=1e-15)
+        assert record["n99"] == int(np.count_nonzero(values >= 0.99))

@@ -15,7 +15,7 @@ from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.job import Job, make_recombination
 from evofool.models import load_model
-from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
+from evofool.emitters import DEFAULT_SCALES, StepRecombination, parse_scales
 
 
 def test_proposal_is_champion_plus_scaled_log_rank_weighted_mean_of_the_best_steps():
@@ -60,6 +60,21 @@ def test_parse_scales():
             parse_scales(bad)
 
 
+def test_the_old_module_still_exports_step_recombination():
+    import evofool.recombination as old
+
+    assert old.StepRecombination is StepRecombination and old.parse_scales is parse_scales
+    assert old.DEFAULT_SCALES == DEFAULT_SCALES
+
+
+def test_the_engine_refuses_step_recombination_without_vector_genomes():
+    clf = load_model("lenet-mnist")
+    enc = CPPNEncoding(clf.input_shape)
+    with pytest.raises(ValueError, match="vector genomes"):
+        Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(10, enc), 20, np.random.default_rng(0),
+               recombination=StepRecombination())
+
+
 def test_auto_is_on_for_direct_and_off_for_cppn_and_explicit_cppn_is_refused():
     assert make_recombination("auto", DirectEncoding((1, 28, 28))).scales == DEFAULT_SCALES
     assert make_recombination("off", DirectEncoding((1, 28, 28))) is None
@@ -82,9 +97,11 @@ def test_on_lenet_proposals_fill_the_batch_win_cells_and_speed_up_the_climb():
         without.step()
         genomes = with_rec.ask()
         assert len(genomes) == 200  # proposals take places, the forward pass stays one population
-        n_pending = 0 if with_rec.pending is None else len(with_rec.pending)
+        recombination = with_rec.emitters[1]
+        n_pending = recombination.batch_size
+        assert with_rec.shares() == [200 - n_pending, n_pending]  # the mutation emitter fills the rest
         if n_pending:
-            assert torch.equal(genomes[-n_pending:], with_rec.pending)
+            assert torch.equal(genomes[-n_pending:], recombination.pending)
         before = with_rec.archive.log_probs.clone()
         images, log_probs = with_rec.score(genomes)
         with_rec.tell(genomes, images, log_probs)
@@ -104,10 +121,10 @@ def test_pending_proposals_survive_state_dict():
     for _ in range(3):
         a.step()
     state, arrays = a.state_dict()
-    assert any(k.startswith("pending.") for k in arrays)
+    assert any(k.startswith("emitters.1.pending.") for k in arrays)
     b = lenet_engine(StepRecombination(), seed=77)
     b.load_state_dict(state, arrays)
-    assert torch.equal(a.pending, b.pending)
+    assert a.emitters[1].pending is not None and torch.equal(a.emitters[1].pending, b.emitters[1].pending)
     for _ in range(3):
         a.step()
         b.step()

@@ -1,0 +1,23 @@
+"""Emitters: the pieces that propose each generation's genomes (pyribs / QDax style).
+
+The engine (``evofool.engine.Engine``, the scheduler) joins one ``ClassArchive`` and a
+list of emitters. Each generation it asks every emitter for its share of the population,
+concatenates the answers in list order, renders and scores the whole batch in one forward
+pass, updates the archive, and tells every emitter its own rows::
+
+    MutationEmitter(encoding, LaggingSelector())                 # champions, mutated
+    StepRecombinationEmitter(encoding, mutation, population)     # their averaged best steps
+
+``Emitter`` is the base to subclass for new ones (pass them as ``Engine(..., emitters=[...])``).
+"""
+
+from evofool.emitters._emitter import Emitter
+from evofool.emitters._mutation import Lineage, MutationEmitter
+from evofool.emitters._selector import (LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS, LaggingSelector, Selector,
+                                        UniformSelector, make_selector)
+from evofool.emitters._step_recombination import (DEFAULT_SCALES, StepRecombination, StepRecombinationEmitter,
+                                                  parse_scales)
+
+__all__ = ["DEFAULT_SCALES", "Emitter", "LAGGING_UNIFORM_SHARE", "LaggingSelector", "Lineage",
+           "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
+           "UniformSelector", "make_selector", "parse_scales"]

@@ -1,0 +1,298 @@
+"""Emitters and the engine as their scheduler: shares, ask/tell slices, custom emitters,
+selectors, and each emitter's state."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from evofool.archive import ClassArchive
+from evofool.emitters import (LAGGING_UNIFORM_SHARE, SELECTIONS, Emitter, LaggingSelector, MutationEmitter,
+                              StepRecombination, StepRecombinationEmitter, UniformSelector, make_selector)
+from evofool.encodings.direct import DirectEncoding
+from evofool.engine import Engine
+from evofool.evaluator import BatchEvaluator
+from evofool.models.base import Classifier
+
+K = 4
+
+
+def bright_classifier() -> Classifier:
+    """Class 0's logit is the sum of the pixels, class 1's minus it: an all-white image is
+    class 0's best possible one (every pixel raises its log-probability)."""
+    linear = nn.Linear(36, K)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[0] = 1.0
+        linear.weight[1] = -1.0
+        linear.weight[2, ::2] = 1.0
+        linear.weight[2, 1::2] = -1.0
+    return Classifier("bright", nn.Sequential(nn.Flatten(), linear), (1, 6, 6), [f"c{i}" for i in range(K)])
+
+
+def engine_with(emitters, population=16, seed=0) -> Engine:
+    clf = bright_classifier()
+    enc = emitters[0].encoding
+    return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(K, enc), population,
+                  np.random.default_rng(seed), emitters=emitters)
+
+
+class RandomEmitter(Emitter):
+    """A custom emitter: random genomes, ``size`` of them (None: a share of the rest)."""
+
+    name = "random"
+
+    def __init__(self, encoding, size=None):
+        super().__init__(encoding)
+        self.size = size
+        self.asked, self.told = [], []
+
+    @property
+    def batch_size(self):
+        return self.size
+
+    def ask(self, archive, n, rng, generation):
+        genomes = self.encoding.random(n, rng)
+        self.asked.append(genomes)
+        return genomes
+
+    def tell(self, archive, genomes, images, fitness, rng):
+        self.told.append((genomes, images, fitness))
+
+
+class ConstantEmitter(Emitter):
+    """A custom emitter that proposes the same genome ``size`` times and counts its tells."""
+
+    name = "constant"
+
+    def __init__(self, encoding, genome, size):
+        super().__init__(encoding)
+        self.genome, self.size, self.tells = genome, size, 0
+
+    @property
+    def batch_size(self):
+        return self.size
+
+    def ask(self, archive, n, rng, generation):
+        return self.genome.expand(n, *self.genome.shape).clone()
+
+    def tell(self, archive, genomes, images, fitness, rng):
+        self.tells += 1
+
+    def state_dict(self):
+        return {"tells": self.tells}, {"genome": self.genome.numpy()}
+
+    def load_state_dict(self, state, arrays):
+        self.tells = int(state["tells"])
+        self.genome = torch.from_numpy(arrays["genome"].copy())
+
+
+def direct():
+    return DirectEncoding((1, 6, 6))
+
+
+# --- the scheduler ---------------------------------------------------------------------------
+def test_ask_concatenates_the_emitters_in_order_and_tell_hands_each_its_slice():
+    enc = direct()
+    first, rest, last = RandomEmitter(enc, 3), RandomEmitter(enc), RandomEmitter(enc, 5)
+    engine = engine_with([first, rest, last])
+    assert engine.shares() == [3, 8, 5]  # the emitter without a batch size fills the population
+    for _ in range(3):
+        genomes = engine.ask()
+        assert torch.equal(genomes, torch.cat([first.asked[-1], rest.asked[-1], last.asked[-1]]))
+        images, log_probs = engine.score(genomes)
+        engine.tell(genomes, images, log_probs)
+        for emitter, rows in ((first, slice(0, 3)), (rest, slice(3, 11)), (last, slice(11, 16))):
+            told_genomes, told_images, told_fitness = emitter.told[-1]
+            assert torch.equal(told_genomes, genomes[rows]) and torch.equal(told_images, images[rows])
+            assert torch.equal(told_fitness, log_probs[rows])
+    assert engine.generation == 3 and engine.evaluations == 48
+
+
+def test_emitters_without_a_batch_size_share_the_rest_and_sizes_must_fit():
+    enc = direct()
+    engine = engine_with([RandomEmitter(enc), RandomEmitter(enc, 3), RandomEmitter(enc)], population=16)
+    assert engine.shares() == [7, 3, 6]  # 13 left: the first filler gets the odd one
+    with pytest.raises(ValueError, match="do not fit"):
+        engine_with([RandomEmitter(enc, 10), RandomEmitter(enc, 10)], population=16).shares()
+    with pytest.raises(ValueError, match="do not fit"):
+        engine_with([RandomEmitter(enc, 10)], population=16).shares()  # nobody fills the other 6
+    with pytest.raises(ValueError, match="not both"):
+        Engine(enc, BatchEvaluator(bright_classifier(), "cpu"), ClassArchive(K, enc), 16,
+               np.random.default_rng(0), selection="lagging", emitters=[RandomEmitter(enc)])
+
+
+def test_tell_needs_the_last_ask():
+    engine = engine_with([MutationEmitter(direct())])
+    genomes = engine.ask()
+    images, log_probs = engine.score(genomes)
+    with pytest.raises(ValueError, match="last ask"):
+        engine.tell(genomes[:8], images[:8], log_probs[:8])
+    genomes = engine.ask()
+    engine.tell(genomes, *engine.score(genomes))
+    with pytest.raises(ValueError, match="last ask"):  # each ask is told once
+        engine.tell(genomes, *engine.score(genomes))
+
+
+def test_a_custom_emitter_plugs_in_and_its_offspring_enter_the_archive():
+    enc = direct()
+    white = torch.full((1, 6, 6), 255, dtype=torch.uint8)
+    constant = ConstantEmitter(enc, white, 2)
+    engine = engine_with([MutationEmitter(enc, LaggingSelector()), constant])
+    for _ in range(5):
+        rec = engine.step()
+    # Class 0's best possible image came from the custom emitter in generation 1 and stays.
+    assert torch.equal(engine.archive.genomes[0], white) and torch.equal(engine.archive.images[0], white)
+    assert int(engine.archive.generation[0]) == 1
+    assert constant.tells == 5 and rec["evaluations"] == 5 * 16
+    assert engine.config() == {"emitters": [{"type": "mutation", **LaggingSelector().config()},
+                                            {"type": "constant"}]}
+
+
+def test_a_run_of_random_genomes_only_works():
+    enc = direct()
+    engine = engine_with([RandomEmitter(enc)])
+    for _ in range(3):
+        engine.step()
+    assert len(engine.archive.occupied) == K and engine.generation == 3
+
+
+def test_a_step_recombination_emitter_needs_its_source_listed_before_it():
+    enc = direct()
+    mutation = MutationEmitter(enc)
+    recombination = StepRecombinationEmitter(enc, mutation, 16)
+    with pytest.raises(ValueError, match="not listed before"):
+        engine_with([recombination, mutation])
+    with pytest.raises(ValueError, match="not listed before"):
+        engine_with([MutationEmitter(enc), recombination])
+    assert engine_with([mutation, recombination]).recombination is recombination.recombination
+
+
+# --- the mutation emitter ------------------------------------------------------------------------
+def test_mutation_emitter_is_random_at_first_then_keeps_the_lineage_of_its_children():
+    enc = direct()
+    mutation = MutationEmitter(enc)
+    engine = engine_with([mutation])
+    engine.step()
+    assert mutation.lineage is None  # random genomes have no parents
+    genomes = engine.ask()
+    images, log_probs = engine.score(genomes)
+    champions = engine.archive.genomes.clone()
+    engine.tell(genomes, images, log_probs)
+    lineage = mutation.lineage
+    assert torch.equal(lineage.parents, champions[lineage.classes])  # the champions before the update
+    assert torch.equal(lineage.children, genomes) and torch.equal(lineage.fitness, log_probs)
+
+
+def test_mutation_emitter_asked_for_nothing_draws_nothing():
+    enc = direct()
+    archive = ClassArchive(K, enc)
+    rng = np.random.default_rng(0)
+    before = rng.bit_generator.state
+    assert len(MutationEmitter(enc).ask(archive, 0, rng, 1)) == 0
+    assert rng.bit_generator.state == before
+
+
+# --- selectors ---------------------------------------------------------------------------------
+def test_uniform_selector_draws_only_occupied_cells():
+    archive = ClassArchive(K, direct())
+    archive.log_probs[:] = torch.tensor([-1.0, -torch.inf, -2.0, -torch.inf], dtype=torch.float64)
+    picks = UniformSelector().select(archive, 20_000, np.random.default_rng(0))
+    assert set(np.unique(picks)) == {0, 2}
+    assert abs(np.mean(picks == 0) - 0.5) < 0.02
+
+
+def test_lagging_selector_gives_three_quarters_to_lagging_cells_and_keeps_a_uniform_share():
+    archive = ClassArchive(K, direct())
+    # Cells 0 and 1 fooled (log p = 0 → confidence 1), 2 and 3 lagging.
+    archive.log_probs[:] = torch.tensor([0.0, 0.0, -1.0, -2.0], dtype=archive.log_probs.dtype)
+    n = 4000
+    parents = LaggingSelector(focus_below=0.9999).select(archive, n, np.random.default_rng(1))
+    n_all = int(round(LAGGING_UNIFORM_SHARE * n))
+    assert LAGGING_UNIFORM_SHARE == 0.25
+    assert np.isin(parents[:n - n_all], [2, 3]).all()           # the lagging part
+    counts = np.bincount(parents[n - n_all:], minlength=4)      # the uniform part: every cell
+    assert counts.min() > 0.2 * n_all and counts.max() < 0.3 * n_all
+    # Once every cell is above the threshold, all parents are uniform over all cells.
+    archive.log_probs[:] = 0.0
+    counts = np.bincount(LaggingSelector().select(archive, n, np.random.default_rng(2)), minlength=4)
+    assert counts.min() > 0.2 * n
+
+
+def test_make_selector_knows_the_selections():
+    assert SELECTIONS == ("uniform", "lagging")
+    assert isinstance(make_selector("uniform"), UniformSelector)
+    lagging = make_selector("lagging", focus_below=0.5)
+    assert isinstance(lagging, LaggingSelector) and lagging.focus_below == 0.5
+    with pytest.raises(ValueError, match="unknown selection"):
+        make_selector("best")
+
+
+# --- state ---------------------------------------------------------------------------------------
+def json_round_trip(emitter):
+    state, arrays = emitter.state_dict()
+    return json.loads(json.dumps(state)), {k: np.array(v) for k, v in arrays.items()}
+
+
+def test_mutation_emitter_state_round_trips():
+    enc = direct()
+    archive = ClassArchive(K, enc)
+    archive.update(enc.random(8, np.random.default_rng(0)), enc.random(8, np.random.default_rng(0)),
+                   torch.randn(8, K, dtype=torch.float64), 1)
+    a, b = MutationEmitter(enc, LaggingSelector(0.5)), MutationEmitter(enc, LaggingSelector(0.5))
+    state, arrays = json_round_trip(a)
+    assert (state, arrays) == ({}, {})  # nothing carries over between generations
+    b.load_state_dict(state, arrays)
+    asked = [e.ask(archive, 10, np.random.default_rng(3), 2) for e in (a, b)]
+    assert torch.equal(*asked)
+
+
+def test_step_recombination_emitter_state_round_trips():
+    enc = direct()
+    a = StepRecombinationEmitter(enc, MutationEmitter(enc), 16, StepRecombination(scales=(2.0,)))
+    b = StepRecombinationEmitter(enc, MutationEmitter(enc), 16, StepRecombination(scales=(2.0,)))
+    b.pending = torch.zeros(1, 1, 6, 6, dtype=torch.uint8)
+    b.load_state_dict(*json_round_trip(a))  # nothing pending
+    assert b.pending is None and b.batch_size == 0
+    a.pending = torch.randint(0, 256, (3, 1, 6, 6), dtype=torch.uint8)
+    b.load_state_dict(*json_round_trip(a))
+    assert b.batch_size == 3 and torch.equal(a.pending, b.pending)
+    archive = ClassArchive(K, enc)
+    assert torch.equal(b.ask(archive, 3, np.random.default_rng(0), 1), a.pending)
+    with pytest.raises(ValueError, match="waiting"):
+        b.ask(archive, 2, np.random.default_rng(0), 1)
+
+
+def test_engine_state_holds_each_emitters_state_and_restores_an_identical_future():
+    def make(seed):
+        enc = direct()
+        mutation = MutationEmitter(enc, LaggingSelector())
+        emitters = [mutation, StepRecombinationEmitter(enc, mutation, 32, StepRecombination(min_offspring=2)),
+                    ConstantEmitter(enc, torch.zeros(1, 6, 6, dtype=torch.uint8), 1)]
+        return engine_with(emitters, population=32, seed=seed)
+
+    a = make(5)
+    for _ in range(3):
+        a.step()
+    state, arrays = a.state_dict()
+    state = json.loads(json.dumps(state))
+    assert [e["type"] for e in state["emitters"]] == ["mutation", "step_recombination", "constant"]
+    assert state["emitters"][2]["state"] == {"tells": 3} and "emitters.2.genome" in arrays
+    pending = a.emitters[1].batch_size
+    assert pending > 0 and state["emitters"][1]["state"] == {"pending": pending}
+    b = make(99)
+    b.load_state_dict(state, arrays)
+    assert b.emitters[2].tells == 3 and torch.equal(b.emitters[1].pending, a.emitters[1].pending)
+    for _ in range(3):
+        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    assert torch.equal(a.archive.images, b.archive.images)
+    assert torch.equal(a.archive.log_probs, b.archive.log_probs)
+    # A checkpoint of other emitters, or of an engine from before emitters, does not load.
+    with pytest.raises(ValueError, match="emitters"):
+        engine_with([MutationEmitter(direct())], population=32).load_state_dict(state, arrays)
+    old = {k: v for k, v in state.items() if k != "emitters"}
+    with pytest.raises(ValueError, match="predates emitters"):
+        make(0).load_state_dict(old, arrays)
