@@ -1,17 +1,25 @@
-"""Engine throughput and speed-to-target on the embedded MNIST LeNet.
+"""Engine throughput and speed-to-target, against the fastest runtime's bare forward pass.
 
-Measures in ONE process:
-  (a) bare forward images/s of the model at the run's batch size,
-  (b) engine evaluations/s over a full run (vary + render + one forward pass + archive update + stats),
-      (a) and (b) interleaved, one bare pass per generation, so machine drift hits both alike,
-  (c) a naive DEAP loop: DEAP's own mutPolynomialBounded on list genomes and one
-      ``toolbox.evaluate`` (batch-1 forward pass) per individual,
-and prints the ratios b/a and b/c; then, for seeds 0-4, the generations and seconds until
-every class is at >= 99.99 % (the median is what the issue's target refers to).
+Measures in ONE process, for each engine runtime (``--runtimes``: the evaluator scores
+with torch, or with ONNX Runtime as ``--runtime auto`` does on the CPU):
+  (a) bare forward images/s of the model at the run's batch size on EACH runtime: torch
+      eager ``module(preprocess(x))`` and its ONNX export run by ONNX Runtime,
+  (b) engine evaluations/s over a run (vary + render + one scoring pass + archive update + stats),
+      (a) and (b) interleaved, one bare pass of each runtime per generation (order
+      alternating), so machine drift hits all of them alike,
+  (c) a naive DEAP loop: DEAP's own mutPolynomialBounded on list genomes and one batch-1
+      forward pass (torch) per individual,
+and prints a table per engine runtime: b, b ÷ the fastest bare forward (what is left to
+gain), b ÷ the torch eager forward; then, for seeds 0-4, the generations and seconds
+until every class is at >= 99.99 % (the median is what the issue's target refers to).
 
-    python benchmarks/engine.py [--population 200] [--generations 200] [--seeds 0 1 2 3 4]
-                                [--throughput-generations 600]
+    python benchmarks/engine.py [--model lenet-mnist] [--encoding direct] [--population 200]
+                                [--runtimes torch onnxruntime] [--generations 200]
+                                [--seeds 0 1 2 3 4] [--throughput-generations 600]
                                 [--param eta=15 ...] [--selection uniform] [--recombine off]
+
+Photo models: ``--model efficientnet-lite0 --encoding cppn --population 100
+--throughput-generations 8 --naive-generations 0 --seeds``.
 """
 
 from __future__ import annotations
@@ -30,9 +38,11 @@ from evofool.archive import ClassArchive
 from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.engine import Engine
-from evofool.evaluator import BatchEvaluator
+from evofool.evaluator import forward_chunk, stable_log_softmax
 from evofool.job import make_recombination
 from evofool.models import load_model
+from evofool.scoring import build_scoring
+from forward import RUNTIMES, bare_forwards  # benchmarks/forward.py, beside this script
 
 # DEAP's creator classes live at module level, made once (never inside functions).
 creator.create("FitnessMaxBench", base.Fitness, weights=(1.0,))
@@ -50,34 +60,39 @@ def make_engine(model, evaluator, encoding_name, params, population, seed) -> En
 
 
 def engine_and_bare_throughput(model, evaluator, encoding, params, population, generations,
-                               seed=0) -> tuple[float, float]:
-    """(bare forward images/s, engine evaluations/s), measured interleaved.
+                               seed=0) -> tuple[dict[str, float], float]:
+    """({runtime: bare forward images/s}, engine evaluations/s), measured interleaved.
 
-    Each engine generation (select + vary + render + one forward pass + archive update +
-    statistics) is paired with one bare forward pass of the plain model on a batch of the
-    same size (inference mode, preprocessing included, no softmax work), so both see the
-    same machine: on a shared 2-core VM, measuring one after the other lets drift of
-    ±10 % into the ratio.
+    Each engine generation (select + vary + render + one scoring pass + archive update +
+    statistics) is paired with one bare forward pass of the plain model on each runtime
+    over a population of random images, in that runtime's fixed chunks as the evaluator
+    sends them (``forward_chunk``: its fastest exact shape; preprocessing included, no
+    softmax work, no checks), so all see the same machine: on a shared 2-core VM,
+    measuring one after the other lets drift of ±10 % into the ratios.
     """
     engine = make_engine(model, evaluator, encoding, params, population, seed)
     engine.step()  # warm-up generation (allocations, first-call overheads)
-    x = torch.rand(population, *evaluator.classifier.input_shape)
-    module, pre = evaluator.classifier.module, evaluator.classifier.preprocess
+    cpu = torch.device("cpu")
+    chunks = {name: forward_chunk(model.input_shape, cpu, runtime=name) for name in RUNTIMES}
+    bare_calls = bare_forwards(model, population, cpu, chunks=chunks)
+    names = list(bare_calls)
     with torch.inference_mode():
-        for _ in range(5):
-            module(pre(x))
-    bare = steps = 0.0
-    for _ in range(generations - 1):
-        t0 = time.perf_counter()
+        for call in bare_calls.values():
+            for _ in range(3):
+                call()
+    bare = dict.fromkeys(names, 0.0)
+    steps = 0.0
+    for g in range(generations - 1):
         with torch.inference_mode():
-            module(pre(x))
+            for name in (names if g % 2 == 0 else names[::-1]):
+                t0 = time.perf_counter()
+                bare_calls[name]()
+                bare[name] += time.perf_counter() - t0
         t1 = time.perf_counter()
         engine.step()
-        t2 = time.perf_counter()
-        bare += t1 - t0
-        steps += t2 - t1
+        steps += time.perf_counter() - t1
     n = (generations - 1) * population
-    return n / bare, n / steps
+    return {name: n / t for name, t in bare.items()}, n / steps
 
 
 def time_to_target(model, evaluator, encoding, params, population, max_generations, seed,
@@ -91,7 +106,7 @@ def time_to_target(model, evaluator, encoding, params, population, max_generatio
     return None, time.perf_counter() - t
 
 
-def naive_deap(model, evaluator, population, generations, seed=0) -> float:
+def naive_deap(model, population, generations, seed=0) -> float:
     """evaluations/s of a textbook DEAP loop: per-individual evaluate, DEAP's mutation."""
     random.seed(seed)
     n_genes = int(np.prod(model.input_shape))
@@ -101,9 +116,12 @@ def naive_deap(model, evaluator, population, generations, seed=0) -> float:
     toolbox.register("individual", tools.initRepeat, creator.IndividualBench, toolbox.attr, n_genes)
     toolbox.register("mutate", tools.mutPolynomialBounded, eta=15.0, low=0.0, up=1.0, indpb=0.1)
 
-    def evaluate(ind):
+    module, pre = model.module, model.preprocess
+
+    def evaluate(ind):  # one image through the model: no chunk padding, as a textbook loop does
         x = torch.tensor(ind, dtype=torch.float32).view(1, *shape)
-        return (evaluator.log_probs(x)[0],)
+        with torch.inference_mode():
+            return (stable_log_softmax(module(pre(x)))[0],)
 
     toolbox.register("evaluate", evaluate)
     champions: dict[int, list] = {}
@@ -138,7 +156,9 @@ def main() -> None:
     ap.add_argument("--param", action="append", default=[], help="encoding parameter NAME=VALUE")
     ap.add_argument("--selection", default=RunConfig().selection, choices=["lagging", "uniform"])
     ap.add_argument("--recombine", default=RunConfig().recombine, help="auto, off or step lengths 2,4,8,16")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
+                    help="engine runtimes to measure (the seeds runs use the last one)")
+    ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: torch's)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
@@ -150,15 +170,26 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = load_model(args.model)
-    evaluator = BatchEvaluator(model, device="cpu")
+    evaluators = {name: build_scoring(model, device="cpu", runtime=name)[1] for name in args.runtimes}
     out: dict = {"model": args.model, "encoding": args.encoding, "population": args.population,
-                 "params": params, "selection": SELECTION, "recombine": RECOMBINE, "threads": torch.get_num_threads()}
+                 "params": params, "selection": SELECTION, "recombine": RECOMBINE, "threads": torch.get_num_threads(),
+                 "bare_chunks": {name: forward_chunk(model.input_shape, torch.device("cpu"), runtime=name)
+                                 for name in RUNTIMES},
+                 "chunks": {name: e.chunk for name, e in evaluators.items()}, "runtimes": {}}
     if not args.skip_throughput:
-        a, b = engine_and_bare_throughput(model, evaluator, args.encoding, params, args.population,
-                                          args.throughput_generations)
-        c = naive_deap(model, evaluator, args.population, args.naive_generations)
-        out.update(bare_forward_per_s=a, engine_evals_per_s=b, naive_deap_evals_per_s=c,
-                   engine_over_bare=b / a, engine_over_naive=b / c)
+        for name, evaluator in evaluators.items():
+            bare, b = engine_and_bare_throughput(model, evaluator, args.encoding, params, args.population,
+                                                 args.throughput_generations)
+            fastest = max(bare, key=bare.get)
+            out["runtimes"][name] = {"engine_evals_per_s": b, "bare_forward_per_s": bare, "fastest_bare": fastest,
+                                     "engine_over_fastest_bare": b / bare[fastest],
+                                     "engine_over_torch_bare": b / bare["torch"]}
+        if args.naive_generations:
+            c = naive_deap(model, args.population, args.naive_generations)
+            out["naive_deap_evals_per_s"] = c
+            for row in out["runtimes"].values():
+                row["engine_over_naive"] = row["engine_evals_per_s"] / c
+    evaluator = evaluators[args.runtimes[-1]]
     runs = [time_to_target(model, evaluator, args.encoding, params, args.population, args.generations, s)
             for s in args.seeds]
     out["seeds"] = {s: {"generations": g, "seconds": round(t, 3)} for s, (g, t) in zip(args.seeds, runs)}
@@ -169,14 +200,24 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"model {args.model}, encoding {args.encoding}, population {args.population}, "
-          f"params {params}, selection {SELECTION}, recombine {RECOMBINE}, torch threads {out['threads']}")
-    if not args.skip_throughput:
-        print(f"(a) bare forward           {out['bare_forward_per_s']:10.0f} images/s (batch {args.population})")
-        print(f"(b) engine                 {out['engine_evals_per_s']:10.0f} evaluations/s")
-        print(f"(c) naive DEAP loop        {out['naive_deap_evals_per_s']:10.0f} evaluations/s")
-        print(f"b/a = {out['engine_over_bare']:.3f}   b/c = {out['engine_over_naive']:.1f}")
-    print("seed  generations to all >= 99.99 %   seconds")
+    print(f"model {args.model}, encoding {args.encoding}, population {args.population} (chunks {out['chunks']}), "
+          f"params {params}, selection {SELECTION}, recombine {RECOMBINE}, {out['threads']} threads, "
+          f"{args.throughput_generations - 1} interleaved generations")
+    for name, row in out["runtimes"].items():
+        bare = row["bare_forward_per_s"]
+        print(f"\nengine scoring with {name}")
+        for runtime_name, rate in bare.items():
+            print(f"(a) bare forward, {runtime_name:<12} {rate:10.1f} images/s "
+                  f"({args.population} images in chunks of {out['bare_chunks'][runtime_name]})")
+        print(f"(b) engine                      {row['engine_evals_per_s']:10.1f} evaluations/s")
+        print(f"b ÷ fastest bare ({row['fastest_bare']}) = {row['engine_over_fastest_bare']:.3f}   "
+              f"b ÷ torch eager bare = {row['engine_over_torch_bare']:.3f}"
+              + (f"   b ÷ naive DEAP = {row['engine_over_naive']:.1f}" if "engine_over_naive" in row else ""))
+    if "naive_deap_evals_per_s" in out:
+        print(f"(c) naive DEAP loop (torch, batch 1) {out['naive_deap_evals_per_s']:10.1f} evaluations/s")
+    if not args.seeds:
+        return
+    print(f"seed  generations to all >= 99.99 %   seconds  ({args.runtimes[-1]})")
     for s, r in out["seeds"].items():
         print(f"{s:4d}  {str(r['generations']):>28}   {r['seconds']:7.2f}")
     if "median_generations" in out:

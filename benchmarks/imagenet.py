@@ -2,15 +2,19 @@
 
 For each device (the CPU, and CUDA when available) and each encoding (direct, cppn),
 measures in ONE process:
-  (a) bare forward images/s of the model at the run's batch size (preprocessing included),
+  (a) bare forward images/s of the model on the run's population (preprocessing included)
+      on each runtime that device has (CPU: torch eager and ONNX Runtime; CUDA: torch),
+      in that runtime's fixed chunks as the evaluator sends them (``forward_chunk``),
   (b) engine evaluations/s over ``--generations`` generations (the first, random one, is a
       warm-up and not counted): select + vary + render + one forward pass + archive update,
-and prints b/a and where a generation's time goes (vary, render, forward, archive update):
-the render share is what the CPPN costs on top of the model.
+      scoring with ``--runtime`` (as ``evofool run --runtime``; default auto),
+and prints b/a (a: the fastest runtime's bare forward) and where a generation's time goes
+(vary, render, forward, archive update): the render share is what the CPPN costs on top
+of the model.
 
     python benchmarks/imagenet.py [--population 100] [--generations 5] [--devices cpu cuda]
                                   [--encodings direct cppn] [--crops 1|10] [--json]
-                                  [--extrapolate 5000]
+                                  [--runtime auto|torch|onnxruntime] [--extrapolate 5000]
 
 ``--extrapolate N`` adds the wall time of an N-generation run at the measured seconds per
 generation (the paper's ImageNet schedule: ``--population 400 --extrapolate 5000``).
@@ -33,9 +37,12 @@ import torch
 from evofool.archive import ClassArchive
 from evofool.encodings import make_encoding
 from evofool.engine import Engine
-from evofool.evaluator import BatchEvaluator
+from evofool.evaluator import BatchEvaluator, forward_chunk
 from evofool.models import load_model
 from evofool.models.base import Classifier
+from evofool.runtime import RUNTIMES
+from evofool.scoring import build_scoring
+from forward import bare_forwards  # benchmarks/forward.py, beside this script
 
 PHASES = ("vary", "render", "forward", "update")
 
@@ -46,20 +53,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_forward(classifier: Classifier, device: torch.device, batch: int, repeats: int) -> float:
-    """Images/s of the plain module on ``batch`` random images (inference mode, no softmax)."""
-    x = torch.rand(batch, *classifier.input_shape, device=device)
-    module, pre = classifier.module, classifier.preprocess
-    times = []
+def bare_forward(classifier: Classifier, device: torch.device, batch: int, repeats: int,
+                 max_batch: int) -> dict[str, float]:
+    """Runtime -> images/s of the plain scoring function on ``batch`` random images in that
+    runtime's fixed chunks, padded as the evaluator pads them (inference mode, no softmax),
+    the runtimes timed in turn within each repeat."""
+    runtimes = ("torch", "onnxruntime") if device.type == "cpu" else ("torch",)
+    chunks = {name: forward_chunk(classifier.input_shape, device, max_batch, name) for name in runtimes}
+    calls = bare_forwards(classifier, batch, device, runtimes, chunks)
+    times: dict[str, list[float]] = {name: [] for name in calls}
     with torch.inference_mode():
-        module(pre(x))  # warm-up: allocations, kernel selection
+        for call in calls.values():
+            call()  # warm-up: allocations, kernel selection
         sync(device)
         for _ in range(repeats):
-            start = time.perf_counter()
-            module(pre(x))
-            sync(device)
-            times.append(time.perf_counter() - start)
-    return batch / statistics.median(times)
+            for name, call in calls.items():
+                start = time.perf_counter()
+                call()
+                sync(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: batch / statistics.median(t) for name, t in times.items()}
 
 
 def timed(totals: dict[str, float], phase: str, fn: Callable, device: torch.device) -> Callable:
@@ -82,19 +95,22 @@ def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name:
     archive = ClassArchive(classifier.num_classes, encoding, device)
     engine = Engine(encoding, evaluator, archive, population, np.random.default_rng(seed))
     totals: dict[str, float] = defaultdict(float)
-    # Instance attributes shadow the methods Engine.step calls, so every phase is timed.
+    # Instance attributes shadow the methods a generation calls, so every phase is timed.
     engine.ask = timed(totals, "vary", engine.ask, device)
     engine.tell = timed(totals, "update", engine.tell, device)
-    engine.toolbox.register("render", timed(totals, "render", encoding.render, device))
-    engine.toolbox.register("evaluate", timed(totals, "forward", evaluator.log_probs, device))
-    engine.step()  # warm-up generation (random genomes, first-call overheads)
-    totals.clear()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(generations - 1):
-        engine.step()
-    sync(device)
-    wall = time.perf_counter() - start
+    encoding.render = timed(totals, "render", encoding.render, device)
+    evaluator.log_probs = timed(totals, "forward", evaluator.log_probs, device)
+    try:
+        engine.step()  # warm-up generation (random genomes, first-call overheads)
+        totals.clear()
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(generations - 1):
+            engine.step()
+        sync(device)
+        wall = time.perf_counter() - start
+    finally:
+        del evaluator.log_probs  # the evaluator is shared by the next encoding's run
     evaluations = (generations - 1) * population
     return {"engine_evals_per_s": evaluations / wall, "seconds": wall,
             "seconds_per_generation": wall / (generations - 1),
@@ -118,6 +134,7 @@ def main() -> None:
     ap.add_argument("--devices", nargs="*", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--crops", type=int, choices=(1, 10), default=1, help="10: the original's 10-crop scoring")
     ap.add_argument("--max-batch", type=int, default=1024)
+    ap.add_argument("--runtime", default="auto", choices=RUNTIMES, help="what the engine scores with")
     ap.add_argument("--repeats", type=int, default=5, help="timed bare forward passes (median taken)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     ap.add_argument("--extrapolate", type=int, default=None, metavar="N",
@@ -133,12 +150,14 @@ def main() -> None:
         if args.crops == 10:
             from evofool.crops import TenCropClassifier
             classifier = TenCropClassifier.wrap(classifier)
-        evaluator = BatchEvaluator(classifier, device=device, max_batch=args.max_batch)
-        bare = bare_forward(classifier, device, args.population, args.repeats)
+        _, evaluator = build_scoring(classifier, device=device, max_batch=args.max_batch, runtime=args.runtime)
+        bare = bare_forward(classifier, device, args.population, args.repeats, args.max_batch)
+        fastest = max(bare, key=bare.get)
         for name in args.encodings:
             row = engine_run(classifier, evaluator, name, device, args.population, args.generations)
-            row.update(device=str(device), encoding=name, bare_forward_per_s=bare,
-                       engine_over_bare=row["engine_evals_per_s"] / bare)
+            row.update(device=str(device), encoding=name, runtime=evaluator.runtime, bare_forward_per_s=bare[fastest],
+                       bare_runtime=fastest, bare_forward_by_runtime=bare,
+                       engine_over_bare=row["engine_evals_per_s"] / bare[fastest])
             if args.extrapolate:
                 row["extrapolated_minutes"] = args.extrapolate * row["seconds_per_generation"] / 60
             results.append(row)
@@ -152,10 +171,11 @@ def main() -> None:
     print(f"model {args.model}, population {args.population}, {args.generations - 1} timed generations, "
           f"crops {args.crops}, torch {torch.__version__}, {out['threads']} CPU threads"
           + (f", GPU {out['gpu']}" if out["gpu"] else ""))
-    print(f"{'device':<7} {'encoding':<8} {'bare img/s':>10} {'engine ev/s':>11} {'b/a':>6} {'s/gen':>7}  "
-          + "  ".join(f"{p:>7}" for p in PHASES))
+    print(f"{'device':<7} {'encoding':<8} {'runtime':<11} {'bare':<11} {'bare img/s':>10} {'engine ev/s':>11} "
+          f"{'b/a':>6} {'s/gen':>7}  " + "  ".join(f"{p:>7}" for p in PHASES))
     for r in results:
-        print(f"{r['device']:<7} {r['encoding']:<8} {r['bare_forward_per_s']:10.1f} {r['engine_evals_per_s']:11.1f} "
+        print(f"{r['device']:<7} {r['encoding']:<8} {r['runtime']:<11} {r['bare_runtime']:<11} "
+              f"{r['bare_forward_per_s']:10.1f} {r['engine_evals_per_s']:11.1f} "
               f"{r['engine_over_bare']:6.3f} {r['seconds_per_generation']:7.2f}  "
               + "  ".join(f"{r['share'][p]:7.1%}" for p in PHASES))
     if args.extrapolate:

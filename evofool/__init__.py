@@ -13,3 +13,14 @@ import os
 os.environ.setdefault("MKL_CBWR", "AVX2,STRICT")
 
 __version__ = "0.1.0"
+
+__all__ = ["RunResult", "evolve", "load_run"]
+
+
+def __getattr__(name: str):
+    """``evofool.evolve`` / ``load_run`` / ``RunResult``, imported on first use (keeps ``import evofool`` light)."""
+    if name in __all__:
+        from evofool import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'evofool' has no attribute {name!r}")

@@ -6,33 +6,42 @@ import numpy as np
 import torch
 
 from evofool.encodings.base import Encoding, Genomes
+from evofool.models.outputs import FITNESS_KINDS, LOG_PROB, SCORE
+
+
+# The checkpoint array holding the fitness: its name predates unit runs, and checkpoints
+# written since the first release must keep resuming.
+FITNESS_ARRAY = "archive.log_probs"
 
 
 class ClassArchive:
     """One elite per class: its genome, image, fitness and the generation it was found.
 
-    Fitness is the class's float64 log-probability (see
-    ``evofool.evaluator.stable_log_softmax``): comparing on it lets champions keep
-    improving after the softmax probability rounds to 1.0. Confidence, as reported,
-    is the probability.
+    ``fitness`` (``K`` float64, ``-inf`` for empty cells) is what champions compete on:
+    for classes (``fitness_kind == "log_prob"``) the float64 log-probability (see
+    ``evofool.models.outputs.stable_log_softmax``), which lets champions keep improving
+    after the softmax probability rounds to 1.0, and whose reported confidence is the
+    probability; for units of activation maximisation (``"score"``) the raw activation,
+    reported as it is.
 
     Args:
         num_classes: Number of cells K.
         encoding: The encoding whose genomes are stored.
         device: Where the fitness and image tensors live.
-        fitness: ``log_prob`` (classes; confidence = exp(fitness)) or ``score`` (units of
-            activation maximisation; the reported value is the raw score).
+        fitness_kind: ``log_prob`` or ``score`` (``evofool.models.outputs.fitness_kind``).
+        fitness: The old name of ``fitness_kind``, still accepted (``build_engine`` passes it).
     """
 
     def __init__(self, num_classes: int, encoding: Encoding, device: torch.device | str = "cpu",
-                 fitness: str = "log_prob") -> None:
-        if fitness not in ("log_prob", "score"):
-            raise ValueError(f"fitness must be 'log_prob' or 'score', not {fitness!r}")
-        self.fitness = fitness
+                 fitness_kind: str = LOG_PROB, *, fitness: str | None = None) -> None:
+        fitness_kind = fitness if fitness is not None else fitness_kind
+        if fitness_kind not in FITNESS_KINDS:
+            raise ValueError(f"fitness_kind must be 'log_prob' or 'score', not {fitness_kind!r}")
+        self.fitness_kind = fitness_kind
         self.num_classes = int(num_classes)
         self.encoding = encoding
         self.device = torch.device(device)
-        self.log_probs = torch.full((self.num_classes,), -torch.inf, dtype=torch.float64, device=self.device)
+        self.fitness = torch.full((self.num_classes,), -torch.inf, dtype=torch.float64, device=self.device)
         self.generation = torch.full((self.num_classes,), -1, dtype=torch.int64, device=self.device)
         self.images = torch.zeros((self.num_classes, *encoding.image_shape), dtype=torch.uint8,
                                   device=self.device)
@@ -40,25 +49,33 @@ class ClassArchive:
 
     # --- queries ------------------------------------------------------------------
     @property
+    def log_probs(self) -> torch.Tensor:
+        """``fitness`` by its old name (the engine's tests and benchmarks/ray.py read it)."""
+        return self.fitness
+
+    @property
+    def is_probability(self) -> bool:
+        """Whether the reported values are probabilities (classes), not raw scores (units)."""
+        return self.fitness_kind == LOG_PROB
+
+    @property
     def occupied(self) -> np.ndarray:
         """Indices of classes that have a champion (sorted)."""
-        return torch.nonzero(torch.isfinite(self.log_probs)).flatten().cpu().numpy()
+        return torch.nonzero(torch.isfinite(self.fitness)).flatten().cpu().numpy()
 
     def confidences(self) -> np.ndarray:
-        """Champion probability per class (0 for empty cells), float64.
-
-        For ``fitness="score"`` archives: the raw score (``-inf`` for empty cells).
-        """
-        if self.fitness == "score":
-            return self.log_probs.cpu().numpy().copy()
-        return torch.exp(self.log_probs).cpu().numpy()
+        """What is reported per cell, float64: the champion's probability (0 for empty cells),
+        or for a ``score`` archive the raw score itself (``-inf`` for empty cells)."""
+        if self.fitness_kind == SCORE:
+            return self.fitness.cpu().numpy().copy()
+        return torch.exp(self.fitness).cpu().numpy()
 
     def genomes_of(self, classes: np.ndarray) -> Genomes:
         """The champions' genomes of ``classes`` (indices may repeat)."""
         return self.encoding.take(self.genomes, np.asarray(classes, dtype=np.int64))
 
     # --- update -----------------------------------------------------------------------
-    def update(self, genomes: Genomes, images: torch.Tensor, log_probs: torch.Tensor,
+    def update(self, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
                generation: int) -> np.ndarray:
         """Adds a scored batch: each offspring takes every cell where it beats the champion.
 
@@ -68,21 +85,21 @@ class ClassArchive:
         Args:
             genomes: The batch's genomes (B of them).
             images: Their rendered images, ``B×C×H×W`` uint8.
-            log_probs: ``B×K`` log-probabilities.
+            fitness: ``B×K`` fitness (log-probabilities, or scores).
             generation: The generation the batch belongs to.
 
         Returns:
             The classes whose champion changed, sorted.
         """
-        if log_probs.shape[0] == 0:
+        if fitness.shape[0] == 0:
             return np.empty(0, dtype=np.int64)
-        best, who = log_probs.to(self.device, torch.float64).max(dim=0)
-        improved = best > self.log_probs
+        best, who = fitness.to(self.device, torch.float64).max(dim=0)
+        improved = best > self.fitness
         cells = torch.nonzero(improved).flatten()
         if cells.numel() == 0:
             return np.empty(0, dtype=np.int64)
         winners = who[cells]
-        self.log_probs[cells] = best[cells]
+        self.fitness[cells] = best[cells]
         self.generation[cells] = generation
         self.images[cells] = images[winners.to(images.device)].to(self.device)
         cells_np = cells.cpu().numpy()
@@ -94,7 +111,7 @@ class ClassArchive:
         """Everything in the archive as named NumPy arrays (genomes packed by the encoding)."""
         slots = self.occupied
         out = {
-            "archive.log_probs": self.log_probs.cpu().numpy(),
+            FITNESS_ARRAY: self.fitness.cpu().numpy(),
             "archive.generation": self.generation.cpu().numpy(),
             "archive.images": self.images.cpu().numpy(),
         }
@@ -108,14 +125,14 @@ class ClassArchive:
         Raises:
             ValueError: where the arrays do not fit this archive.
         """
-        log_probs = np.asarray(arrays["archive.log_probs"])
+        fitness = np.asarray(arrays[FITNESS_ARRAY])
         generation = np.asarray(arrays["archive.generation"])
         images = np.asarray(arrays["archive.images"])
-        if log_probs.shape != (self.num_classes,) or log_probs.dtype != np.float64:
-            raise ValueError(f"archive has {log_probs.shape} fitness values, expected {self.num_classes}")
+        if fitness.shape != (self.num_classes,) or fitness.dtype != np.float64:
+            raise ValueError(f"archive has {fitness.shape} fitness values, expected {self.num_classes}")
         if generation.shape != (self.num_classes,) or images.shape != tuple(self.images.shape):
             raise ValueError("archive arrays do not match the model's classes or image shape")
-        self.log_probs = torch.from_numpy(log_probs.copy()).to(self.device)
+        self.fitness = torch.from_numpy(fitness.copy()).to(self.device)
         self.generation = torch.from_numpy(generation.astype(np.int64)).to(self.device)
         self.images = torch.from_numpy(images.astype(np.uint8)).to(self.device)
         packed = {k[len("genomes."):]: v for k, v in arrays.items() if k.startswith("genomes.")}

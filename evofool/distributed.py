@@ -34,7 +34,8 @@ from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.encodings.base import Encoding, Genomes
 from evofool.errors import EvofoolError
-from evofool.evaluator import BatchEvaluator
+from evofool.runtime import update_with_weights
+from evofool.scoring import build_scoring
 
 DEFAULT_CPU_WORKERS = 2
 # Sub-batches smaller than this are avoided: on CPU, conv/matmul kernels can pick another
@@ -44,17 +45,6 @@ MIN_SUB_BATCH = 32
 
 
 # --- the worker (a plain class, so it can also be tested without Ray) -----------------------
-
-def load_classifier(config: RunConfig, device: torch.device | str):
-    """The classifier ``config`` scores with, as ``evofool.job.build_engine`` builds it."""
-    from evofool.models import load_model
-
-    classifier = load_model(config.model, device=device)
-    if config.crops != 1:
-        from evofool.crops import TenCropClassifier
-        classifier = TenCropClassifier.wrap(classifier)
-    return classifier
-
 
 def model_fingerprint(classifier) -> str:
     """sha256 of a classifier's weights, class names and input shape (first 16 hex digits).
@@ -66,41 +56,42 @@ def model_fingerprint(classifier) -> str:
     holds another file on some node would otherwise silently change the run.
     """
     h = hashlib.sha256(repr((list(classifier.class_names), tuple(classifier.input_shape))).encode())
-    for name, tensor in sorted(classifier.module.state_dict().items()):
-        h.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     # Modules whose weights live outside torch (an ONNX Runtime session: an empty
     # state_dict) name them by a digest instead, wherever they sit (ensembles, 10-crop).
-    for name, module in classifier.module.named_modules():
-        digest = getattr(module, "weights_digest", None)
-        if callable(digest):
-            h.update(f"|{name}|digest|{digest()}|".encode())
+    update_with_weights(h, classifier.module)
     return h.hexdigest()[:16]
 
 
 class ScoringWorker:
     """Renders and scores sub-batches; holds one model and one encoding for its lifetime.
 
+    Its scoring stack is the driver's: ``build_scoring`` with the run's crops, precision,
+    chunk cap and runtime (the one the run resolved and recorded: a worker that cannot
+    use it fails to start, rather than score other bits).
+
     Args:
         config: ``RunConfig.to_dict()`` of the run.
         device: ``"cpu"`` or ``"cuda"`` (on Ray, the GPU assigned to this actor).
-        threads: Torch intra-op threads (the CPUs Ray reserved for this actor).
+        threads: Torch and ONNX Runtime intra-op threads (the CPUs Ray reserved for this
+            actor, so that co-located workers do not oversubscribe).
     """
 
     def __init__(self, config: dict, device: str = "cpu", threads: int = 1) -> None:
-        # Sized to this actor's CPU share so that co-located workers do not oversubscribe.
-        torch.set_num_threads(max(1, int(threads)))
         cfg = RunConfig.from_dict(config)
         self.device = torch.device(device)
-        classifier = load_classifier(cfg, self.device)
-        self.evaluator = BatchEvaluator(classifier, device=self.device, max_batch=cfg.max_batch)
+        classifier, self.evaluator = build_scoring(cfg.model, device=self.device, crops=cfg.crops,
+                                                   precision=cfg.precision, max_batch=cfg.max_batch,
+                                                   runtime=cfg.runtime, threads=max(1, int(threads)),
+                                                   probe=False)
         self.encoding = make_encoding(cfg.encoding, classifier.input_shape, self.device,
                                       **cfg.encoding_params)
         self.fingerprint = model_fingerprint(classifier)
 
     def ready(self) -> dict:
-        """Who this worker is, once its model is loaded: pid, host, model fingerprint."""
-        return {"pid": os.getpid(), "host": os.uname().nodename, "fingerprint": self.fingerprint}
+        """Who this worker is, once its model is loaded: pid, host, model fingerprint and
+        scoring stack (``BatchEvaluator.record``)."""
+        return {"pid": os.getpid(), "host": os.uname().nodename, "fingerprint": self.fingerprint,
+                "scoring": self.evaluator.record()}
 
     def score(self, tag: int, payload, send_images: bool) -> tuple[int, np.ndarray | None, np.ndarray]:
         """``(tag, images uint8 or None, log_probs float64 B×K)`` of one sub-batch."""
@@ -367,6 +358,11 @@ class RayEvaluator:
             self._warn(f"a Ray worker died while starting ({_first_line(exc)}); starting another")
             self._replace(actor, _first_line(exc))
             return
+        runtime = info.get("scoring", {}).get("runtime")
+        if self.config.runtime != "auto" and runtime != self.config.runtime:
+            ray.kill(actor, no_restart=True)
+            raise EvofoolError(f"the Ray worker on {info['host']} scores with {runtime}, this run with "
+                               f"{self.config.runtime}; install the same evofool on every node")
         if self.fingerprint is not None and info["fingerprint"] != self.fingerprint:
             ray.kill(actor, no_restart=True)
             raise EvofoolError(f"the Ray worker on {info['host']} loaded another model for "

@@ -96,10 +96,19 @@ SMALL_IMAGE_VALUES = 32 * 32 * 3   # up to CIFAR size: cheap images, larger chun
 CPU_CHUNK_SMALL = 100              # LeNet: 100 and 200 run at the same images/s
 CPU_CHUNK_LARGE = 50               # 224x224 photo models: padding one image to 50 costs 1-2 s
 CUDA_CHUNK = 200                   # a GPU wants large batches; still a divisor of 200/400/1000
+# ONNX Runtime (evofool.runtime) on the CPU runs photo models fastest in small batches:
+# EfficientNet-Lite0 at batch 10 vs 50, interleaved, 163 vs 112 images/s on 1 thread and
+# 283 vs 232 on 2 (batch 1-5: about as fast as 10 on 1 thread, slower on 2). LeNet is
+# as fast at 100 as at 10-25 and pays less per-call overhead, so small images keep 100.
+# Its bits did not depend on the chunk at all here (LeNet 10/100, EfficientNet 5/10/50
+# gave the same bits per image, at any position, on 1 or 2 threads); the chunk is fixed
+# all the same, as for torch, so that no other CPU or build can make it matter.
+ONNXRUNTIME_CPU_CHUNK_LARGE = 10
 
 
-def forward_chunk(input_shape, device: torch.device, max_batch: int = 1024) -> int:
-    """The fixed number of images per forward pass for a model of ``input_shape`` on ``device``.
+def forward_chunk(input_shape, device: torch.device, max_batch: int = 1024, runtime: str = "torch") -> int:
+    """The fixed number of images per forward pass for a model of ``input_shape`` on
+    ``device``, scored by ``runtime`` (``torch`` or ``onnxruntime``).
 
     One function for every caller (run, resume, Ray workers, transfer, export --verify,
     classify), so an image gets the same bits wherever it is scored; ``max_batch`` caps it.
@@ -110,8 +119,16 @@ def forward_chunk(input_shape, device: torch.device, max_batch: int = 1024) -> i
         values = 1
         for d in input_shape:
             values *= int(d)
-        natural = CPU_CHUNK_SMALL if values <= SMALL_IMAGE_VALUES else CPU_CHUNK_LARGE
+        large = ONNXRUNTIME_CPU_CHUNK_LARGE if runtime == "onnxruntime" else CPU_CHUNK_LARGE
+        natural = CPU_CHUNK_SMALL if values <= SMALL_IMAGE_VALUES else large
     return max(1, min(int(max_batch), natural))
+
+
+def _scored_by_onnxruntime(classifier: Classifier) -> bool:
+    """An ``onnx:`` model (or a wrapper of one): its module runs an ONNX Runtime session."""
+    from evofool.runtime import scored_outside_torch
+
+    return scored_outside_torch(classifier)
 
 
 @dataclass
@@ -135,6 +152,10 @@ class BatchEvaluator:
             (logits are then taken to float32 and the log-softmax done in float64);
             ``auto``: bfloat16 on a CUDA GPU that has it, float32 elsewhere.
 
+    It scores with torch (``classifier.module(classifier.preprocess(x))``) until
+    ``use_graph`` gives it an exported graph of that function (ONNX Runtime, see
+    ``evofool.scoring.build_scoring``, which picks the runtime); ``runtime`` says which.
+
     Every forward pass gets exactly ``chunk`` images (the last chunk is padded with blank
     images whose scores are dropped), so scores do not depend on how a batch is split.
     Every chunk's output is checked: ``chunk × K`` finite values, else an ``EvofoolError``
@@ -148,9 +169,29 @@ class BatchEvaluator:
         if int(max_batch) < 1:
             raise ValueError("max_batch must be >= 1")
         self.max_batch = forward_chunk(classifier.input_shape, self.device, max_batch)
+        self._torch_chunk = self.max_batch  # the chunk again when a graph is dropped
         self.precision = resolve_precision(precision, self.device)
         self._buffer: torch.Tensor | None = None  # the chunk's float input, reused every call
+        self.graph = None  # an exported scoring function for exactly ``chunk`` images, or None
+        self.runtime = "onnxruntime" if _scored_by_onnxruntime(classifier) else "torch"
         classifier.module.to(self.device).eval()
+
+    def use_graph(self, graph) -> None:
+        """Scores with ``graph`` from now on: an ONNX Runtime module from [0, 1] pixels to raw
+        outputs whose static batch (``graph.fixed_batch``) becomes the chunk; ``None``:
+        torch again, at torch's chunk."""
+        self.graph = graph
+        if graph is None:
+            self.max_batch = self._torch_chunk
+        else:
+            self.max_batch = getattr(graph, "fixed_batch", None) or self.chunk
+        self._buffer = None
+        outside = graph is not None or _scored_by_onnxruntime(self.classifier)
+        self.runtime = "onnxruntime" if outside else "torch"
+
+    def record(self) -> dict:
+        """What scores: runtime, chunk and precision, as a run folder records them."""
+        return {"runtime": self.runtime, "chunk": self.chunk, "precision": self.precision}
 
     @property
     def num_classes(self) -> int:
@@ -197,7 +238,7 @@ class BatchEvaluator:
             try:
                 raw = self._forward(self._chunk_input(part))
             except torch.OutOfMemoryError:
-                if self.chunk == 1:
+                if self.chunk == 1 or self.graph is not None:  # a graph takes its one shape only
                     raise
                 self.max_batch = max(1, self.chunk // 2)
                 self._buffer = None
@@ -219,12 +260,17 @@ class BatchEvaluator:
 
         Draws from its own generator: the run's random streams are untouched.
         """
-        noise = torch.randint(0, 256, (self.chunk, *self.classifier.input_shape), dtype=torch.uint8,
-                              generator=torch.Generator().manual_seed(0))
-        self.log_probs(noise)
+        self.log_probs(self.probe_images())
+
+    def probe_images(self) -> torch.Tensor:
+        """One chunk of uint8 noise, the same every call (seed 0 of its own generator)."""
+        return torch.randint(0, 256, (self.chunk, *self.classifier.input_shape), dtype=torch.uint8,
+                             generator=torch.Generator().manual_seed(0))
 
     def _forward(self, chunk: torch.Tensor) -> torch.Tensor:
         """The model's raw outputs for one chunk of [0, 1] images, at the chosen precision."""
+        if self.graph is not None:
+            return self.graph(chunk)
         if self.precision == "float32":
             return self.classifier.module(self.classifier.preprocess(chunk))
         dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16

@@ -87,25 +87,45 @@ def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = Fal
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
-def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Writes a uint8 ``C×H×W`` tensor (C = 1 or 3, any device) as a PNG.
+def to_pil(image: np.ndarray | torch.Tensor) -> Image.Image:
+    """A uint8 ``C×H×W`` image (C = 1 or 3; an array, or a tensor on any device) as a PIL
+    image (L or RGB): the one conversion every PNG evofool writes goes through.
 
-    The parent folder is created if needed. Pixels are stored exactly (PNG is lossless),
-    so ``load_image`` of the result gives the same tensor back. The file is written as a
-    new temp file renamed over ``path`` (``safefs.save_png_atomic``): never through a link.
+    Raises:
+        ValueError: not a uint8 image of shape 1×H×W or 3×H×W.
+    """
+    if isinstance(image, torch.Tensor):
+        image = image.detach().to("cpu").numpy()
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[0] not in _MODES:
+        raise ValueError(f"a PNG needs a uint8 1×H×W or 3×H×W image, got {image.dtype} {tuple(image.shape)}")
+    return Image.fromarray(np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)))
+
+
+def save_png(image: np.ndarray | torch.Tensor, path: str | Path, *, root: str | Path | None = None) -> Path:
+    """Writes a uint8 ``C×H×W`` image (``to_pil``) as a PNG.
+
+    Pixels are stored exactly (PNG is lossless), so ``load_image`` of the result gives the
+    same tensor back. The file is written as a new temp file renamed over ``path``
+    (``safefs.save_png_atomic``): never through a link.
+
+    Args:
+        image: The image (an array, or a tensor on any device).
+        path: The file.
+        root: The folder (a run folder) below which no folder on the way may be a link;
+            ``None``: the parent folder, created if needed.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: ``image`` is not a uint8 tensor of shape 1×H×W or 3×H×W.
-        EvofoolError: ``path`` (or its temp file) is a link or not a regular file.
+        ValueError: ``image`` is not a uint8 image of shape 1×H×W or 3×H×W.
+        EvofoolError: ``path`` (or its temp file, or a folder below ``root``) is a link or
+            not a regular file.
     """
-    from evofool.runfolder import to_pil
-
-    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in _MODES:
-        raise ValueError(f"save_png needs a uint8 1×H×W or 3×H×W tensor, got {image.dtype} "
-                         f"{tuple(image.shape)}")
+    picture = to_pil(image)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return safefs.save_png_atomic(path, to_pil(image.detach().to("cpu").numpy()))
+    if root is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        safefs.make_dir(path.parent, root)
+    return safefs.save_png_atomic(path, picture, root=root)

@@ -22,29 +22,23 @@ from tqdm import tqdm
 from evofool import __version__, checkpoint, safefs
 from evofool.archive import ClassArchive
 from evofool.config import RunConfig
+from evofool.devices import resolve_device
 from evofool.encodings import make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
+from evofool.models.outputs import SCORE
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
 from evofool.runfolder import LogDamaged, RunFolder
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-# Called after every checkpoint with the run folder (e.g. to refresh the live gallery).
-CheckpointHook = Callable[[RunFolder], None]
+# Called after every checkpoint with the job (its folder, config and engine: e.g. to refresh
+# the live gallery, or to harvest champions).
+CheckpointHook = Callable[["Job"], None]
 
-
-def _resolve_device(name: str | None) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise EvofoolError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EvofoolError(f"device {name} asked for, but no CUDA GPU is available")
-    return device
+# The old private name, still called by build_engine: evofool.devices.resolve_device is the one.
+_resolve_device = resolve_device
 
 
 def make_recombination(recombine: str | list, encoding) -> StepRecombination | None:
@@ -61,23 +55,30 @@ def make_recombination(recombine: str | list, encoding) -> StepRecombination | N
     return StepRecombination(scales) if scales else None
 
 
-def build_engine(config: RunConfig) -> tuple[Engine, "object"]:
-    """The engine (encoding, evaluator, archive, rng) a config describes, and its classifier."""
+def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
+    """The engine (encoding, evaluator, archive, rng) a config describes, and its classifier.
+
+    ``classifier``: an already loaded model to score instead of loading ``config.model``
+    (``evofool.evolve`` with an in-memory ``nn.Module``).
+
+    Resolves ``config.runtime`` in place (``auto`` becomes the runtime chosen here), so that
+    ``Job.start`` records it and a resume or a Ray worker builds the same scoring stack.
+    """
     from evofool.config import check_batch_memory
-    from evofool.models import load_model
+    from evofool.scoring import build_scoring, load_classifier, with_crops
 
     config.validate()
     device = _resolve_device(config.device)
-    classifier = load_model(config.model, device=device)
-    if config.crops != 1:
-        from evofool.crops import TenCropClassifier  # noqa: F401 - optional feature
-        classifier = TenCropClassifier.wrap(classifier)
+    classifier = (load_classifier(config.model, device, config.crops) if classifier is None
+                  else with_crops(classifier, config.crops))
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
                        config.max_batch, device)
-    evaluator = BatchEvaluator(classifier, device=device, max_batch=config.max_batch,
-                               precision=config.precision)
-    evaluator.probe()  # NaN outputs or batch-1-only models: refused before a folder exists
+    # Probed (NaN outputs, batch-1-only models) before a folder exists.
+    classifier, evaluator = build_scoring(classifier, device=device, precision=config.precision,
+                                          max_batch=config.max_batch, runtime=config.runtime,
+                                          threads=config.threads)
+    config.runtime = evaluator.runtime
     try:
         encoding = make_encoding(config.encoding, classifier.input_shape, device, **config.encoding_params)
     except ValueError as exc:
@@ -129,18 +130,22 @@ class Job:
     # The generation of the newest checkpoint on disk (None: none yet): what a failed
     # write tells the user survives.
     _saved_generation: int | None = None
+    # Made by Job.resume: run() then says where it continues.
+    _resumed: bool = False
 
     # --- construction ----------------------------------------------------------------------
     @classmethod
-    def start(cls, config: RunConfig, out: str | Path | None, **kwargs) -> "Job":
+    def start(cls, config: RunConfig, out: str | Path | None, classifier=None,
+              files: dict[str, bytes] | None = None, **kwargs) -> "Job":
         """A new run in a new folder (``out``, or ``runs/<model>-<encoding>-seed<S>``), locked for this job."""
         config.validate()
-        engine, classifier = build_engine(config)
+        engine, classifier = build_engine(config, classifier)
         path = Path(out) if out is not None else RunFolder.default_path(config)
         folder = RunFolder.create(path, config, classifier.class_names,
                                   extra={"encoding_resolved": engine.encoding.config(),
+                                         "scoring_resolved": engine.evaluator.record(),
                                          "recombination_resolved": engine.recombination.config()
-                                         if engine.recombination else None}, keep_lock=True)
+                                         if engine.recombination else None}, keep_lock=True, files=files)
         try:
             job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
             # A generation-0 checkpoint: a run killed before its first periodic checkpoint can
@@ -211,6 +216,7 @@ class Job:
         job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
         job._rotate = ckpt_path.name != checkpoint.PREVIOUS
         job._saved_generation = saved
+        job._resumed = True
         return job
 
     def close(self) -> None:
@@ -248,8 +254,8 @@ class Job:
         archive = self.engine.archive
         with self._reporting("the champions"):
             self.folder.write_champions(archive.images.cpu().numpy(), archive.confidences(),
-                                        archive.log_probs.cpu().numpy(), archive.generation.cpu().numpy(),
-                                        self.class_names)
+                                        archive.fitness.cpu().numpy(), archive.generation.cpu().numpy(),
+                                        self.class_names, archive.fitness_kind)
         engine_state, arrays = self.engine.state_dict()
         with self._reporting("the checkpoint"):
             state = {"evofool_version": __version__, "config": self.config.to_dict(),
@@ -261,14 +267,40 @@ class Job:
         with self._reporting("summary.json"):
             self.folder.write_summary(self.summary())
         for hook in self.hooks if hooks else ():
-            hook(self.folder)
+            hook(self)
         return path
 
     def summary(self) -> dict:
         """Where the run stands, read from its log: generations, first generation each target held.
 
-        A damaged log line is skipped, with one warning line on stderr.
+        A probability run reports its median confidence and the classes at each of the
+        engine's ``THRESHOLDS``; a unit run (``fitness_kind == "score"``) its median and best
+        activation, with no threshold counts (``None``: confidence levels mean nothing for
+        activations). A damaged log line is skipped, with one warning line on stderr.
         """
+        values = self.engine.archive.confidences()
+        head = {"generation": self.engine.generation, "evaluations": self.engine.evaluations,
+                "classes": len(self.class_names), "fitness_kind": self.engine.archive.fitness_kind}
+        if not self.engine.archive.is_probability:
+            return {**head, "median_activation": float(np.median(values)), "max_activation": float(np.max(values)),
+                    **{k: None for k in THRESHOLDS}, **{f"all_{k[1:]}_at": None for k in THRESHOLDS}}
+        reached = self._targets_reached()
+        return {**head, "median_confidence": float(np.median(values)),
+                **{f"{k}": int(np.sum(values >= v)) for k, v in THRESHOLDS.items()},
+                **{f"all_{k[1:]}_at": reached.get(k) for k in THRESHOLDS}}
+
+    def result_line(self) -> str:
+        """The line ``evofool run`` and ``resume`` end with: where the run stands, and its folder."""
+        s, where = self.summary(), f"run folder: {self.folder.path}"
+        if s["fitness_kind"] == SCORE:
+            return (f"{s['classes']} units: median activation {s['median_activation']:.4g}, best "
+                    f"{s['max_activation']:.4g} after {s['generation']} generations; {where}")
+        reached = f" (all ≥ 99.99 % at generation {s['all_9999_at']})" if s["all_9999_at"] else ""
+        return (f"{s['n9999']}/{s['classes']} classes ≥ 99.99 %, {s['n99']}/{s['classes']} ≥ 99 %, "
+                f"median {s['median_confidence']:.6f} after {s['generation']} generations{reached}; {where}")
+
+    def _targets_reached(self) -> dict[str, int]:
+        """``THRESHOLDS`` key -> the first generation every class held it (from the log)."""
         scan = self.folder.scan_log()
         if scan.damaged:
             print(f"warning: {self.folder.log_path}: skipped {len(scan.damaged)} damaged line(s) "
@@ -278,11 +310,25 @@ class Job:
             for key in THRESHOLDS:
                 if key not in reached and record.get(key) == len(self.class_names):
                     reached[key] = record["generation"]
-        conf = self.engine.archive.confidences()
-        return {"generation": self.engine.generation, "evaluations": self.engine.evaluations,
-                "classes": len(self.class_names), "median_confidence": float(np.median(conf)),
-                **{f"{k}": int(np.sum(conf >= v)) for k, v in THRESHOLDS.items()},
-                **{f"all_{k[1:]}_at": reached.get(k) for k in THRESHOLDS}}
+        return reached
+
+    def _progress_text(self, record: dict) -> str:
+        """The progress bar's postfix after a generation: confidences, or a unit run's activations."""
+        speed = f"{record['evals_per_s']:.0f} evals/s"
+        if not self.engine.archive.is_probability:
+            return f"best activation {record['max']:.4g} median {record['median']:.4g} {speed}"
+        return (f"best {record['max']:.4f} median {record['median']:.4f} "
+                f"≥99.99%: {record['n9999']}/{len(self.class_names)} {speed}")
+
+    def _nothing_to_do(self) -> str | None:
+        """Why run() has no generation to run (``None``: it has)."""
+        total, path = self.config.generations, shlex.quote(str(self.folder.path))
+        if self.engine.generation >= total:
+            return (f"nothing to do: {path} is at generation {self.engine.generation} of {total} "
+                    f"(evofool resume {path} --generations N continues it to N)")
+        if self._all_reached():
+            return f"nothing to do: every class of {path} has reached --stop-at {self.config.stop_at}"
+        return None
 
     # --- the loop ------------------------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
@@ -312,19 +358,21 @@ class Job:
         engine, total = self.engine, self.config.generations
         every = self.config.checkpoint_every
         self.folder.acquire()  # held already, unless run() is called again
+        idle = self._nothing_to_do()
+        if idle is None and self._resumed:
+            print(f"resuming at generation {engine.generation} of {total}", file=sys.stderr)
+        elif idle is not None:
+            print(idle, file=sys.stderr)
         previous = {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL}
-        bar = tqdm(total=total, initial=min(engine.generation, total), disable=not self.progress,
-                   file=sys.stderr, unit="gen", dynamic_ncols=True, leave=True)
+        bar = tqdm(total=total, initial=min(engine.generation, total), file=sys.stderr, unit="gen",
+                   disable=not self.progress or idle is not None, dynamic_ncols=True, leave=True)
         try:
             with self.folder.open_log() as log:
                 while engine.generation < total and self._stop_signal is None and not self._all_reached():
                     record = engine.step()
                     self._append(log, record)
                     bar.update(1)
-                    bar.set_postfix_str(
-                        f"best {record['max']:.4f} median {record['median']:.4f} "
-                        f"≥99.99%: {record['n9999']}/{len(self.class_names)} "
-                        f"{record['evals_per_s']:.0f} evals/s", refresh=False)
+                    bar.set_postfix_str(self._progress_text(record), refresh=False)
                     if every and engine.generation % every == 0 and engine.generation < total:
                         self._sync(log)
                         self.save()

@@ -18,22 +18,27 @@ never through a link; what is read back must be a regular file of bounded size.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from evofool import __version__, checkpoint, safefs
 from evofool.config import RunConfig
 from evofool.errors import EvofoolError
+from evofool.imageio import save_png
+from evofool.models.outputs import LOG_PROB, PROB_FLOOR, SCORE
 
 CONFIG = "config.json"
 LOG = "log.jsonl"
 CHAMPIONS_DIR = "champions"
 CHAMPIONS = "champions.json"
 SUMMARY = "summary.json"
+# What a champions.json entry reports: a probability run's confidence, a unit run's activation.
+CONFIDENCE = "confidence"
+ACTIVATION = "activation"
 
 
 def slug(name: str, limit: int = 40) -> str:
@@ -47,9 +52,34 @@ def champion_filename(index: int, name: str, width: int = 4) -> str:
     return f"{index:0{width}d}-{slug(name)}.png"
 
 
-def to_pil(image: np.ndarray) -> Image.Image:
-    """A C×H×W uint8 array (C = 1 or 3) as a PIL image (L or RGB, inferred from the uint8 array)."""
-    return Image.fromarray(np.ascontiguousarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)))
+def champions_fitness_kind(doc: dict) -> str:
+    """``log_prob`` or ``score``: what the values of a ``champions.json`` document are.
+
+    A document written before it recorded its kind is a probability run's, unless it is a
+    unit run's: those wrote each activation as both ``confidence`` and ``log_prob``, while
+    for a probability ``confidence = exp(log_prob)``, which is never equal to it.
+    """
+    kind = doc.get("fitness_kind")
+    if kind in (LOG_PROB, SCORE):
+        return kind
+    entries = [e for e in doc.get("champions") or [] if isinstance(e, dict)]
+    if entries and all("log_prob" in e and e.get("log_prob") == e.get(CONFIDENCE) for e in entries):
+        return SCORE
+    return LOG_PROB
+
+
+def champion_fitness(entry: dict, fitness_kind: str) -> float:
+    """A ``champions.json`` entry's fitness: its activation, or its log-probability (from
+    its confidence in files written before ``log_prob`` was recorded).
+
+    Raises:
+        KeyError, TypeError, ValueError: a damaged entry.
+    """
+    if fitness_kind == SCORE:
+        return float(entry[ACTIVATION] if ACTIVATION in entry else entry[CONFIDENCE])  # older unit runs
+    if "log_prob" in entry:
+        return float(entry["log_prob"])
+    return math.log(max(float(entry[CONFIDENCE]), PROB_FLOOR))
 
 
 def write_json_atomic(path: Path, data) -> None:
@@ -324,9 +354,20 @@ class RunFolder:
         return None
 
     # --- champions -----------------------------------------------------------------------------
-    def write_champions(self, images: np.ndarray, confidences: np.ndarray, log_probs: np.ndarray,
-                        generations: np.ndarray, class_names: list[str]) -> None:
+    def write_champions(self, images: np.ndarray, confidences: np.ndarray, fitness: np.ndarray,
+                        generations: np.ndarray, class_names: list[str], fitness_kind: str = LOG_PROB) -> None:
         """Writes each filled class's champion PNG and ``champions.json``.
+
+        Args:
+            images: ``K×C×H×W`` uint8 champions.
+            confidences: What is reported per class (``ClassArchive.confidences``): for
+                ``log_prob`` runs the probability; ignored for ``score`` runs (the score is
+                ``fitness`` itself).
+            fitness: Per class: the log-probability, or the raw score (``-inf``: empty).
+            generations: Per class: the generation its champion was found.
+            class_names: The model's class names.
+            fitness_kind: ``log_prob`` (entries hold ``confidence`` and ``log_prob``) or
+                ``score`` (entries hold ``activation``).
 
         Raises:
             EvofoolError: ``champions/`` or a file in it is a link or not a regular file.
@@ -336,16 +377,18 @@ class RunFolder:
         width = max(4, len(str(len(class_names) - 1)))
         entries = []
         for k, name in enumerate(class_names):
-            if not np.isfinite(log_probs[k]):
+            if not np.isfinite(fitness[k]):
                 continue
             fname = champion_filename(k, name, width)
             # Not fsynced: champions are re-written at every checkpoint; the checkpoint is what
             # a crash must not lose.
-            safefs.save_png_atomic(out / fname, to_pil(images[k]), root=self.path)
-            entries.append({"class": k, "name": name, "confidence": float(confidences[k]),
-                            "log_prob": float(log_probs[k]), "generation": int(generations[k]),
+            save_png(images[k], out / fname, root=self.path)
+            values = ({ACTIVATION: float(fitness[k])} if fitness_kind == SCORE
+                      else {CONFIDENCE: float(confidences[k]), "log_prob": float(fitness[k])})
+            entries.append({"class": k, "name": name, **values, "generation": int(generations[k]),
                             "file": f"{CHAMPIONS_DIR}/{fname}"})
-        safefs.write_json_atomic(self.path / CHAMPIONS, {"num_classes": len(class_names), "champions": entries},
+        safefs.write_json_atomic(self.path / CHAMPIONS, {"num_classes": len(class_names),
+                                                         "fitness_kind": fitness_kind, "champions": entries},
                                  root=self.path)
 
     def read_champions(self) -> dict:

@@ -33,3 +33,57 @@ def mnist_test(mnist_dir: Path):
     from evofool.data import load_idx_dataset
 
     return load_idx_dataset(mnist_dir, "test")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_export_cache(tmp_path_factory):
+    """ONNX exports (``--runtime auto``) go to a folder of this test session, not ``~/.cache``.
+
+    Set in the environment, so CLI subprocesses started by the tests use it too; a value the
+    caller set (``EVOFOOL_CACHE=...``) is kept.
+    """
+    if "EVOFOOL_CACHE" in os.environ:
+        yield Path(os.environ["EVOFOOL_CACHE"])
+        return
+    path = tmp_path_factory.mktemp("evofool-cache")
+    os.environ["EVOFOOL_CACHE"] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop("EVOFOOL_CACHE", None)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch (and so ONNX Runtime) thread for a module's tests: tiny batches gain nothing
+    from a second thread, which only spins against the other jobs on a shared machine.
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+UNIT_SPEC = "unit:conv2.5,conv2.7,ip1.42:lenet-mnist"
+
+
+@pytest.fixture(scope="session")
+def unit_run(tmp_path_factory) -> Path:
+    """A finished activation-maximisation run (``UNIT_SPEC``, 30 generations of 60, seed 3),
+    made in process through ``Job`` as ``evofool run`` makes it (no live gallery)."""
+    import torch
+
+    from evofool.config import RunConfig
+    from evofool.job import Job
+
+    out = tmp_path_factory.mktemp("units") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches; the cores are shared
+    try:
+        config = RunConfig(model=UNIT_SPEC, generations=30, population=60, seed=3)
+        assert Job.start(config, out, progress=False).run() == 0
+    finally:
+        torch.set_num_threads(before)
+    return out

@@ -67,3 +67,24 @@ def evofool_background(*args: str, cwd: Path | None = None, env: dict | None = N
     return subprocess.Popen([sys.executable, "-m", "evofool", *map(str, args)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**_ENV, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+# --- the same CLI in process (click's runner) --------------------------------------------------
+def invoke(*args):
+    """``evofool ARGS`` through click's runner, in this process (arguments made strings)."""
+    from click.testing import CliRunner
+
+    from evofool.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments: str) -> str:
+    """``assert_one_line_error`` for an ``invoke`` result (click's ``Result``).
+
+    Returns:
+        The error line.
+    """
+    # click keeps stdout and stderr apart (click >= 8.2); a traceback would be in its output.
+    proc = subprocess.CompletedProcess([], result.exit_code, stdout=result.output, stderr=result.stderr)
+    return assert_one_line_error(proc, *fragments)

@@ -52,6 +52,9 @@ BAD_VALUES = [
     ("crops", True, "crops must be one of 1, 10 (got True)"),
     ("crops", 10.0, "(got 10.0)"),
     ("precision", "half", "precision must be one of auto, float32, bfloat16, float16 (got 'half')"),
+    ("runtime", "ort", "runtime must be one of auto, torch, onnxruntime (got 'ort')"),
+    ("threads", -1, "threads must be an integer from 0 to 4096 (got -1)"),
+    ("threads", 1.5, "(got 1.5)"),
     ("selection", "best", "selection must be one of uniform, lagging"),
     ("model", 5, "model must be a string (got 5)"),
     ("device", 0, "device must be a string (got 0)"),
@@ -87,6 +90,7 @@ GOOD_VALUES = [
     ("device", "cpu"), ("ray", None), ("recombine", "off"), ("recombine", [2, 4.5]), ("recombine", []),
     ("encoding", "ascent"),  # recorded by `evofool ascent`, whose own checks apply to its params
     ("encoding_params", {"eta": 20}),
+    ("runtime", "onnxruntime"), ("runtime", "auto"), ("threads", 0), ("threads", 4),
 ]
 
 
@@ -102,6 +106,16 @@ def test_defaults_validate_and_hashes_are_those_of_existing_run_folders():
     assert RunConfig().validate().hash() == "792f242b2504801f"
     assert RunConfig(encoding="cppn", encoding_params={"eta": 20}, seed=5).hash() == "aecf877ef8a066b9"
     assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+    # runtime and threads change no hash: a run's meaning is not how fast it is scored.
+    assert RunConfig(runtime="onnxruntime", threads=2).hash() == "792f242b2504801f"
+
+
+def test_a_config_recorded_before_runtimes_means_torch():
+    """config.json files written before the runtime field existed were scored with torch."""
+    recorded = {k: v for k, v in RunConfig().to_dict().items() if k not in ("runtime", "threads")}
+    assert RunConfig.from_dict(recorded).runtime == "torch"
+    assert RunConfig.from_dict(recorded).threads == 0  # no legacy value: the default
+    assert RunConfig().runtime == "auto"  # new runs
 
 
 def test_unknown_keys_list_the_valid_ones():

@@ -33,6 +33,17 @@ needs_ray = pytest.mark.skipif(not HAS_RAY, reason="Ray is not installed (pip in
 POP, GENS, SEED = 64, 8, 5  # 64 = two sub-batches of 32 (distributed.MIN_SUB_BATCH)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def export_cache(tmp_path_factory):
+    """The module's own ONNX export cache (never the user's ~/.cache), set before Ray starts:
+    workers inherit the environment."""
+    from evofool.runtime import CACHE_ENV
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> str:
     """The shipped ``lenet-mnist`` if its weights exist, else a seeded random-init LeNet."""

@@ -165,3 +165,35 @@ def test_wrongly_shaped_model_outputs_are_a_user_error(lenet, fn, shape):
     evaluator = BatchEvaluator(_classifier_returning(lenet, fn), "cpu")
     with pytest.raises(EvofoolError, match=rf"returned shape {re.escape(shape)} for a batch of 100"):
         evaluator.log_probs(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_a_graph_replaces_the_torch_forward_and_is_recorded(lenet):
+    """``use_graph``: the exported scoring function gets exactly one chunk per call (its static shape)."""
+    evaluator = BatchEvaluator(lenet, "cpu")
+    assert evaluator.record() == {"runtime": "torch", "chunk": 100, "precision": "float32"}
+    images = torch.randint(0, 256, (130, 1, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    expected = evaluator.log_probs(images)
+    seen = []
+
+    def graph(chunk):
+        seen.append(tuple(chunk.shape))
+        return lenet.module(lenet.preprocess(chunk))
+
+    evaluator.use_graph(graph)
+    assert evaluator.runtime == "onnxruntime"
+    assert torch.equal(evaluator.log_probs(images), expected) and seen == [(100, 1, 28, 28)] * 2
+    evaluator.use_graph(None)
+    assert evaluator.runtime == "torch" and evaluator.graph is None
+
+
+def test_probe_images_are_one_fixed_chunk(lenet):
+    evaluator = BatchEvaluator(lenet, "cpu", max_batch=30)
+    a, b = evaluator.probe_images(), evaluator.probe_images()
+    assert a.shape == (30, 1, 28, 28) and a.dtype == torch.uint8 and torch.equal(a, b)
+
+
+def test_onnxruntime_scores_photo_models_in_chunks_of_10_on_the_cpu():
+    cpu = torch.device("cpu")
+    assert forward_chunk((3, 224, 224), cpu, runtime="onnxruntime") == 10
+    assert forward_chunk((1, 28, 28), cpu, runtime="onnxruntime") == 100
+    assert forward_chunk((3, 224, 224), torch.device("cuda"), runtime="onnxruntime") == 200

@@ -6,12 +6,12 @@ Every user error (``EvofoolError``, bad options, missing files) is shown as a si
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
 from evofool import __version__
+from evofool.cli import experiments, export, models, run, studies
 from evofool.errors import EvofoolError
 
 
@@ -46,23 +46,11 @@ def cli() -> None:
     """Evolve fooling images: pictures a classifier labels with near certainty."""
 
 
-# Each command lives in its own module; a missing optional module never breaks the CLI.
-_COMMAND_MODULES = [
-    "evofool.cli.run",
-    "evofool.cli.models",
-    "evofool.cli.export",
-    "evofool.cli.experiments",
-    "evofool.cli.studies",
-]
-for _name in _COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(_name)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _name:
-            raise
-        continue
-    for _cmd in getattr(_module, "COMMANDS", []):
-        cli.add_command(_cmd)
+# Each command lives in its own module of this package (their heavy imports stay inside the
+# command functions, so ``evofool --help`` is quick).
+for _module in (run, models, export, experiments, studies):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

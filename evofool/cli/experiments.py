@@ -7,14 +7,9 @@ from pathlib import Path
 
 import click
 
+from evofool.devices import DEVICE_HELP, resolve_device
 from evofool.errors import EvofoolError
 from evofool.models import DEFAULT_MODEL
-
-
-def _device(name: str | None):
-    from evofool.job import _resolve_device
-
-    return _resolve_device(name)
 
 
 @click.command("ascent")
@@ -37,7 +32,7 @@ def _device(name: str | None):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the starting noise.")
 @click.option("--out", type=click.Path(), default=None, help="Run folder [default: runs/<model>-ascent-seed<S>].")
 @click.option("--log-every", type=int, default=1, show_default=True, help="Steps between log.jsonl records.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
+@click.option("--device", default=None, help=DEVICE_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma, max_lr, progress, seed,
            out, log_every, device, quiet) -> None:
@@ -54,7 +49,7 @@ def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma
     from evofool.experiments.ascent import AscentSettings, run_ascent
     from evofool.models import load_model
 
-    dev = _device(device)
+    dev = resolve_device(device)
     classifier = load_model(model_spec, dev)
     require_probabilities(classifier, "ascent")
     require_gradients(classifier, "ascent")
@@ -92,7 +87,7 @@ def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma
 @click.option("--search-steps", type=int, default=10, show_default=True,
               help="Batched L-BFGS solves in the line search over c.")
 @click.option("--max-iter", type=int, default=50, show_default=True, help="L-BFGS iterations per solve round.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
+@click.option("--device", default=None, help=DEVICE_HELP)
 def perturb(image, mnist_n, data_dir, model_spec, target, out, search_steps, max_iter, device) -> None:
     """Szegedy et al.'s minimal adversarial perturbations (box-constrained L-BFGS).
 
@@ -115,7 +110,7 @@ def perturb(image, mnist_n, data_dir, model_spec, target, out, search_steps, max
     if mnist_n is not None and mnist_n < 1:
         raise EvofoolError(f"--mnist-test needs at least 1 image (got {mnist_n})")
     settings = PerturbSettings(search_steps=search_steps, max_iter=max_iter).validate()
-    dev = _device(device)
+    dev = resolve_device(device)
     classifier = load_model(model_spec, dev)
     require_probabilities(classifier, "perturb")
     require_gradients(classifier, "perturb")  # before prepare_out makes a folder
@@ -159,7 +154,7 @@ def perturb(image, mnist_n, data_dir, model_spec, target, out, search_steps, max
     click.echo(f"success rate {s}/{n} ({report['success_rate']:.1%}), mean distortion {mean} "
                f"(√(Σr²/n), successful images), {report['seconds']:.1f} s; every successful perturbed PNG "
                f"classified as its target: {'yes' if report['all_successes_verified'] else 'NO'}; "
-               f"output: {folder}")
+               f"output: {folder} (evofool export {folder} makes its gallery)")
 
 
 COMMANDS = [ascent, perturb]

@@ -6,11 +6,15 @@ from pathlib import Path
 
 import click
 
+from evofool.errors import EvofoolError
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path())
 @click.option("--out", type=click.Path(), default=None, help="Gallery folder [default: RUN_DIR/gallery].")
-@click.option("--top", type=int, default=None, help="Only the K most confident classes, best first.")
+@click.option("--top", type=int, default=None,
+              help="Only the K best classes (highest confidence, or a unit run's activation), best first; "
+                   "the page opens in that order.")
 @click.option("--classes", default=None, metavar="LIST",
               help="Only these classes, in this order: indices or names, e.g. 3,5,7.")
 @click.option("--scale", type=int, default=None,
@@ -30,11 +34,17 @@ def export(run_dir: str, out: str | None, top: int | None, classes: str | None, 
     show; the plots always summarise the whole run. --out must be a new or empty folder
     or a gallery of this run (a re-export replaces only files the gallery wrote), unless
     --force. Export reads the run folder only, so it works while the run goes on.
-    """
-    from evofool.gallery import export_gallery, verify
 
+    RUN_DIR may also be a folder written by 'evofool perturb': its gallery shows each
+    image, its perturbed copy and their difference.
+    """
+    from evofool.gallery import export_gallery, is_perturb_folder, verify
+
+    if check and is_perturb_folder(run_dir):
+        raise EvofoolError(f"--verify re-scores a run's champions; {run_dir} is a perturb folder, whose "
+                           f"perturb.json already records the re-check of its saved PNGs")
     result = export_gallery(run_dir, out, top=top, classes=classes, scale=scale, force=force)
-    click.echo(f"gallery: {result.out / 'index.html'} ({result.classes} classes, {len(result.sheets)} "
+    click.echo(f"gallery: {result.out / 'index.html'} ({result.classes} {result.shown}, {len(result.sheets)} "
                f"contact sheet page{'s' if len(result.sheets) != 1 else ''}, {result.seconds:.1f} s)")
     if screenshot:
         from evofool.gallery.browser import screenshot as take

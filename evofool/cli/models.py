@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 import torch
 
+from evofool.config import RunConfig
 from evofool.errors import EvofoolError
-from evofool.models import DEFAULT_MODEL, list_models, load_model
+from evofool.models import DEFAULT_MODEL, list_models
+from evofool.runtime import RUNTIMES
 
 
 @click.command("train")
@@ -84,15 +86,18 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line per image.")
 @click.option("--fit", type=click.Choice(["whole", "crop"]), default="whole", show_default=True,
               help="Photo models: resize the whole picture, or resize 256 + centre crop (ImageNet eval).")
-def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool, fit: str) -> None:
+@click.option("--runtime", type=click.Choice(RUNTIMES), default=RunConfig().runtime, show_default=True,
+              help="What scores the images (as evofool run --runtime); a run's champions score as in "
+                   "the run with the runtime its config.json records.")
+def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool, fit: str, runtime: str) -> None:
     """Show a model's top classes and confidences for image files."""
-    from evofool.evaluator import BatchEvaluator
     from evofool.imageio import load_image
+    from evofool.scoring import build_scoring
 
-    classifier = load_model(model_spec)
+    classifier, evaluator = build_scoring(model_spec, runtime=runtime, probe=False)
     batch = torch.stack([load_image(p, classifier.input_shape, resize=classifier.resize_inputs,
                                     model=model_spec, fit=fit) for p in images])
-    probs = BatchEvaluator(classifier).evaluate(batch).probs.cpu()  # one pass for all images
+    probs = evaluator.evaluate(batch).probs.cpu()  # one pass for all images
     if probs.shape[0] != len(images):  # BatchEvaluator checks every chunk; this states the promise
         raise EvofoolError(f"model {model_spec} scored {probs.shape[0]} of {len(images)} images")
     conf, idx = probs.topk(min(top, classifier.num_classes), dim=1)

@@ -17,6 +17,7 @@ from evofool.errors import EvofoolError
 # CLI option name -> RunConfig field, for options that map one to one.
 _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "generations": "generations", "seed": "seed", "device": "device", "max_batch": "max_batch", "precision": "precision",
+           "runtime": "runtime", "threads": "threads",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
            "recombine": "recombine"}
@@ -25,6 +26,11 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
 _DEFAULTS = RunConfig()
 _PARAMS = RunConfig.params()
 _CHOICES = {name: param.choices for name, param in _PARAMS.items()}
+
+RUNTIME_HELP = ("What scores the images: auto = ONNX Runtime on the CPU (exported once per model, "
+                "checked against torch), torch on CUDA; a run keeps the runtime it started with.")
+THREADS_HELP = ("Torch and ONNX Runtime threads (0: all CPUs this process may use, or OMP_NUM_THREADS). "
+                "Several runs on one machine: --threads 1 each.")
 
 
 def _param_help() -> str:
@@ -93,6 +99,9 @@ def _hooks(no_gallery: bool) -> list:
               help="Largest forward-pass chunk.")
 @click.option("--precision", type=click.Choice(_CHOICES["precision"]), default=_DEFAULTS.precision,
               show_default=True, help="Forward pass: bfloat16 autocast on CUDA with auto, float32 on CPU.")
+@click.option("--runtime", type=click.Choice(_CHOICES["runtime"]), default=_DEFAULTS.runtime, show_default=True,
+              help=RUNTIME_HELP)
+@click.option("--threads", type=int, default=_DEFAULTS.threads, show_default=True, help=THREADS_HELP)
 @click.option("--checkpoint-every", type=int, default=_DEFAULTS.checkpoint_every, show_default=True,
               help="Generations between checkpoints.")
 @click.option("--stop-at", type=float, default=_DEFAULTS.stop_at, help="Stop once every class reaches this confidence.")
@@ -114,7 +123,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
-        resume_dir, device, max_batch, precision, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
+        resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
         ray, workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
@@ -139,29 +148,32 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
 def _finish(job) -> int:
     code = job.run()
     if code == 0:
-        s = job.summary()
-        reached = f" (all ≥ 99.99 % at generation {s['all_9999_at']})" if s["all_9999_at"] else ""
-        click.echo(f"{s['n9999']}/{s['classes']} classes ≥ 99.99 %, {s['n99']}/{s['classes']} ≥ 99 %, "
-                   f"median {s['median_confidence']:.6f} after {s['generation']} generations{reached}; "
-                   f"run folder: {job.folder.path}")
+        click.echo(job.result_line())
     return code
 
 
 @click.command("resume")
 @click.argument("run_dir", type=click.Path())
 @click.option("--generations", type=int, default=None, help="New total (extends a finished run).")
-@click.option("--device", default=None)
+@click.option("--device", default=None,
+              help="cpu, cuda, cuda:N: where to continue [default: as the run was started, else cuda if available].")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off", help="Evaluate on Ray workers, or off.")
 @click.option("--workers", type=int, default=None, help="Ray workers.")
+@click.option("--runtime", type=click.Choice(_CHOICES["runtime"]), default=None,
+              help="Score with another runtime than the run started with (its scores then differ in the "
+                   "last bits) [default: the run's].")
+@click.option("--threads", type=int, default=None, help=THREADS_HELP)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.option("--no-gallery", is_flag=True)
+@click.option("--no-gallery", is_flag=True, help="Do not refresh the run's gallery at checkpoints.")
 @click.pass_context
-def resume(ctx: click.Context, run_dir, generations, device, ray, workers, quiet, no_gallery) -> None:
+def resume(ctx: click.Context, run_dir, generations, device, ray, workers, runtime, threads, quiet,
+           no_gallery) -> None:
     """Continue an interrupted or finished run from its last checkpoint."""
     from evofool.job import Job
 
     overrides = {k: v for k, v in (("generations", generations), ("device", device), ("ray", ray),
-                                   ("workers", workers)) if v is not None}
+                                   ("workers", workers), ("runtime", runtime), ("threads", threads))
+                 if v is not None}
     job = Job.resume(run_dir, overrides=overrides, progress=not quiet, hooks=_hooks(no_gallery))
     ctx.exit(_finish(job))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from evofool.devices import DEVICE_HELP, resolve_device
 from evofool.errors import EvofoolError
 
 
@@ -15,15 +16,14 @@ from evofool.errors import EvofoolError
               help="Other model to score the champions with (repeatable); same classes as the run.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write FILE.json or FILE.csv [default: transfer.json and transfer.csv in RUN].")
-@click.option("--device", default=None, help="cpu, cuda, cuda:N [default: cuda if available].")
+@click.option("--device", default=None, help=DEVICE_HELP)
 def transfer(run: Path, models: tuple[str, ...], out: Path | None, device: str | None) -> None:
     """Score a run's champion images with other models (do fooling images transfer?)."""
     from evofool.experiments.transfer import format_table, score_champions, write_report
-    from evofool.job import _resolve_device
 
     if out is not None and out.suffix.lower() not in (".json", ".csv"):
         raise EvofoolError(f"--out must end in .json or .csv (got {out.name})")
-    report = score_champions(run, list(models), _resolve_device(device))
+    report = score_champions(run, list(models), resolve_device(device))
     for line in format_table(report):
         click.echo(line)
     paths = write_report(report, out)

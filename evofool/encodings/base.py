@@ -67,7 +67,7 @@ class Encoding(ABC):
                 of the wrong kind or out of range.
         """
         # Imported here: evofool.config imports the engine, which imports this module.
-        from evofool.config import ConfigError
+        from evofool.values import ConfigError
 
         unknown = sorted(set(params) - set(cls.PARAMS))
         if unknown:

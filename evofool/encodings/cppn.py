@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evofool.config import Param
+from evofool.values import Param
 from evofool.encodings.base import Encoding
 from evofool.encodings.cppn_genome import (
     ACTIVATIONS,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evofool.config import Param
+from evofool.values import Param
 from evofool.encodings.base import Encoding, torch_generator
 from evofool.operators import polynomial_bounded, polynomial_bounded_pixels, simulated_binary_bounded
 

@@ -15,6 +15,7 @@ import torch
 from evofool.errors import EvofoolError
 from evofool.evaluator import check_model_output
 from evofool.models.base import Classifier
+from evofool.models.outputs import SCORES, fitness_from_outputs
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
@@ -23,18 +24,13 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 
 def class_log_probs(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
-    """Differentiable float64 log-probabilities (``N×K``) of float pixels in [0, 1].
+    """Differentiable float64 fitness (``N×K``: log-probabilities, or unit scores) of float pixels in [0, 1].
 
     float64 keeps the gradient of a class near probability 1 (``1 - p`` ~ 1e-6) exact.
     """
     raw = classifier.module(classifier.preprocess(x))
     check_model_output(raw, classifier, x.shape[0])
-    raw = raw.to(torch.float64)
-    if classifier.outputs == "scores":  # unit activations: the raw score, as BatchEvaluator uses it
-        return raw
-    if classifier.outputs == "probs":
-        return torch.log(raw.clamp_min(1e-300))
-    return torch.log_softmax(raw, dim=1)
+    return fitness_from_outputs(raw, classifier.outputs, differentiable=True)
 
 
 def require_probabilities(classifier: Classifier, command: str) -> None:
@@ -43,7 +39,7 @@ def require_probabilities(classifier: Classifier, command: str) -> None:
     Confidence targets and "classified as" only mean something for classifiers, not for
     raw unit activations (``unit:`` specs).
     """
-    if classifier.outputs == "scores":
+    if classifier.outputs == SCORES:
         raise EvofoolError(f"{command} needs a classifier; {classifier.spec!r} outputs raw unit "
                            f"activations, not class probabilities")
 

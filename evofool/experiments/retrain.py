@@ -15,7 +15,8 @@ A last run against DNN_{K+1} goes to ``OUT/iter-{K+1}/run``. Runs against a retr
 network use the spec ``first:n:lenet:PATH``: its cells are only the n real classes,
 and each one's confidence is that class's probability under the (n+1)-class softmax,
 so the mass on ``fooling`` stays out of every cell (the engine, job and config are
-unchanged). ``OUT/retrain.json`` / ``.csv`` hold one row per network attacked.
+unchanged; ``evofool.models.first`` is the wrapper). ``OUT/retrain.json`` / ``.csv`` hold
+one row per network attacked.
 """
 
 from __future__ import annotations
@@ -29,78 +30,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
+from evofool.models.outputs import SCORES
 
 FOOLING = "fooling"
-FIRST_USAGE = "first:N:SPEC"
-
-
-# --- the model wrapper: only the first n classes are cells ------------------------------------
-class FirstClasses(nn.Module):
-    """An inner classifier's softmax, restricted to its first ``n`` columns (float64 probabilities).
-
-    The columns are *not* renormalised: the probability of the dropped classes (the
-    ``fooling`` class) counts against every kept one.
-    """
-
-    def __init__(self, inner: Classifier, n: int) -> None:
-        super().__init__()
-        self.net = inner.module
-        self.n = int(n)
-        self.inner_outputs = inner.outputs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from evofool.evaluator import stable_log_softmax
-
-        raw = self.net(x)
-        if self.inner_outputs == "probs":
-            probs = raw.to(torch.float64)
-        else:
-            probs = stable_log_softmax(raw).exp()
-        return probs[:, :self.n]
-
-
-def first_classes(inner: Classifier, n: int, spec: str) -> Classifier:
-    """``inner`` with only its first ``n`` classes as outputs (``outputs="probs"``).
-
-    Raises:
-        EvofoolError: ``n`` out of range, or an inner model with raw unit scores.
-    """
-    if inner.outputs == "scores":
-        raise EvofoolError(f"{spec}: {inner.spec} returns raw unit scores, not class probabilities")
-    if not 1 <= n <= inner.num_classes:
-        raise EvofoolError(f"{spec}: N must lie in 1..{inner.num_classes} ({inner.spec} has "
-                           f"{inner.num_classes} classes), got {n}")
-    return Classifier(spec=spec, module=FirstClasses(inner, n), input_shape=tuple(inner.input_shape),
-                      class_names=list(inner.class_names[:n]), preprocess=inner.preprocess, outputs="probs",
-                      resize_inputs=inner.resize_inputs,
-                      meta={**inner.meta, "inner": inner.spec, "dropped": list(inner.class_names[n:])})
-
-
-def load_first(arg: str, spec: str, device: torch.device | str = "cpu") -> Classifier:
-    """Loads ``first:N:SPEC`` (the registry's ``first`` prefix loader)."""
-    from evofool.models import load_model
-
-    count, sep, inner = arg.partition(":")
-    if not sep or not inner.strip() or not count.strip().isdigit():
-        raise EvofoolError(f"model spec {spec!r} is not {FIRST_USAGE} (e.g. first:10:lenet:model.safetensors)")
-    return first_classes(load_model(inner.strip(), device), int(count), spec)
-
-
-def register() -> None:
-    """Adds the ``first:N:SPEC`` family to the model registry (idempotent)."""
-    from evofool.models import register_prefix
-
-    register_prefix("first", load_first, FIRST_USAGE,
-                    "only the first N classes of SPEC's softmax as cells (the rest, e.g. a 'fooling' "
-                    "class, still takes its share of the probability)")
-
-
-register()
 
 
 # --- settings, harvest, results ---------------------------------------------------------------
@@ -139,24 +75,29 @@ class RetrainSettings:
 
 @dataclass
 class Harvest:
-    """Collects each distinct champion image at or above ``min_confidence`` (a checkpoint hook).
+    """A checkpoint hook collecting each distinct champion image at or above ``min_confidence``.
 
-    Set ``archive`` to the job's archive after ``Job.start``; every call (after each
-    checkpoint) then adds the champions not seen before, in class order.
+    Every call (``hook(job)``, after each checkpoint of the job) adds the champions of the
+    job's archive not seen before, in class order.
+
+    Attributes:
+        min_confidence: A champion counts as a fooling image from this confidence on.
+        image_shape: ``C×H×W`` of the images (what ``take`` returns when none were found).
     """
 
     min_confidence: float
-    archive: object = None
+    image_shape: tuple[int, int, int]
     images: list[np.ndarray] = field(default_factory=list)
     classes: list[int] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
     generations: list[int] = field(default_factory=list)
     _seen: set = field(default_factory=set)
 
-    def __call__(self, folder=None) -> None:
-        conf = self.archive.confidences()
-        images = self.archive.images.cpu().numpy()
-        found = self.archive.generation.cpu().numpy()
+    def __call__(self, job) -> None:
+        archive = job.engine.archive
+        conf = archive.confidences()
+        images = archive.images.cpu().numpy()
+        found = archive.generation.cpu().numpy()
         for k in np.flatnonzero(conf >= self.min_confidence):
             key = images[k].tobytes()
             if key in self._seen:
@@ -172,8 +113,7 @@ class Harvest:
         n = len(self.images)
         idx = np.unique(np.linspace(0, n - 1, num=min(limit, n)).round().astype(np.int64)) if n else \
             np.empty(0, dtype=np.int64)
-        shape = self.archive.images.shape[1:] if self.archive is not None else (1, 28, 28)
-        images = np.stack([self.images[i] for i in idx]) if n else np.empty((0, *shape), np.uint8)
+        images = np.stack([self.images[i] for i in idx]) if n else np.empty((0, *self.image_shape), np.uint8)
         return {"images": images, "classes": np.asarray(self.classes, np.int64)[idx],
                 "confidences": np.asarray(self.confidences, np.float64)[idx],
                 "generations": np.asarray(self.generations, np.int64)[idx]}
@@ -294,7 +234,7 @@ def run_retrain(settings: RetrainSettings, out: str | Path, progress: bool = Fal
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EvofoolError(f"{out} exists and is not an empty folder; choose another --out")
     base = load_model(settings.model)
-    if base.outputs == "scores":
+    if base.outputs == SCORES:
         raise EvofoolError(f"{settings.model} returns raw unit scores; retrain needs a classifier")
     if tuple(base.input_shape) != (1, 28, 28):
         raise EvofoolError(f"retrain needs a 1×28×28 model (it retrains LeNet); {settings.model} takes "
@@ -319,14 +259,13 @@ def run_retrain(settings: RetrainSettings, out: str | Path, progress: bool = Fal
         say(f"DNN{k} ({label}): test accuracy {test_acc:.2%} on {len(test_y)} real test images; evolving against it")
 
         harvesting = k <= settings.iterations
-        harvest = Harvest(settings.min_confidence)
+        harvest = Harvest(settings.min_confidence, tuple(base.input_shape))
         run_spec = spec if k == 1 else f"first:{n}:{spec}"
         config = RunConfig(model=run_spec, generations=settings.generations, population=settings.population,
                            seed=settings.seed + k - 1, device=settings.device, stop_at=settings.stop_at,
                            checkpoint_every=settings.snapshot_every if harvesting else 25)
         start = time.perf_counter()
         job = Job.start(config, folder / "run", progress=progress, hooks=[harvest] if harvesting else [])
-        harvest.archive = job.engine.archive
         code = job.run()
         if code != 0:
             raise EvofoolError(f"the run in {folder / 'run'} was interrupted (exit {code})")
@@ -383,5 +322,5 @@ def run_retrain(settings: RetrainSettings, out: str | Path, progress: bool = Fal
     return rows
 
 
-__all__ = ["FOOLING", "FirstClasses", "Harvest", "IterationResult", "RetrainSettings", "first_classes",
-           "load_first", "run_retrain", "table_lines", "write_table"]
+__all__ = ["FOOLING", "Harvest", "IterationResult", "RetrainSettings", "run_retrain", "table_lines",
+           "write_table"]

@@ -91,22 +91,30 @@ class TransferReport:
         return buf.getvalue()
 
 
-def score_champions(run: str | Path, specs: list[str], device: torch.device | str | None = None
-                    ) -> TransferReport:
+def transfer_runtime(run_runtime: str) -> str:
+    """The runtime the other models score with: torch where the run scored with torch (a
+    choice, a CUDA run or a run from before runtimes), else ``auto``: ONNX Runtime where an
+    export of that model agrees with torch (another model may not export; that is no error)."""
+    return "torch" if run_runtime == "torch" else "auto"
+
+
+def score_champions(run: str | Path, specs: list[str], device: torch.device | str | None = None,
+                    runtime: str | None = None) -> TransferReport:
     """Scores a run's champion images with each model in ``specs``.
 
     Args:
         run: A run folder with ``champions.json``.
         specs: Model specs of the other models (their class names must equal the run's).
         device: Where to run the models (``None``: CUDA if available).
+        runtime: What scores them (``None``: ``transfer_runtime`` of the run's runtime).
 
     Raises:
         EvofoolError: not a run folder, no champions, an unknown model, other class names,
             a model that returns raw scores, an image of another size.
     """
-    from evofool.evaluator import BatchEvaluator
+    from evofool.evaluator import default_device
     from evofool.imageio import load_image
-    from evofool.models import load_model
+    from evofool.scoring import build_scoring, load_classifier
 
     if not specs:
         raise EvofoolError("give at least one --model to transfer the images to")
@@ -121,8 +129,10 @@ def score_champions(run: str | Path, specs: list[str], device: torch.device | st
     rows = [TransferRow(int(c["class"]), str(c["name"]), str(c["file"]), float(c["confidence"]))
             for c in champions]
     report = TransferReport(str(folder.path), config.model, list(specs), rows)
+    runtime = transfer_runtime(config.runtime) if runtime is None else runtime
+    clf_device = torch.device(device) if device is not None else default_device()
     for spec in specs:
-        clf = load_model(spec, device)
+        clf = load_classifier(spec, clf_device)
         if clf.outputs == "scores":
             raise EvofoolError(f"{spec} returns raw unit scores, not class probabilities")
         if list(clf.class_names) != list(names):
@@ -130,7 +140,9 @@ def score_champions(run: str | Path, specs: list[str], device: torch.device | st
                                f"{_brief(clf.class_names)}; the run's {config.model}: {_brief(names)})")
         batch = torch.stack([load_image(folder.path / r.file, clf.input_shape, resize=clf.resize_inputs,
                                         model=spec) for r in rows])
-        probs = BatchEvaluator(clf, device=device).evaluate(batch).probs.cpu()  # one pass per model
+        # After the checks, so that a refused model is never exported.
+        _, evaluator = build_scoring(clf, device=clf_device, runtime=runtime, probe=False)
+        probs = evaluator.evaluate(batch).probs.cpu()  # one pass per model
         own = probs[torch.arange(len(rows)), torch.tensor([r.index for r in rows])]
         top_conf, top = probs.max(dim=1)
         for r, c, t, tc in zip(rows, own.tolist(), top.tolist(), top_conf.tolist()):
@@ -198,4 +210,5 @@ def format_table(report: TransferReport) -> list[str]:
     return lines
 
 
-__all__ = ["TransferReport", "TransferRow", "Scored", "format_table", "score_champions", "write_report"]
+__all__ = ["TransferReport", "TransferRow", "Scored", "format_table", "score_champions", "transfer_runtime",
+           "write_report"]

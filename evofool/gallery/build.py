@@ -1,4 +1,4 @@
-"""``export_gallery``: writes a run's gallery folder (images, contact sheets, plots, manifests, page).
+"""``export_run_gallery``: writes a run's gallery folder (images, contact sheets, plots, manifests, page).
 
 Layout of ``runs/NAME/gallery/``::
 
@@ -6,7 +6,7 @@ Layout of ``runs/NAME/gallery/``::
     images/0003-three-x8.png       nearest-neighbour enlargement (small images only)
     contact-sheet-01.png ...       grids of at most 100 classes, class and confidence under each
     progress.png                   champion confidence over generations (+ classes ≥ 99 %)
-    confidences.png                histogram of the final confidences
+    confidences.png                histogram of the final confidences (activations.png: a unit run's)
     manifest.json, manifest.csv    classes, files, run facts
     index.html                     the page: sortable, filterable, self-contained
 
@@ -40,18 +40,19 @@ from evofool.gallery import images as gi
 from evofool.gallery.html import Row, render_index
 from evofool.gallery.manifest import build_manifest, made_from, read_manifest, write_manifest
 from evofool.gallery.rundata import Champion, RunData, load_run, select
+from evofool.models.outputs import LOG_PROB, SCORE
 from evofool.runfolder import CHAMPIONS_DIR, champion_filename
 
 GALLERY_DIR = "gallery"
 IMAGES_DIR = "images"
 INDEX = "index.html"
 PROGRESS_PLOT = "progress.png"
-HISTOGRAM_PLOT = "confidences.png"
+HISTOGRAM_PLOTS = {LOG_PROB: "confidences.png", SCORE: "activations.png"}
 WORKERS = min(4, os.cpu_count() or 1)
 # The names an export writes and may later delete; anything else in a gallery folder is
 # never deleted, whatever a manifest lists.
-OWN_FILES = re.compile(r"images/\d{4,}-[a-z0-9-]+(?:-x\d+)?\.png|contact-sheet-\d{2,}\.png"
-                       rf"|{re.escape(PROGRESS_PLOT)}|{re.escape(HISTOGRAM_PLOT)}")
+OWN_FILES = re.compile(r"images/\d{4,}-[a-z0-9-]+(?:-x\d+)?\.png|contact-sheet-\d{2,}\.png|"
+                       + "|".join(re.escape(name) for name in (PROGRESS_PLOT, *HISTOGRAM_PLOTS.values())))
 # How long an export waits for another one writing the same gallery (a live refresh of a
 # 1,000-class run takes seconds).
 LOCK_WAIT = 60.0
@@ -70,10 +71,13 @@ class ExportResult:
         sheets_rendered: Contact-sheet pages (re)rendered this time.
         plots: Plot file names.
         seconds: Wall time of the export.
+        shown: What ``classes`` counts: ``classes`` (units of a unit run are its classes),
+            or ``images`` (a perturb folder's gallery).
     """
 
     out: Path
     classes: int
+    shown: str = "classes"
     images: int = 0
     reused: int = 0
     sheets: list[str] = field(default_factory=list)
@@ -101,6 +105,10 @@ class GalleryFolder:
     def write(self, rel: str, data: bytes) -> None:
         # Not fsynced: a gallery can always be exported again.
         safefs.write_bytes_atomic(self.path / rel, data, root=self.root, durable=False)
+
+    def write_png(self, rel: str, image: Image.Image) -> None:
+        """A picture the gallery made (an enlargement, a sheet): quick to encode, not fsynced."""
+        safefs.save_png_atomic(self.path / rel, image, compress_level=1, root=self.root)
 
     def has(self, rel: str) -> bool:
         """Whether ``rel`` is a regular file of the gallery (a link or a FIFO is not)."""
@@ -162,11 +170,11 @@ def _previous_manifest(gallery: GalleryFolder, run: RunData, force: bool) -> dic
 
 
 def _stamp(champion: Champion) -> str:
-    """Identifies a champion's content: a new champion always has a higher log-probability.
+    """Identifies a champion's content: a new champion always has a higher fitness.
 
     (Not the file's mtime: the run re-writes every champion PNG at each checkpoint.)
     """
-    return f"{champion.generation}:{champion.log_prob!r}:{os.lstat(champion.source).st_size}"
+    return f"{champion.generation}:{champion.fitness!r}:{os.lstat(champion.source).st_size}"
 
 
 def _write_class(run: RunData, ch: Champion, name: str, stamp: str, gallery: GalleryFolder, scale: int | None,
@@ -179,8 +187,8 @@ def _write_class(run: RunData, ch: Champion, name: str, stamp: str, gallery: Gal
     enlarged = None
     if s > 1 and enlarge:
         enlarged = f"{IMAGES_DIR}/{gi.enlarged_name(name, s)}"
-        gallery.write(enlarged, safefs.png_bytes(gi.enlarge(image, s), compress_level=1))
-    entry = {"class": ch.index, "name": ch.name, "confidence": ch.confidence, "log_prob": ch.log_prob,
+        gallery.write_png(enlarged, gi.enlarge(image, s))
+    entry = {"class": ch.index, "name": ch.name, **ch.values(),
              "generation": ch.generation, "image": f"{IMAGES_DIR}/{name}", "enlarged": enlarged, "scale": s,
              "width": image.width, "height": image.height,
              "source": ch.file, "source_stamp": stamp}
@@ -219,8 +227,8 @@ def _export_images(run: RunData, chosen: list[Champion], gallery: GalleryFolder,
         stamp = _stamp(ch)
         old = previous.get(ch.index)
         if _reusable(old, name, stamp, gallery, scale, enlarge):
-            entries.append({**old, "class": ch.index, "name": ch.name, "confidence": ch.confidence,
-                            "log_prob": ch.log_prob, "generation": ch.generation, "source": ch.file})
+            entries.append({**old, "class": ch.index, "name": ch.name, **ch.values(),
+                            "generation": ch.generation, "source": ch.file})
             result.reused += 1
         else:
             entries.append(None)
@@ -265,19 +273,20 @@ def _write_sheet(run: RunData, page: list[Champion], loaded: dict[int, Image.Ima
                  gallery: GalleryFolder, name: str) -> None:
     """Renders and saves one contact-sheet page."""
     tiles = [gi.tile_image(loaded.get(c.index) or gi.load_png(c.source, run.folder.path)[1]) for c in page]
-    gallery.write(name, safefs.png_bytes(gi.render_sheet(page, tiles, *titles), compress_level=1))
+    gallery.write_png(name, gi.render_sheet(page, tiles, *titles))
 
 
 def _export_plots(run: RunData, gallery: GalleryFolder) -> list[str]:
     from evofool.gallery.plots import histogram_plot, progress_plot
 
     written = []
-    progress = progress_plot(run.log, run.num_classes)
+    progress = progress_plot(run.log, run.num_classes, run.fitness_kind)
     if progress is not None:
         gallery.write(PROGRESS_PLOT, progress)
         written.append(PROGRESS_PLOT)
-    gallery.write(HISTOGRAM_PLOT, histogram_plot(run.champions, run.num_classes))
-    written.append(HISTOGRAM_PLOT)
+    histogram = HISTOGRAM_PLOTS[run.fitness_kind]
+    gallery.write(histogram, histogram_plot(run.champions, run.num_classes, run.fitness_kind))
+    written.append(histogram)
     return written
 
 
@@ -304,15 +313,15 @@ def _first_image_size(run: RunData, chosen: list[Champion]) -> tuple[int, int]:
     return image.height, image.width
 
 
-def export_gallery(run_dir: str | Path, out: str | Path | None = None, *, top: int | None = None,
-                   classes: str | list | None = None, scale: int | None = None,
-                   live: bool = False, force: bool = False) -> ExportResult:
+def export_run_gallery(run_dir: str | Path, out: str | Path | None = None, *, top: int | None = None,
+                       classes: str | list | None = None, scale: int | None = None,
+                       live: bool = False, force: bool = False) -> ExportResult:
     """Writes a run's gallery.
 
     Args:
         run_dir: The run folder.
         out: The gallery folder (default ``RUN/gallery``): new, empty, or a gallery of this run.
-        top: Only the ``top`` most confident classes (sorted best first).
+        top: Only the ``top`` best classes (highest confidence, or activation; best first).
         classes: Only these classes (``"3,5,seven"`` or a list), in this order.
         scale: Enlargement factor (default: so that the long side is ≥ 224 px; 1: none; the
             enlarged long side may be at most ``images.MAX_ENLARGED_SIDE``).
@@ -351,10 +360,14 @@ def export_gallery(run_dir: str | Path, out: str | Path | None = None, *, top: i
 
 def _export(run: RunData, chosen: list[Champion], gallery: GalleryFolder, previous: dict | None, *,
             top: int | None, classes, scale: int | None, live: bool) -> ExportResult:
-    """The writing half of ``export_gallery``, under the gallery's lock."""
+    """The writing half of ``export_run_gallery``, under the gallery's lock."""
     full = not live or run.finished
-    what = (f"top {len(chosen)} by confidence" if top is not None
-            else "chosen classes" if classes is not None else f"all {len(chosen)} classes")
+    value = "confidence" if run.is_probability else "activation"
+    what = (f"top {len(chosen)} by {value}" if top is not None
+            else f"chosen {run.cells}" if classes is not None else f"all {len(chosen)} {run.cells}")
+    # The page opens in the export's order where it chose one (rows are written in it).
+    ordered = (f"best first (top {len(chosen)})" if top is not None
+               else "as chosen (--classes)" if classes is not None else None)
     export = {"top": top, "classes": [c.index for c in chosen] if classes is not None else None,
               "scale": scale, "live": live, "complete": full, "folder": None}
     if gallery.in_run_folder:
@@ -380,10 +393,11 @@ def _export(run: RunData, chosen: list[Champion], gallery: GalleryFolder, previo
         result.plots = _export_plots(run, gallery)
 
         write_manifest(gallery.path, build_manifest(run, entries, sheets, result.plots, export), gallery.root)
-        rows = [Row(index=e["class"], name=e["name"], confidence=e["confidence"], log_prob=e["log_prob"],
-                    generation=e["generation"], image=e["image"], enlarged=e["enlarged"], width=e["width"],
-                    height=e["height"]) for e in entries]
-        gallery.write(INDEX, render_index(run, rows, result.plots, result.sheets, live).encode("utf-8"))
+        rows = [Row(index=ch.index, name=ch.name, fitness=ch.fitness, confidence=ch.confidence,
+                    generation=ch.generation, image=e["image"], enlarged=e["enlarged"], width=e["width"],
+                    height=e["height"]) for ch, e in zip(chosen, entries)]
+        page = render_index(run, rows, result.plots, result.sheets, live, ordered)
+        gallery.write(INDEX, page.encode("utf-8"))
 
         keep = {f for e in entries for f in (e["image"], e["enlarged"]) if f} | set(result.sheets) | set(result.plots)
         _remove_stale(gallery, previous, keep)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from html import escape
 
-from evofool.gallery.images import confidence_color, format_confidence
+from evofool.gallery.images import format_activation, format_confidence, value_color, value_text
 from evofool.gallery.plots import logit10_from_log_prob
 from evofool.gallery.rundata import RunData
 
@@ -24,12 +24,16 @@ BAR_FLOOR = -2.0   # confidence bars start at 1 % (logit10 = -2) and end at the 
 
 @dataclass(frozen=True)
 class Row:
-    """One table row: a champion and its exported files (paths relative to the page)."""
+    """One table row: a champion and its exported files (paths relative to the page).
+
+    ``fitness`` and ``confidence`` are the champion's (``rundata.Champion``): a
+    log-probability and its probability, or an activation and ``None``.
+    """
 
     index: int
     name: str
-    confidence: float
-    log_prob: float
+    fitness: float
+    confidence: float | None
     generation: int
     image: str
     enlarged: str | None
@@ -80,7 +84,8 @@ JS = """
   var rows=Array.prototype.slice.call(tbody.rows);
   var filter=document.getElementById('filter'),order=document.getElementById('order');
   var count=document.getElementById('count');
-  var state={key:'class',dir:1};
+  var start=(document.getElementById('classes').dataset.sort||'class:1').split(':');
+  var state={key:start[0],dir:+start[1]};
   function cmp(a,b){
     var x=a.dataset[state.key],y=b.dataset[state.key];
     var c=state.key==='name'?x.localeCompare(y):(parseFloat(x)-parseFloat(y));
@@ -136,29 +141,59 @@ def _display_size(width: int, height: int) -> tuple[int, int, bool]:
     return round(width * k), round(height * k), False
 
 
-def _row(row: Row, lazy: bool, top: float) -> str:
+def _row(row: Row, position: int, lazy: bool, share: float) -> str:
+    """One ``<tr>``; ``share`` (0..1) is the length of its value bar."""
     w, h, pixelated = _display_size(row.width, row.height)
-    r, g, b = confidence_color(row.confidence)
-    share = 100 * min(1.0, max(0.02, (float(logit10_from_log_prob(row.log_prob)) - BAR_FLOOR) / (top - BAR_FLOOR)))
+    r, g, b = value_color(row)
     name = escape(row.name)
     img = (f'<img src="{escape(row.image)}" width="{w}" height="{h}" alt="champion for {name}"'
            f'{" class=px" if pixelated else ""}{" loading=lazy" if lazy else ""}>')
     link = escape(row.enlarged or row.image)
-    return (f'<tr data-class="{row.index}" data-name="{escape(row.name.lower())}" data-conf="{row.log_prob!r}" '
-            f'data-gen="{row.generation}">'
+    exact = (f"activation = {row.fitness!r}" if row.confidence is None
+             else f"p = {row.confidence!r}, log p = {row.fitness!r}")
+    return (f'<tr data-class="{row.index}" data-pos="{position}" data-name="{escape(row.name.lower())}" '
+            f'data-conf="{row.fitness!r}" data-gen="{row.generation}">'
             f'<td class="img"><a href="{link}">{img}</a></td>'
             f'<td class="idx">{row.index}</td><td class="name">{name}</td>'
-            f'<td class="conf" style="color:rgb({r},{g},{b})" title="p = {row.confidence!r}, '
-            f'log p = {row.log_prob!r}">{escape(format_confidence(row.confidence))}'
-            f'<span class="bar" style="width:{share:.1f}%"></span></td>'
+            f'<td class="conf" style="color:rgb({r},{g},{b})" title="{exact}">{escape(value_text(row))}'
+            f'<span class="bar" style="width:{100 * share:.1f}%"></span></td>'
             f'<td class="gen">{row.generation}</td></tr>')
+
+
+def _bar_shares(run: RunData, rows: list[Row]) -> list[float]:
+    """Each row's bar length (0.02..1): confidences on the logit axis from 1 % to the best row,
+    activations from the lowest to the highest shown."""
+    if run.is_probability:
+        values = [float(logit10_from_log_prob(r.fitness)) for r in rows]
+        low, high = BAR_FLOOR, max([2.0] + values)
+    else:
+        values = [r.fitness for r in rows]
+        low, high = min(values, default=0.0), max(values, default=1.0)
+    span = (high - low) or 1.0
+    return [min(1.0, max(0.02, (v - low) / span)) for v in values]
+
+
+def _value_chips(run: RunData) -> list[str]:
+    """The header chips summing up the champions: counts at 99 % / 99.99 % and the median
+    confidence, or a unit run's median and best activation."""
+    if not run.is_probability:
+        values = [c.fitness for c in run.champions]
+        return [_chip("median activation", format_activation(statistics.median(values))),
+                _chip("best activation", format_activation(max(values)))]
+    confs = [c.confidence for c in run.champions]
+    n99 = sum(p >= 0.99 for p in confs)
+    n9999 = sum(p >= 0.9999 for p in confs)
+    median = statistics.median(confs) if confs else float("nan")
+    return [_chip("≥ 99 %", f"{n99} / {run.num_classes}"), _chip("≥ 99.99 %", f"{n9999} / {run.num_classes}"),
+            _chip("median", format_confidence(median))]
 
 
 def _chip(label: str, value: object) -> str:
     return f'<span class="chip">{escape(label)} <b>{escape(str(value))}</b></span>'
 
 
-def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[str], live: bool) -> str:
+def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[str], live: bool,
+                 ordered: str | None = None) -> str:
     """The page's HTML.
 
     Args:
@@ -167,19 +202,15 @@ def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[s
         plots: Plot image paths relative to the page.
         sheets: Contact-sheet paths relative to the page.
         live: Written during a run: show a banner and reload every 30 s until it finishes.
+        ordered: How the export ordered ``rows`` (e.g. ``best first`` for ``--top``): the
+            page then opens in that order; ``None``: by class index.
     """
     cfg = run.config
-    confs = [c.confidence for c in run.champions]
-    n99 = sum(p >= 0.99 for p in confs)
-    n9999 = sum(p >= 0.9999 for p in confs)
-    median = statistics.median(confs) if confs else float("nan")
     title = escape(run.folder.path.resolve().name)
     chips = "".join([
         _chip("model", cfg.get("model")), _chip("encoding", cfg.get("encoding")),
         _chip("seed", cfg.get("seed")), _chip("population", cfg.get("population")),
-        _chip("generations", f"{run.generations_done} / {cfg.get('generations')}"),
-        _chip("≥ 99 %", f"{n99} / {run.num_classes}"), _chip("≥ 99.99 %", f"{n9999} / {run.num_classes}"),
-        _chip("median", format_confidence(median)),
+        _chip("generations", f"{run.generations_done} / {cfg.get('generations')}"), *_value_chips(run),
     ])
     pending = live and not run.finished
     banner = (f'<div class="live">Live gallery: generation {run.generations_done} of {cfg.get("generations")}, '
@@ -187,18 +218,23 @@ def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[s
               if pending else "")
     refresh = '<meta http-equiv="refresh" content="30">' if pending else ""
     lazy = len(rows) > LAZY_ABOVE
-    top = max([2.0] + [float(logit10_from_log_prob(r.log_prob)) for r in rows])
-    body_rows = "\n".join(_row(r, lazy, top) for r in rows)
+    body_rows = "\n".join(_row(r, i, lazy, share) for i, (r, share) in enumerate(zip(rows, _bar_shares(run, rows))))
+    value = "confidence" if run.is_probability else "activation"
+    # The page opens sorted as the export ordered it (``--top``: best first), else by class.
+    start = "pos:1" if ordered else "class:1"
+    export_order = f'<option value="pos:1">{escape(ordered)}</option>' if ordered else ""
     plot_html = "".join(f'<a href="{escape(p)}"><img src="{escape(p)}" alt="{escape(p)}"></a>' for p in plots)
     sheet_links = " · ".join(f'<a href="{escape(s)}">page {i}</a>' for i, s in enumerate(sheets, 1))
-    shown = f"{len(rows)} of {run.num_classes} classes" if len(rows) != run.num_classes else f"{len(rows)} classes"
+    shown = (f"{len(rows)} of {run.num_classes} {run.cells}" if len(rows) != run.num_classes
+             else f"{len(rows)} {run.cells}")
+    heading = "Fooling images" if run.is_probability else "Activation maximisation"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">{refresh}
 <title>evofool gallery · {title}</title>
 <style>{CSS}</style></head>
 <body>
-<header><h1>Fooling images <small>{title} · {escape(shown)}</small></h1>
+<header><h1>{heading} <small>{title} · {escape(shown)}</small></h1>
 <div class="chips">{chips}</div>{banner}</header>
 <main>
 <div class="plots">{plot_html}</div>
@@ -206,12 +242,12 @@ def render_index(run: RunData, rows: list[Row], plots: list[str], sheets: list[s
 <div class="controls">
 <input id="filter" type="search" placeholder="Filter by class name or index" aria-label="filter" autocomplete="off">
 <select id="order" aria-label="sort">
-<option value="class:1">class index</option><option value="conf:-1">confidence, highest first</option>
-<option value="conf:1">confidence, lowest first</option><option value="name:1">class name</option>
+{export_order}<option value="class:1">class index</option><option value="conf:-1">{value}, highest first</option>
+<option value="conf:1">{value}, lowest first</option><option value="name:1">class name</option>
 <option value="gen:-1">generation found, latest first</option><option value="gen:1">generation found, earliest first</option>
 </select><span id="count"></span></div>
-<table id="classes"><thead><tr><th>image</th><th data-key="class"><button>#</button></th>
-<th data-key="name"><button>class</button></th><th data-key="conf"><button>confidence</button></th>
+<table id="classes" data-sort="{start}"><thead><tr><th>image</th><th data-key="class"><button>#</button></th>
+<th data-key="name"><button>class</button></th><th data-key="conf"><button>{value}</button></th>
 <th data-key="gen"><button>found at generation</button></th></tr></thead>
 <tbody>
 {body_rows}

@@ -28,6 +28,7 @@ BACKGROUND = (22, 24, 29)
 TILE_BACKGROUND = (34, 37, 44)
 TEXT = (222, 226, 232)
 MUTED = (150, 156, 166)
+ACTIVATION_COLOR = (127, 176, 255)
 
 
 def default_scale(height: int, width: int, target: int = TARGET_SIZE) -> int:
@@ -99,6 +100,32 @@ def confidence_color(p: float) -> tuple[int, int, int]:
     if p >= 0.5:
         return (224, 192, 94)
     return (224, 122, 94)
+
+
+def format_activation(a: float) -> str:
+    """A unit's activation as a plain number (``12.35``, ``-0.0713``): no percent, no probability."""
+    return f"{a:.4g}"
+
+
+# The value helpers take a ``rundata.Champion`` or an ``html.Row``: anything with the
+# champion's ``fitness`` and ``confidence`` (``None`` for a unit run's activation).
+def value_text(champion: Champion) -> str:
+    """A champion's value as a table shows it: ``99.99 %``, or a unit's activation."""
+    if champion.confidence is None:
+        return format_activation(champion.fitness)
+    return format_confidence(champion.confidence)
+
+
+def value_caption(champion: Champion) -> str:
+    """A champion's value under its tile: ``99.99 %``, or ``activation 12.35``."""
+    if champion.confidence is None:
+        return f"activation {format_activation(champion.fitness)}"
+    return format_confidence(champion.confidence)
+
+
+def value_color(champion: Champion) -> tuple[int, int, int]:
+    """``confidence_color``, or one neutral colour for activations (no level means "fooled")."""
+    return ACTIVATION_COLOR if champion.confidence is None else confidence_color(champion.confidence)
 
 
 def _dejavu() -> str | None:
@@ -184,7 +211,7 @@ def layout(count: int, image_w: int, image_h: int) -> SheetLayout:
 
 def render_sheet(champions: list[Champion], images: list[Image.Image], title: str,
                  subtitle: str = "") -> Image.Image:
-    """One contact-sheet page: a grid of tiles, class and confidence under each.
+    """One contact-sheet page: a grid of tiles, class and confidence (or activation) under each.
 
     Args:
         champions: The classes on this page, in order.
@@ -212,8 +239,7 @@ def render_sheet(champions: list[Champion], images: list[Image.Image], title: st
         draw.text((x, ty), index, font=label, fill=MUTED)
         name_x = x + int(label.getlength(index))
         draw.text((name_x, ty), fit_text(champion.name, label, geo.tile_w - (name_x - x)), font=label, fill=TEXT)
-        draw.text((x, ty + 19), format_confidence(champion.confidence), font=small,
-                  fill=confidence_color(champion.confidence))
+        draw.text((x, ty + 19), value_caption(champion), font=small, fill=value_color(champion))
     return sheet
 
 

@@ -10,12 +10,26 @@ from pathlib import Path
 from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.gallery.rundata import RunData
+from evofool.models.outputs import LOG_PROB, SCORE
 
 MANIFEST_JSON = "manifest.json"
 MANIFEST_CSV = "manifest.csv"
 FORMAT = "evofool-gallery/1"
-CSV_FIELDS = ["class", "name", "confidence", "log_prob", "generation", "image", "enlarged",
-              "model", "encoding", "seed", "population", "generations_done"]
+# What a class entry reports: a probability run's confidence and log-probability, or a unit
+# run's activation (manifests written before unit runs had their own key hold no fitness_kind).
+VALUE_FIELDS = {LOG_PROB: ["confidence", "log_prob"], SCORE: ["activation"]}
+RUN_FIELDS = ["model", "encoding", "seed", "population", "generations_done"]
+
+
+def csv_fields(fitness_kind: str) -> list[str]:
+    """The columns of ``manifest.csv``: class, name, its values, files, then the run's facts."""
+    return ["class", "name", *VALUE_FIELDS[fitness_kind], "generation", "image", "enlarged", *RUN_FIELDS]
+
+
+def fitness_kind_of(manifest: dict) -> str:
+    """``log_prob`` or ``score``: what a manifest's class values are."""
+    kind = manifest["run"].get("fitness_kind")
+    return kind if kind in VALUE_FIELDS else LOG_PROB
 
 
 def run_summary(run: RunData) -> dict:
@@ -27,7 +41,8 @@ def run_summary(run: RunData) -> dict:
             "encoding_params": cfg.get("encoding_params", {}), "seed": cfg.get("seed"),
             "population": cfg.get("population"), "generations": cfg.get("generations"),
             "generations_done": run.generations_done, "evaluations": evaluations,
-            "crops": cfg.get("crops", 1), "num_classes": run.num_classes,
+            "crops": cfg.get("crops", 1), "runtime": cfg.get("runtime"), "precision": cfg.get("precision"),
+            "num_classes": run.num_classes, "fitness_kind": run.fitness_kind,
             "config_hash": run.config_hash, "evofool_version": run.version}
 
 
@@ -37,8 +52,8 @@ def build_manifest(run: RunData, classes: list[dict], sheets: list[dict], plots:
 
     Args:
         run: The run.
-        classes: One entry per exported class (class, name, confidence, log_prob,
-            generation, image, enlarged, scale, width, height, source, source_stamp).
+        classes: One entry per exported class (class, name, its values, generation, image,
+            enlarged, scale, width, height, source, source_stamp).
         sheets: Contact-sheet pages: ``{"file", "classes", "key"}``.
         plots: Plot file names.
         export: The export's options (top, classes, scale, live, complete) and the gallery's
@@ -56,14 +71,15 @@ def write_manifest(out: Path, manifest: dict, root: Path | None = None) -> None:
 
     ``root``: the folder below which nothing may be a link (see ``safefs.write_bytes_atomic``).
     """
-    run = manifest["run"]
+    run, kind = manifest["run"], fitness_kind_of(manifest)
+    fields = csv_fields(kind)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for entry in manifest["classes"]:
-        writer.writerow({**{k: run.get(k) for k in CSV_FIELDS if k in run},
-                         **{k: entry.get(k) for k in CSV_FIELDS if k in entry},
-                         "confidence": repr(entry["confidence"]), "log_prob": repr(entry["log_prob"]),
+        writer.writerow({**{k: run.get(k) for k in RUN_FIELDS if k in run},
+                         **{k: entry.get(k) for k in fields if k in entry},
+                         **{k: repr(entry[k]) for k in VALUE_FIELDS[kind]},  # every digit, as archived
                          "enlarged": entry.get("enlarged") or ""})
     # The gallery can be exported again: no fsync (see safefs.write_bytes_atomic).
     safefs.write_json_atomic(out / MANIFEST_JSON, manifest, root=root or out, durable=False)

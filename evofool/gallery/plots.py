@@ -1,8 +1,8 @@
-"""Gallery plots (matplotlib, Agg, no pyplot state): progress over generations and final confidences.
+"""Gallery plots (matplotlib, Agg, no pyplot state): progress over generations and final values.
 
 Confidences are plotted on a logit axis, ``log10(p / (1 - p))``: 10 %, 50 %, 90 %,
 99 %, 99.99 % are evenly spaced, so both a weak start and the climb from 99 % to
-99.9999 % stay visible.
+99.9999 % stay visible. A unit run's activations are plain numbers, on a linear axis.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from evofool.gallery.rundata import Champion
+from evofool.models.outputs import LOG_PROB
 
 LIMIT = 12.0   # |logit10| is capped here (p = 0 or 1 would be infinite)
 FACE = "#16181d"
@@ -85,8 +86,9 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def progress_plot(log: list[dict], num_classes: int) -> bytes | None:
-    """Champion confidence over generations (median, a band, n ≥ 99 % on a second axis).
+def progress_plot(log: list[dict], num_classes: int, fitness_kind: str = LOG_PROB) -> bytes | None:
+    """Champions over generations: median, a band, and for confidences the classes ≥ 99 %
+    on a second axis (a unit run's records hold activations: linear axis, no counts).
 
     The band is the inter-quartile range when records carry ``q1``/``q3`` (or
     ``p25``/``p75``) and the min–max range otherwise.
@@ -94,28 +96,43 @@ def progress_plot(log: list[dict], num_classes: int) -> bytes | None:
     Returns:
         The plot as PNG bytes; ``None`` when the log is empty.
     """
-    from matplotlib.ticker import MaxNLocator
-
     records = [r for r in log if all(k in r for k in ("generation", "min", "median", "max"))]
     if not records:
         return None
+    probability = fitness_kind == LOG_PROB
+    scale = logit10 if probability else (lambda values: np.asarray(values, dtype=np.float64))
     gen = np.array([r["generation"] for r in records], dtype=np.float64)
-    col = {k: logit10([r[k] for r in records]) for k in ("min", "median", "max")}
+    col = {k: scale([r[k] for r in records]) for k in ("min", "median", "max")}
     fig, ax = _figure(7.0, 3.4)
     ax.fill_between(gen, col["min"], col["max"], color="#4c8dff", alpha=0.18, linewidth=0, label="min–max")
     q_keys = next(((a, b) for a, b in (("q1", "q3"), ("p25", "p75")) if all(a in r and b in r for r in records)), None)
     if q_keys:
-        ax.fill_between(gen, logit10([r[q_keys[0]] for r in records]), logit10([r[q_keys[1]] for r in records]),
+        ax.fill_between(gen, scale([r[q_keys[0]] for r in records]), scale([r[q_keys[1]] for r in records]),
                         color="#4c8dff", alpha=0.35, linewidth=0, label="quartiles")
     ax.plot(gen, col["median"], color="#7fb0ff", linewidth=2.0, label="median")
     ax.plot(gen, col["max"], color="#7fb0ff", linewidth=0.8, alpha=0.7)
     ax.plot(gen, col["min"], color="#7fb0ff", linewidth=0.8, alpha=0.7)
-    lo, hi = _limits(np.concatenate(list(col.values())))
-    ax.set_yticks(*logit_ticks(lo, hi))
-    ax.set_ylim(lo, hi)
     ax.set_xlim(gen.min(), max(gen.max(), gen.min() + 1))
     ax.set_xlabel("generation")
-    ax.set_ylabel("champion confidence over classes")
+    handles, labels = ax.get_legend_handles_labels()
+    if probability:
+        lo, hi = _limits(np.concatenate(list(col.values())))
+        ax.set_yticks(*logit_ticks(lo, hi))
+        ax.set_ylim(lo, hi)
+        extra = _class_counts(ax, gen, records, num_classes)
+        handles, labels = handles + extra[0], labels + extra[1]
+    what = "confidence" if probability else "activation"
+    ax.set_ylabel(f"champion {what} over {'classes' if probability else 'units'}")
+    ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=4, fontsize=8, frameon=False, labelcolor=INK)
+    ax.set_title(f"Champion {what} per generation", fontsize=11)
+    return _png(fig)
+
+
+def _class_counts(ax, gen: np.ndarray, records: list[dict], num_classes: int) -> tuple[list, list]:
+    """Classes ≥ 99 % and ≥ 99.99 % on a second y axis; returns its legend handles and labels."""
+    from matplotlib.ticker import MaxNLocator
+
     right = ax.twinx()
     _style(right)
     right.grid(False)
@@ -125,20 +142,30 @@ def progress_plot(log: list[dict], num_classes: int) -> bytes | None:
     right.set_ylim(0, num_classes * 1.02)
     right.yaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel("classes", color=INK)
-    handles = ax.get_legend_handles_labels()
-    extra = right.get_legend_handles_labels()
-    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper center", bbox_to_anchor=(0.5, -0.2),
-              ncol=4, fontsize=8, frameon=False, labelcolor=INK)
-    ax.set_title("Champion confidence per generation", fontsize=11)
+    return right.get_legend_handles_labels()
+
+
+def histogram_plot(champions: list[Champion], num_classes: int, fitness_kind: str = LOG_PROB) -> bytes:
+    """Histogram of the champions' final confidences (logit axis, 99 % and 99.99 % marked), or
+    of a unit run's final activations (linear axis), as PNG bytes."""
+    from matplotlib.ticker import MaxNLocator
+
+    fitness = np.array([c.fitness for c in champions], dtype=np.float64)
+    fig, ax = _figure(7.0, 3.4)
+    if fitness_kind == LOG_PROB:
+        _confidence_histogram(ax, champions, num_classes, logit10_from_log_prob(fitness))
+    else:
+        ax.hist(fitness, bins=min(40, max(10, len(fitness))), color="#7fb0ff", edgecolor=FACE, linewidth=0.5)
+        ax.set_xlabel("final champion activation")
+        ax.set_title(f"Final activations: {len(champions)}/{num_classes} units filled, median "
+                     f"{float(np.median(fitness)):.4g}, best {float(fitness.max()):.4g}", fontsize=11)
+    ax.set_ylabel("classes" if fitness_kind == LOG_PROB else "units")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(fig)
 
 
-def histogram_plot(champions: list[Champion], num_classes: int) -> bytes:
-    """Histogram of the champions' final confidences (logit axis), 99 % and 99.99 % marked, as PNG bytes."""
-    from matplotlib.ticker import MaxNLocator
-
-    values = logit10_from_log_prob(np.array([c.log_prob for c in champions]))
-    fig, ax = _figure(7.0, 3.4)
+def _confidence_histogram(ax, champions: list[Champion], num_classes: int, values: np.ndarray) -> None:
+    """The confidences' histogram on the logit axis, with the 99 % and 99.99 % lines."""
     lo, hi = _limits(values)
     bins = np.linspace(lo, hi, int(min(80, max(20, (hi - lo) * 8))) + 1)
     ax.hist(values, bins=bins, color="#7fb0ff", edgecolor=FACE, linewidth=0.5)
@@ -148,10 +175,7 @@ def histogram_plot(champions: list[Champion], num_classes: int) -> bytes:
     ax.set_xticks(*logit_ticks(lo, hi))
     ax.set_xlim(lo, hi)
     ax.set_xlabel("final champion confidence")
-    ax.set_ylabel("classes")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     n99 = sum(c.confidence >= 0.99 for c in champions)
     n9999 = sum(c.confidence >= 0.9999 for c in champions)
     ax.set_title(f"Final confidences: {len(champions)}/{num_classes} classes filled, "
                  f"{n99} ≥ 99 %, {n9999} ≥ 99.99 %", fontsize=11)
-    return _png(fig)

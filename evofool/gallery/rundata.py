@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evofool.errors import EvofoolError
-from evofool.runfolder import CHAMPIONS, SUMMARY, RunFolder
+from evofool.models.outputs import LOG_PROB
+from evofool.runfolder import (CHAMPIONS, CONFIDENCE, SUMMARY, RunFolder, champion_fitness,
+                               champions_fitness_kind)
 
 
 @dataclass(frozen=True)
 class Champion:
-    """One class's champion as archived in ``champions.json``.
+    """One class's (or unit's) champion as archived in ``champions.json``.
 
     Attributes:
         index: Class index (model output).
         name: Class name.
-        confidence: Archived softmax confidence for the class.
-        log_prob: Archived log-probability (more precise than ``confidence`` near 1).
+        fitness: What champions compete on: the archived log-probability (more precise than
+            ``confidence`` near 1), or a unit run's activation.
+        confidence: Archived softmax confidence for the class; ``None`` for a unit run,
+            whose fitness is an activation and no probability.
         generation: Generation the champion was found in.
         source: Path of the run's champion PNG.
         file: That path as ``champions.json`` gives it (relative to the run folder).
@@ -26,11 +29,18 @@ class Champion:
 
     index: int
     name: str
-    confidence: float
-    log_prob: float
+    fitness: float
+    confidence: float | None
     generation: int
     source: Path
     file: str
+
+    def values(self) -> dict:
+        """The champion's reported values as a manifest records them: ``confidence`` and
+        ``log_prob``, or a unit's ``activation``."""
+        if self.confidence is None:
+            return {"activation": self.fitness}
+        return {CONFIDENCE: self.confidence, "log_prob": self.fitness}
 
 
 @dataclass
@@ -46,6 +56,7 @@ class RunData:
         champions: Champions of filled classes, in class order.
         log: Per-generation records (damaged lines skipped, see ``RunFolder.scan_log``).
         summary: ``summary.json`` (empty when absent or damaged).
+        fitness_kind: ``log_prob`` (classes, confidences) or ``score`` (units, activations).
         log_damaged: Numbers of the log's damaged lines (a torn last line, which a run being
             written may show, not counted).
     """
@@ -58,11 +69,22 @@ class RunData:
     champions: list[Champion]
     log: list[dict]
     summary: dict
+    fitness_kind: str = LOG_PROB
     log_damaged: list[int] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def is_probability(self) -> bool:
+        """Whether the champions' values are class probabilities (not a unit run's activations)."""
+        return self.fitness_kind == LOG_PROB
+
+    @property
+    def cells(self) -> str:
+        """What the archive's cells are, as the gallery names them: ``classes`` or ``units``."""
+        return "classes" if self.is_probability else "units"
 
     @property
     def generations_done(self) -> int:
@@ -90,15 +112,15 @@ def _read_summary(folder: RunFolder) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _champion(folder: RunFolder, entry: object, class_names: list[str]) -> Champion:
+def _champion(folder: RunFolder, entry: object, class_names: list[str], fitness_kind: str) -> Champion:
     """One validated ``champions.json`` entry (its file a regular file inside the run folder)."""
     where = folder.path / CHAMPIONS
     try:
         index = int(entry["class"])
         file = str(entry["file"])
+        confidence = float(entry[CONFIDENCE]) if fitness_kind == LOG_PROB else None
         champion = Champion(index=index, name=str(entry.get("name", class_names[index])),
-                            confidence=float(entry["confidence"]),
-                            log_prob=float(entry.get("log_prob", math.log(max(float(entry["confidence"]), 1e-300)))),
+                            fitness=champion_fitness(entry, fitness_kind), confidence=confidence,
                             generation=int(entry["generation"]), source=folder.path / file, file=file)
     except (KeyError, TypeError, ValueError, IndexError):
         raise EvofoolError(f"{where} is damaged (bad champion entry {str(entry)[:80]})") from None
@@ -128,7 +150,8 @@ def load_run(path: str | Path) -> RunData:
     entries = data.get("champions") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise EvofoolError(f"{folder.path / CHAMPIONS} is damaged (no champions list)")
-    champions = sorted((_champion(folder, e, class_names) for e in entries), key=lambda c: c.index)
+    kind = champions_fitness_kind(data)
+    champions = sorted((_champion(folder, e, class_names, kind) for e in entries), key=lambda c: c.index)
     if not champions:
         raise EvofoolError(f"{folder.path / CHAMPIONS} lists no champions yet")
     if len({c.index for c in champions}) != len(champions):
@@ -137,7 +160,7 @@ def load_run(path: str | Path) -> RunData:
     return RunData(folder=folder, config=dict(doc["config"]), config_hash=str(doc.get("config_hash", "")),
                    version=str(doc.get("evofool_version", "")), class_names=class_names,
                    champions=champions, log=log.records, summary=_read_summary(folder),
-                   log_damaged=log.damaged_inside)
+                   fitness_kind=kind, log_damaged=log.damaged_inside)
 
 
 def select(run: RunData, classes: str | list | None = None, top: int | None = None) -> list[Champion]:
@@ -146,7 +169,7 @@ def select(run: RunData, classes: str | list | None = None, top: int | None = No
     Args:
         run: The run.
         classes: ``"3,5,seven"`` (indices or names) or a list of them; ``None``: all.
-        top: Keep only the ``top`` most confident (sorted by confidence, best first).
+        top: Keep only the ``top`` best (highest fitness: confidence or activation, best first).
 
     Raises:
         EvofoolError: an unknown class, a class without a champion, ``top`` < 1.
@@ -168,7 +191,7 @@ def select(run: RunData, classes: str | list | None = None, top: int | None = No
     if top is not None:
         if top < 1:
             raise EvofoolError(f"--top must be at least 1 (got {top})")
-        chosen = sorted(chosen, key=lambda c: (-c.log_prob, c.index))[:top]
+        chosen = sorted(chosen, key=lambda c: (-c.fitness, c.index))[:top]
     return chosen
 
 

@@ -12,21 +12,22 @@ from PIL import Image, UnidentifiedImageError
 
 from evofool import safefs
 from evofool.errors import EvofoolError
-from evofool.gallery.manifest import read_manifest
+from evofool.gallery.manifest import VALUE_FIELDS, fitness_kind_of, read_manifest
+from evofool.models.outputs import SCORE
 
 TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
 class Mismatch:
-    """An exported image that does not give its archived confidence.
+    """An exported image that does not give its archived confidence (or a unit's activation).
 
     Attributes:
         file: Path relative to the gallery.
         index: Class index.
         name: Class name.
-        archived: Confidence in the archive.
-        rescored: Confidence the model gives the file (``None``: it could not be scored).
+        archived: Confidence (activation) in the archive.
+        rescored: What the model gives the file (``None``: it could not be scored).
         reason: Why it could not be scored, if so.
     """
 
@@ -91,19 +92,6 @@ def _load_pixels(gallery: Path, rel: str, shape: tuple[int, int, int], factor: i
     return arr[None] if c == 1 else arr.transpose(2, 0, 1)
 
 
-def _classifier(run: dict):
-    from evofool.models import load_model
-
-    classifier = load_model(run.get("model"), device="cpu")
-    if int(run.get("crops") or 1) != 1:
-        try:
-            from evofool.crops import TenCropClassifier
-        except ImportError:
-            raise EvofoolError("this run scored 10 crops, and this evofool cannot (no evofool.crops)") from None
-        classifier = TenCropClassifier.wrap(classifier)
-    return classifier
-
-
 def verify(gallery: str | Path, model: str | None = None, device: str | None = None,
            tolerance: float = TOLERANCE) -> VerifyReport:
     """Scores every exported PNG (native and enlarged) in one batched pass.
@@ -112,19 +100,25 @@ def verify(gallery: str | Path, model: str | None = None, device: str | None = N
         gallery: The gallery folder (holds ``manifest.json``).
         model: Model spec; default: the run's.
         device: Where to score; default: CUDA if available, else CPU.
-        tolerance: Largest allowed ``|rescored - archived|``.
+        tolerance: Largest allowed ``|rescored - archived|`` (confidences, or a unit run's
+            activations).
 
     Raises:
         EvofoolError: no or a damaged manifest, or a model that cannot be loaded.
     """
-    from evofool.evaluator import BatchEvaluator
+    from evofool.scoring import build_scoring, recorded_runtime
 
     gallery = Path(gallery)
     manifest = read_manifest(gallery)
+    kind = fitness_kind_of(manifest)
+    value = VALUE_FIELDS[kind][0]  # confidence, or activation
     run = dict(manifest["run"])
     if model is not None:
         run["model"] = model
-    classifier = _classifier(run)
+    # The run's own scoring stack (crops, runtime, fixed chunk): the bits the run got.
+    classifier, evaluator = build_scoring(run.get("model"), device=device, crops=int(run.get("crops") or 1),
+                                          precision=run.get("precision") or "auto",
+                                          runtime=recorded_runtime(run), probe=False)
     shape = tuple(classifier.input_shape)
     report = VerifyReport(checked=0)
     pixels, targets = [], []
@@ -133,21 +127,21 @@ def verify(gallery: str | Path, model: str | None = None, device: str | None = N
         for rel, factor in files:
             report.checked += 1
             if not 0 <= int(entry["class"]) < classifier.num_classes:
-                report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry["confidence"], None,
+                report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry[value], None,
                                                   f"class outside the model's {classifier.num_classes}"))
                 continue
             try:
                 pixels.append(_load_pixels(gallery, str(rel), shape, factor))
             except ValueError as exc:
-                report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry["confidence"],
+                report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry[value],
                                                   None, str(exc)))
                 continue
             targets.append((rel, entry))
     if pixels:
-        evaluator = BatchEvaluator(classifier, device=device)
-        probs = evaluator.evaluate(torch.from_numpy(np.stack(pixels))).probs.cpu().numpy()
-        for row, (rel, entry) in zip(probs, targets):
+        fitness = evaluator.log_probs(torch.from_numpy(np.stack(pixels)))
+        rescored = (fitness if kind == SCORE else fitness.exp()).cpu().numpy()
+        for row, (rel, entry) in zip(rescored, targets):
             p = float(row[int(entry["class"])])
-            if abs(p - float(entry["confidence"])) > tolerance:
-                report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry["confidence"], p))
+            if abs(p - float(entry[value])) > tolerance:
+                report.mismatches.append(Mismatch(rel, entry["class"], entry["name"], entry[value], p))
     return report

@@ -22,7 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from evofool.errors import EvofoolError
+from evofool.models import load_model
 from evofool.models.base import Classifier
+from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
 
 
 # --- Gaussian blur -------------------------------------------------------------------------------
@@ -62,9 +64,7 @@ class _Member(nn.Module):
         self.outputs = classifier.outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raw = self.net(self.preprocess(x)).to(torch.float64)
-        # float64 softmax: the mean of members near 1 - 1e-9 must not round to exactly 1.
-        return raw if self.outputs == "probs" else torch.softmax(raw, dim=1)
+        return probabilities_from_outputs(self.net(self.preprocess(x)), self.outputs)
 
 
 class EnsembleModule(nn.Module):
@@ -93,8 +93,6 @@ class SmoothedModule(nn.Module):
 
 # --- loaders (registered as the ``ensemble`` and ``smooth`` prefixes) ---------------------------
 def _load_member(spec: str, device: torch.device | str, where: str) -> Classifier:
-    from evofool.models import load_model
-
     try:
         return load_model(spec, device)
     except EvofoolError as exc:
@@ -114,7 +112,7 @@ def load_ensemble(arg: str, spec: str, device: torch.device | str = "cpu") -> Cl
                            f"(use ensemble:SPEC,SPEC,...)")
     members = [_load_member(s, device, f"ensemble member {i + 1}") for i, s in enumerate(specs)]
     for i, m in enumerate(members, start=1):
-        if m.outputs == "scores":  # a mean of softmaxes needs class scores, not unit activations
+        if m.outputs == SCORES:  # a mean of softmaxes needs class scores, not unit activations
             raise EvofoolError(f"ensemble member {i} {m.spec!r} outputs raw unit activations; "
                                f"ensemble members must be classifiers")
     first = members[0]
@@ -127,7 +125,7 @@ def load_ensemble(arg: str, spec: str, device: torch.device | str = "cpu") -> Cl
                                f"from member 1 {first.spec!r} ({first.num_classes} classes)")
     return Classifier(spec=spec, module=EnsembleModule(members).to(device).eval(),
                       input_shape=tuple(first.input_shape), class_names=list(first.class_names),
-                      outputs="probs", resize_inputs=all(m.resize_inputs for m in members),
+                      outputs=PROBS, resize_inputs=all(m.resize_inputs for m in members),
                       meta={"defence": "ensemble", "members": specs})
 
 

@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
-from evofool.config import CLASS_NAMES, read_json_object
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
+from evofool.values import CLASS_NAMES, read_json_object
 
 INPUT_SHAPE = (1, 28, 28)
 

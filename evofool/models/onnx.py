@@ -35,7 +35,9 @@ from evofool.models.torchscript import find_sidecar, read_sidecar
 MAX_ONNX_BYTES = 2 * 1024 ** 3
 INSTALL_HINT = "onnx: models need ONNX Runtime: pip install 'evofool[onnx]'"
 SCORED_BY = "ONNX Runtime"
-SCORE_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)")  # taken to float32
+# float16 scores are taken to float32; float64 ones (an exported ensemble's or 10-crop
+# probabilities) stay float64, so confidences near 1 keep their resolution.
+SCORE_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)")
 
 
 # --- the black-box refusal (ascent, perturb, unit:) ----------------------------------------------
@@ -78,7 +80,8 @@ def file_sha256(file: Path) -> str:
 
 
 class OnnxModule(nn.Module):
-    """An ONNX Runtime session as a torch module: ``N×C×H×W`` float32 → ``N×K`` float32.
+    """An ONNX Runtime session as a torch module: ``N×C×H×W`` float32 → ``N×K`` float32
+    (float64 when the graph gives float64).
 
     It has no parameters; ``.to(device)`` records the device (the session was built for
     it at load time) and outputs land on the input's device. Works under
@@ -125,7 +128,8 @@ class OnnxModule(nn.Module):
             shape = "×".join(map(str, batch.shape))
             raise EvofoolError(f"model {self.spec} fails in ONNX Runtime on a {shape} input "
                                f"({_first_line(exc)})") from None
-        return np.asarray(out, dtype=np.float32)
+        out = np.asarray(out)
+        return out if out.dtype == np.float64 else out.astype(np.float32, copy=False)
 
     def _run_fixed(self, x: np.ndarray) -> np.ndarray:
         """``x`` in sub-batches of exactly ``fixed_batch`` rows (any batch when it is ``None``);
@@ -139,7 +143,7 @@ class OnnxModule(nn.Module):
                 pad = np.zeros((b - part.shape[0], *x.shape[1:]), dtype=np.float32)
                 part = np.concatenate([part, pad])
             parts.append(self._run(part)[:min(b, n - start)])
-        return np.concatenate(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and x.requires_grad:
@@ -194,12 +198,13 @@ def _providers(ort, device: torch.device) -> list:
     return ["CPUExecutionProvider"]
 
 
-def open_session(ort, file: Path, device: torch.device):
-    """An ``InferenceSession`` on ``file`` with torch's thread count (one-line error if not ONNX)."""
+def open_session(ort, file: Path, device: torch.device, threads: int | None = None):
+    """An ``InferenceSession`` on ``file`` with ``threads`` intra-op threads (default: torch's
+    thread count); a one-line error if it is not ONNX."""
     options = ort.SessionOptions()
     # Same threads as torch (OMP_NUM_THREADS, --threads, a Ray actor's share), so an ONNX
     # model neither oversubscribes shared cores nor idles the ones it was given.
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = int(threads) if threads else torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: its warnings would break one-line CLI output
     try:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from evofool.config import CLASS_NAMES, ConfigError, Param, check_known, read_json_object
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
 from evofool.models.normalize import Normalize
+from evofool.values import CLASS_NAMES, ConfigError, Param, check_known, read_json_object
 
 
 def find_sidecar(path: Path) -> Path:

@@ -26,9 +26,11 @@ import torch
 from torch import nn
 
 from evofool.errors import EvofoolError
+from evofool.models import PREFIX_LOADERS, load_model
 from evofool.models.base import Classifier
+from evofool.models.outputs import SCORES
 
-USAGE = "unit:LAYER.CHANNEL[,LAYER.CHANNEL...]:SPEC"
+USAGE = PREFIX_LOADERS["unit"].usage  # as 'evofool models' lists it
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def unit_classifier(inner: Classifier, units: list[Unit], spec: str,
         module(inner.preprocess(probe))
     return Classifier(spec=spec, module=module, input_shape=tuple(inner.input_shape),
                       class_names=[u.name for u in units], preprocess=inner.preprocess,
-                      outputs="scores", resize_inputs=inner.resize_inputs,
+                      outputs=SCORES, resize_inputs=inner.resize_inputs,
                       meta={"inner": inner.spec, "units": [u.name for u in units], **inner.meta})
 
 
@@ -168,12 +170,11 @@ def load_units(arg: str, spec: str, device: torch.device | str = "cpu") -> Class
     Raises:
         EvofoolError: a malformed spec, or the inner model's or a unit's error.
     """
-    from evofool.models import load_model
     from evofool.models.onnx import require_gradients
 
     units, inner_spec = parse_units(arg)
     inner = load_model(inner_spec, device)
-    if inner.outputs == "scores":
+    if inner.outputs == SCORES:
         raise EvofoolError(f"unit specs need a network inside, not another unit model ({inner_spec})")
     # A black-box model (onnx:) has no torch layers to hook: say so, not "no layer 'conv2'".
     require_gradients(inner, "a unit: spec", needs="a torch network's layers",

@@ -9,26 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from evofool.cli import cli
 from evofool.imageio import load_image, save_png
 from evofool.models.lenet import LeNet
+from fault_helpers import invoke, one_line_error
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(cli, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +72,26 @@ def test_classify_with_lenet_b_by_spec(digits):
 def test_classify_non_image_file(tmp_path):
     bogus = tmp_path / "notes.png"
     bogus.write_text("not really a picture")
-    assert_one_line_error(invoke("classify", str(bogus)), str(bogus))
+    one_line_error(invoke("classify", str(bogus)), str(bogus))
 
 
 def test_classify_wrong_size(tmp_path):
     path = save_png(torch.zeros(1, 32, 32, dtype=torch.uint8), tmp_path / "big.png")
-    assert_one_line_error(invoke("classify", str(path)),
+    one_line_error(invoke("classify", str(path)),
                           "is 32×32 but model lenet-mnist takes 28×28")
 
 
 def test_classify_missing_file(tmp_path):
-    assert_one_line_error(invoke("classify", str(tmp_path / "nope.png")), "nope.png")
+    one_line_error(invoke("classify", str(tmp_path / "nope.png")), "nope.png")
 
 
 def test_classify_unknown_model(digits):
-    assert_one_line_error(invoke("classify", "--model", "alexnet-imaginary", str(digits[0][0])),
+    one_line_error(invoke("classify", "--model", "alexnet-imaginary", str(digits[0][0])),
                           "unknown model", "lenet-mnist")
 
 
 def test_classify_missing_torchscript_file(digits, tmp_path):
-    assert_one_line_error(
+    one_line_error(
         invoke("classify", "--model", f"torchscript:{tmp_path / 'gone.pt'}", str(digits[0][0])),
         "gone.pt", "does not exist")
 
@@ -130,7 +116,7 @@ def test_python_dash_m_subprocess(digits):
 
 
 def test_train_missing_data_folder(tmp_path):
-    assert_one_line_error(invoke("train", "--data", str(tmp_path / "none"), "--out",
+    one_line_error(invoke("train", "--data", str(tmp_path / "none"), "--out",
                                  str(tmp_path / "w.safetensors")), "does not exist")
 
 

@@ -10,20 +10,12 @@ from click.testing import CliRunner
 
 from evofool import checkpoint
 from evofool.cli import cli
+from fault_helpers import one_line_error
 
 
 def run_cli(*args):
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return result
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for f in fragments:
-        assert f in lines[0]
 
 
 def test_run_writes_a_complete_run_folder(tmp_path):
@@ -97,7 +89,7 @@ def test_config_toml_and_command_line_override(tmp_path):
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, fragment):
     result = run_cli("run", "--out", str(tmp_path / "x"), "--quiet", "--generations", "1", *args)
-    assert_one_line_error(result, fragment)
+    one_line_error(result, fragment)
 
 
 def test_out_folder_holding_another_run_is_never_overwritten(tmp_path):
@@ -106,12 +98,12 @@ def test_out_folder_holding_another_run_is_never_overwritten(tmp_path):
                    "--quiet", "--no-gallery").exit_code == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     result = run_cli("run", "--generations", "2", "--population", "10", "--seed", "9", "--out", str(out), "--quiet")
-    assert_one_line_error(result, "already holds a run", "evofool resume")
+    one_line_error(result, "already holds a run", "evofool resume")
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     stray = tmp_path / "notes"
     stray.mkdir()
     (stray / "mine.txt").write_text("keep")
-    assert_one_line_error(run_cli("run", "--out", str(stray), "--quiet"), "not empty")
+    one_line_error(run_cli("run", "--out", str(stray), "--quiet"), "not empty")
 
 
 def test_python_dash_m_entry_point_reports_errors_without_traceback(tmp_path):

@@ -8,39 +8,20 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from evofool.cli import cli
 from evofool.evaluator import BatchEvaluator
 from evofool.experiments import parse_classes
 from evofool.imageio import load_image
 from evofool.models import load_model
+from fault_helpers import invoke, one_line_error
 
 # The keys of every 'evofool run' log record (evofool.engine.Engine.step).
 RUN_RECORD_KEYS = {"generation", "evaluations", "improved", "min", "median", "max", "n99", "n9999",
                    "evals_per_s", "seconds"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny batches: extra threads only spin against the other jobs on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+# One torch thread (tests/conftest.py): tiny batches, and the cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rescore(folder, classes: list[int]) -> np.ndarray:
@@ -142,13 +123,17 @@ def test_bad_input_is_one_line(tmp_path, args, fragment):
     one_line_error(invoke("ascent", *args, "--out", tmp_path / "x", "--quiet"), fragment)
 
 
-def test_refuses_raw_unit_scores(tmp_path, monkeypatch):
-    from evofool.models import PREFIX_LOADERS, PrefixLoader
+def unit_model(arg: str, spec: str, device):
+    """A registry loader (``PrefixLoader(__name__, "unit_model", ...)``) of raw unit scores."""
     from evofool.models.base import Classifier
 
-    fake = PrefixLoader(lambda arg, spec, device: Classifier(spec, torch.nn.Flatten(), (1, 28, 28), ["a"],
-                                                             outputs="scores"), "fakeunit:X", "test")
-    monkeypatch.setitem(PREFIX_LOADERS, "fakeunit", fake)
+    return Classifier(spec, torch.nn.Flatten(), (1, 28, 28), ["a"], outputs="scores")
+
+
+def test_refuses_raw_unit_scores(tmp_path, monkeypatch):
+    from evofool.models import PREFIX_LOADERS, PrefixLoader
+
+    monkeypatch.setitem(PREFIX_LOADERS, "fakeunit", PrefixLoader(__name__, "unit_model", "fakeunit:X", "test"))
     one_line_error(invoke("ascent", "--model", "fakeunit:x", "--out", tmp_path / "u", "--quiet"),
                    "ascent needs a classifier")
 

@@ -8,35 +8,16 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from evofool.cli import cli
 from evofool.evaluator import BatchEvaluator
 from evofool.experiments.perturb import difference_image, distortion
 from evofool.imageio import load_image, save_png
 from evofool.models import load_model
+from fault_helpers import invoke, one_line_error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny batches: extra threads only spin against the other jobs on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+# One torch thread (tests/conftest.py): tiny batches, and the cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def read(path) -> torch.Tensor:

@@ -7,45 +7,24 @@ import io
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from evofool.cli import cli
-from evofool.errors import EvofoolError
-from evofool.evaluator import BatchEvaluator
 from evofool.experiments.retrain import FOOLING, Harvest
 from evofool.imageio import load_image
 from evofool.models import load_model
-from evofool.models.lenet import LeNet, save_lenet
 from evofool.train import accuracy
+from fault_helpers import invoke, one_line_error
 
 FASHION = Path(os.environ.get("EVOFOOL_FASHION_DIR", "/usr/share/datasets/fashion-mnist"))
 SLOW = pytest.mark.skipif(os.environ.get("EVOFOOL_SLOW") != "1", reason="slow: set EVOFOOL_SLOW=1 to run")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+# One torch thread (tests/conftest.py): tiny batches, and the cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--iterations", 1, "--generations", 12, "--population", 50, "--epochs", 1, "--train-subset", 2000,
@@ -60,34 +39,6 @@ def tiny(mnist_dir, tmp_path_factory) -> tuple[Path, object]:
     return out, result
 
 
-# --- the first:N:SPEC wrapper ----------------------------------------------------------------
-def test_first_classes_are_the_unnormalised_softmax_columns(tmp_path, mnist_test):
-    torch.manual_seed(0)
-    save_lenet(LeNet(11), tmp_path / "m.safetensors", {"class_names": [str(i) for i in range(10)] + [FOOLING]})
-    full = load_model(f"lenet:{tmp_path / 'm.safetensors'}")
-    first = load_model(f"first:10:lenet:{tmp_path / 'm.safetensors'}")
-    assert first.outputs == "probs" and first.class_names == [str(i) for i in range(10)]
-    assert first.num_classes == 10 and first.input_shape == (1, 28, 28)
-    x = torch.as_tensor(mnist_test[0][:20]).view(20, 1, 28, 28)
-    with torch.no_grad():
-        softmax = torch.softmax(full.module(x.float() / 255).double(), dim=1)
-    probs = BatchEvaluator(first, device="cpu").evaluate(x).probs
-    torch.testing.assert_close(probs, softmax[:, :10], rtol=1e-9, atol=1e-12)
-    assert (probs.sum(1) < 1).all()  # the 'fooling' mass stays out of every cell
-
-
-@pytest.mark.parametrize("spec, fragment", [
-    ("first:11:lenet-mnist", "N must lie in 1..10"),
-    ("first:0:lenet-mnist", "N must lie in 1..10"),
-    ("first:x:lenet-mnist", "is not first:N:SPEC"),
-    ("first:3", "is not first:N:SPEC"),
-    ("first:3:unit:conv2.1:lenet-mnist", "raw unit scores"),
-])
-def test_first_bad_specs(spec, fragment):
-    with pytest.raises(EvofoolError, match=fragment.replace(".", r"\.")):
-        load_model(spec)
-
-
 def test_harvest_keeps_distinct_fooling_champions_evenly():
     class Archive:
         images = torch.zeros(3, 1, 2, 2, dtype=torch.uint8)
@@ -98,11 +49,13 @@ def test_harvest_keeps_distinct_fooling_champions_evenly():
             return self.conf
 
     archive = Archive()
-    harvest = Harvest(0.9, archive)
+    job = SimpleNamespace(engine=SimpleNamespace(archive=archive))  # what a checkpoint hook is given
+    harvest = Harvest(0.9, (1, 2, 2))
+    assert harvest.take(5)["images"].shape == (0, 1, 2, 2)  # nothing harvested yet
     for step in range(5):
         archive.images = archive.images.clone()
         archive.images[2] += 1  # class 2 changes every time, class 1 never
-        harvest()
+        harvest(job)
     assert harvest.classes == [1, 2, 2, 2, 2, 2] and len(harvest.images) == 6
     kept = harvest.take(3)
     assert kept["images"].shape == (3, 1, 2, 2) and list(kept["classes"]) == [1, 2, 2]
@@ -127,7 +80,12 @@ def test_retrain_tiny_end_to_end(tiny, mnist_dir):
     n = len(kept["images"])
     assert 0 < n <= 40 and rows[0]["kept"] == n and rows[1]["fooling_train_images"] == n
     assert rows[0]["harvested"] >= n and len({im.tobytes() for im in kept["images"]}) == n
-    probs = BatchEvaluator(load_model("lenet-mnist"), device="cpu").evaluate(torch.from_numpy(kept["images"])).probs
+    # Re-scored as the run scored them (its recorded runtime: ONNX Runtime and torch differ in the last bits).
+    from evofool.scoring import build_scoring
+
+    runtime = json.loads((out / "iter-1" / "run" / "config.json").read_text())["config"]["runtime"]
+    _, evaluator = build_scoring("lenet-mnist", device="cpu", runtime=runtime)
+    probs = evaluator.evaluate(torch.from_numpy(kept["images"])).probs
     own = probs[torch.arange(n), torch.from_numpy(kept["classes"])]
     assert (own >= 0.9).all()
     np.testing.assert_allclose(own.numpy(), kept["confidences"], rtol=1e-9)

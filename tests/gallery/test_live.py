@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from evofool.gallery import export_gallery, refresh_live
 from evofool.runfolder import RunFolder
+
+
+def job_of(folder: RunFolder) -> SimpleNamespace:
+    """What a checkpoint hook is given (``hook(job)``), as far as ``refresh_live`` reads it."""
+    return SimpleNamespace(folder=folder)
 
 
 def test_run_writes_its_gallery_at_checkpoints(tmp_path, mnist_model, cli_run):
@@ -28,7 +34,7 @@ def test_live_refresh_is_light_until_the_run_finishes(tmp_path, fake_run):
     doc = json.loads((folder.path / "config.json").read_text())
     doc["config"]["generations"] = 100  # the log stops at 40: still running
     (folder.path / "config.json").write_text(json.dumps(doc))
-    refresh_live(folder)
+    refresh_live(job_of(folder))
     gallery = folder.path / "gallery"
     page = (gallery / "index.html").read_text()
     assert "Live gallery: generation 40 of 100" in page and 'http-equiv="refresh"' in page
@@ -54,7 +60,7 @@ def test_live_refresh_reuses_unchanged_sheet_pages(tmp_path, fake_run):
 
 
 def test_refresh_live_never_raises(tmp_path, capsys):
-    refresh_live(RunFolder(tmp_path / "not-a-run"))
+    refresh_live(job_of(RunFolder(tmp_path / "not-a-run")))
     err = capsys.readouterr().err
     assert err.startswith("warning: gallery refresh failed") and "not an evofool run folder" in err
     assert len(err.strip().splitlines()) == 1
@@ -73,12 +79,12 @@ def test_disk_full_during_a_live_refresh_is_one_warning_and_leaves_no_temp_file(
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(safefs, "write_all", full)
-    refresh_live(folder)
+    refresh_live(job_of(folder))
     monkeypatch.undo()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("warning: gallery refresh failed") and "No space left" in err[0]
     assert not list(folder.path.rglob("*.tmp"))
-    refresh_live(folder)  # space is back
+    refresh_live(job_of(folder))  # space is back
     assert capsys.readouterr().err == ""
     manifest = json.loads((folder.path / "gallery" / "manifest.json").read_text())
     assert len(manifest["classes"]) == 12

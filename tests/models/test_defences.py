@@ -13,15 +13,11 @@ from evofool.models import PREFIX_LOADERS, PrefixLoader, load_model
 from evofool.models.base import Classifier
 from evofool.models.defences import gaussian_blur
 from evofool.models.lenet import LeNet, save_lenet
+from fault_helpers import one_line_error
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny batches: extra threads only spin against the other jobs on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread (tests/conftest.py): tiny batches, and the cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +44,14 @@ def softmax_of(classifier: Classifier, images: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.double(), dim=1)
 
 
-def one_line_error(result, *fragments) -> str:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+def colour_model(arg: str, spec: str, device) -> Classifier:
+    """A registry loader (``PrefixLoader(__name__, "colour_model", ...)``): 3×8×8 input, 10 classes."""
+    return Classifier(spec, torch.nn.Flatten(), (3, 8, 8), [str(i) for i in range(10)])
+
+
+def unit_model(arg: str, spec: str, device) -> Classifier:
+    """A registry loader of a model with raw unit scores (as ``unit:`` specs have)."""
+    return Classifier(spec, torch.nn.Flatten(), (1, 28, 28), [str(i) for i in range(10)], outputs="scores")
 
 
 def test_ensemble_is_the_mean_of_the_members_softmax(images, other_lenet):
@@ -91,16 +87,11 @@ def test_bad_ensemble_members_are_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(EvofoolError, match="member 2 .* 11 classes that differ"):
         load_model(f"ensemble:lenet-mnist,lenet:{tmp_path / 'eleven.safetensors'}")
     # A model of another input shape (3×8×8), registered just for this test.
-    fake = PrefixLoader(lambda arg, spec, device: Classifier(spec, torch.nn.Flatten(), (3, 8, 8),
-                                                             [str(i) for i in range(10)]), "fake:X", "test")
-    monkeypatch.setitem(PREFIX_LOADERS, "fake", fake)
+    monkeypatch.setitem(PREFIX_LOADERS, "fake", PrefixLoader(__name__, "colour_model", "fake:X", "test"))
     with pytest.raises(EvofoolError, match=r"member 2 'fake:x' takes C×H×W = \(3, 8, 8\)"):
         load_model("ensemble:lenet-mnist,fake:x")
     # Raw unit activations (unit: specs) have no softmax to average.
-    units = PrefixLoader(lambda arg, spec, device: Classifier(spec, torch.nn.Flatten(), (1, 28, 28),
-                                                              [str(i) for i in range(10)], outputs="scores"),
-                         "units:X", "test")
-    monkeypatch.setitem(PREFIX_LOADERS, "units", units)
+    monkeypatch.setitem(PREFIX_LOADERS, "units", PrefixLoader(__name__, "unit_model", "units:X", "test"))
     with pytest.raises(EvofoolError, match="member 2 'units:x' outputs raw unit activations"):
         load_model("ensemble:lenet-mnist,units:x")
 

@@ -32,13 +32,8 @@ RGB_SIDECAR = {"input_shape": [3, 32, 32], "class_names": RGB_CLASSES,
 COUNTS = (0, 1, 37, 250)  # empty, one, a partial chunk, several chunks (chunk 100)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch (and so ONNX Runtime) thread: the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread (tests/conftest.py): tiny batches, and the cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def export(module: nn.Module, example: torch.Tensor, path: Path, sidecar: dict | None,

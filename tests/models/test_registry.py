@@ -160,3 +160,31 @@ def test_torch_save_file_is_not_torchscript(tmp_path):
     (tmp_path / "state.pt.json").write_text(json.dumps(SIDECAR))
     with pytest.raises(EvofoolError, match="not a TorchScript archive"):
         load_model(f"torchscript:{path}")
+
+
+def test_every_entry_names_a_loader_function():
+    """One style: each entry is a module and a function in it, imported only when a spec uses it."""
+    import importlib
+
+    from evofool.models import NAMED_MODELS, PREFIX_LOADERS
+
+    for entry in [*NAMED_MODELS.values(), *PREFIX_LOADERS.values()]:
+        assert callable(getattr(importlib.import_module(entry.module), entry.function)), entry
+
+
+def test_importing_the_registry_imports_no_loader():
+    import subprocess
+
+    code = ("import sys, evofool.models; "
+            "print(sorted(m for m in sys.modules if m.startswith('evofool.models.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "['evofool.models.base']", loaded
+
+
+def test_the_usage_strings_are_the_registry_s():
+    from evofool.models import PREFIX_LOADERS
+    from evofool.models.units import USAGE
+
+    assert USAGE == PREFIX_LOADERS["unit"].usage
+    with pytest.raises(EvofoolError, match=r"needs units and a model: unit:LAYER\.CHANNEL\[,LAYER\.CHANNEL\.\.\.\]"):
+        load_model("unit:conv2.1")

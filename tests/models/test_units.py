@@ -14,15 +14,12 @@ from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.models import load_model
 from evofool.models.units import Unit, parse_units
+from evofool.runfolder import RunFolder
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch thread (tests/conftest.py): tiny batches, and the cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -113,28 +110,47 @@ def test_bad_unit_spec_on_the_cli_is_one_line(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_activation_maximisation_run_end_to_end(tmp_path):
-    """``evofool run --model unit:...`` raises each unit's activation; champions score as saved."""
-    spec = "unit:conv2.5,conv2.7,ip1.42:lenet-mnist"
-    out = tmp_path / "units"
-    result = CliRunner().invoke(cli, ["run", "--model", spec, "--generations", "30", "--population", "60",
-                                      "--seed", "3", "--out", str(out), "--quiet", "--no-gallery"])
-    assert result.exit_code == 0, result.output
-    champions = json.loads((out / "champions.json").read_text())["champions"]
+def test_activation_maximisation_run_end_to_end(unit_run):
+    """A ``unit:`` run raises each unit's activation; champions score as saved."""
+    out = unit_run
+    doc = json.loads((out / "champions.json").read_text())
+    champions = doc["champions"]
+    assert doc["fitness_kind"] == "score"
     assert [c["name"] for c in champions] == ["conv2.5", "conv2.7", "ip1.42"]
     from evofool.imageio import load_image
 
-    clf = load_model(spec)
+    clf = load_model(RunFolder.open(out).config().model)
     batch = torch.stack([load_image(out / c["file"], (1, 28, 28)) for c in champions])
     rescored = BatchEvaluator(clf, device="cpu").log_probs(batch)
     # The saved 8-bit champion scores what champions.json says, for its own unit...
     for k, c in enumerate(champions):
-        assert rescored[k, k].item() == pytest.approx(c["confidence"], rel=1e-5, abs=1e-5)
+        assert rescored[k, k].item() == pytest.approx(c["activation"], rel=1e-5, abs=1e-5)
     # ... and evolution raised every unit above the best of the random first generation
     # (three cells: the log's min, median and max are all of their values, sorted).
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert len(log) == 30
     for key in ("min", "median", "max"):
         assert log[-1][key] > log[0][key], (key, log[0], log[-1])
-    assert sorted(c["confidence"] for c in champions) == pytest.approx(
+    assert sorted(c["activation"] for c in champions) == pytest.approx(
         [log[-1]["min"], log[-1]["median"], log[-1]["max"]])
+
+
+def test_a_unit_run_reports_activations_not_confidences(unit_run):
+    """champions.json and summary.json hold activations as activations: no confidence, no 99 % counts."""
+    champions = json.loads((unit_run / "champions.json").read_text())["champions"]
+    assert all("confidence" not in c and "log_prob" not in c for c in champions)
+    summary = json.loads((unit_run / "summary.json").read_text())
+    activations = sorted(c["activation"] for c in champions)
+    assert summary["fitness_kind"] == "score" and "median_confidence" not in summary
+    assert summary["median_activation"] == pytest.approx(activations[1])
+    assert summary["max_activation"] == pytest.approx(activations[-1])
+    assert summary["n99"] is summary["n9999"] is summary["all_9999_at"] is None
+
+
+def test_a_unit_run_on_the_command_line_ends_with_its_activations(tmp_path):
+    result = CliRunner().invoke(cli, ["run", "--model", "unit:conv2.5:lenet-mnist", "--generations", "3",
+                                      "--population", "20", "--out", str(tmp_path / "u"), "--quiet",
+                                      "--no-gallery"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("1 units: median activation ") and "%" not in last and "run folder:" in last

@@ -1,0 +1,267 @@
+"""The Python API: ``evolve`` a model's fooling images, ``load_run`` a run folder.
+
+The same code path as ``evofool run``: a config, a ``Job`` in a run folder, its
+checkpoints. ``evolve(out=None)`` runs in a temporary folder that lives as long as the
+result; with ``out=`` the folder is an ordinary run folder that ``evofool resume`` and
+``evofool export`` accept. An in-memory ``nn.Module`` with ``out=`` is saved into the
+folder as TorchScript (``model.pt`` + its sidecar) and the run is scored by that saved
+copy from the first generation, so a resume gets exactly the bits the run got.
+
+    import evofool
+    result = evofool.evolve(model, input_shape=(1, 28, 28), class_names=[...],
+                            encoding="cppn", generations=200, population=200, seed=0)
+    result.confidences, result.images, result.class_names
+    result.save_gallery("gallery/")
+    run = evofool.load_run("runs/NAME")
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from evofool.config import RunConfig
+from evofool.errors import EvofoolError
+from evofool.models.base import Classifier, identity
+
+# Where an in-memory model is saved in a run folder (so `evofool resume` can load it).
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class RunResult:
+    """A run's champions, read from its folder.
+
+    Attributes:
+        folder: The run folder (a temporary one for ``evolve(out=None)``, kept while this
+            object lives).
+        class_names: One name per cell.
+        confidences: ``(K,)`` float64 champion confidence (probability) per class, 0 for an
+            empty cell; for ``unit:`` models the mean activation (``fitness == "activation"``).
+        images: ``(K, C, H, W)`` uint8 champion images exactly as saved (zeros: empty cell).
+        found_at: ``(K,)`` generation each champion was found (-1: empty cell).
+        generation: Generations done.
+        evaluations: Images scored.
+        fitness: ``"probability"`` or ``"activation"``.
+        summary: The run's ``summary.json``.
+    """
+
+    folder: Path
+    class_names: list[str]
+    confidences: np.ndarray
+    images: np.ndarray
+    found_at: np.ndarray
+    generation: int
+    evaluations: int
+    fitness: str
+    summary: dict = field(repr=False)
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    def save_gallery(self, out: str | Path, **options) -> Path:
+        """Writes the gallery (PNGs, contact sheets, index.html, manifests, plots) to ``out``.
+
+        ``options`` are ``evofool export``'s (``top=``, ``classes=``, ``scale=``).
+
+        Returns:
+            The gallery's ``index.html``.
+        """
+        from evofool.gallery import export_gallery
+
+        return export_gallery(self.folder, out, **options).out / "index.html"
+
+
+def load_run(path: str | Path) -> RunResult:
+    """The result of the run in ``path`` (a finished or a running one, as far as it got)."""
+    from evofool.imageio import load_image
+    from evofool.runfolder import RunFolder
+
+    folder = RunFolder.open(path)
+    doc = folder.read_config_doc()
+    names = list(doc["class_names"])
+    champions = folder.read_champions()["champions"]
+    fitness = "activation" if doc["config"]["model"].startswith("unit:") else "probability"
+    confidences = np.zeros(len(names), dtype=np.float64)
+    found_at = np.full(len(names), -1, dtype=np.int64)
+    images = None
+    for entry in champions:
+        k = int(entry["class"])
+        png = folder.champion_path(entry["file"])
+        image = _read_champion(load_image, png)
+        if images is None:
+            images = np.zeros((len(names), *image.shape), dtype=np.uint8)
+        images[k] = image
+        confidences[k] = float(entry["confidence"] if "confidence" in entry else entry["activation"])
+        found_at[k] = int(entry["generation"])
+    summary = _read_summary(folder)
+    return RunResult(folder=folder.path, class_names=names, confidences=confidences,
+                     images=images if images is not None else np.zeros((len(names), 0, 0, 0), np.uint8),
+                     found_at=found_at, generation=int(summary.get("generation", 0)),
+                     evaluations=int(summary.get("evaluations", 0)), fitness=fitness, summary=summary)
+
+
+def _read_champion(load_image, png: Path) -> np.ndarray:
+    """A champion PNG as ``C×H×W`` uint8 (greyscale or RGB, as it was saved)."""
+    from PIL import Image
+
+    with Image.open(png) as img:
+        channels = 1 if img.mode == "L" else 3
+        shape = (channels, img.height, img.width)
+    return load_image(png, shape).numpy()
+
+
+def _read_summary(folder) -> dict:
+    """``summary.json`` (empty before the first checkpoint)."""
+    from evofool.runfolder import SUMMARY
+
+    try:
+        return folder.read_json(SUMMARY)
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise EvofoolError(f"{folder.path / SUMMARY} is damaged") from None
+
+
+def evolve(model: str | nn.Module, *, input_shape: Sequence[int] | None = None,
+           class_names: Sequence[str] | None = None,
+           preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+           outputs: str = "logits", encoding: str = "direct", generations: int = 200,
+           population: int = 200, seed: int = 0, out: str | Path | None = None,
+           progress: bool = True, gallery: bool = False, **options) -> RunResult:
+    """Evolves one fooling image per class of ``model``; the CLI's ``evofool run``.
+
+    Args:
+        model: A model spec (``"lenet-mnist"``, ``"onnx:PATH"``... see ``evofool models``)
+            or an ``nn.Module`` mapping ``N×C×H×W`` float input (after ``preprocess``) to
+            ``N×K`` logits (or probabilities with ``outputs="probs"``).
+        input_shape: ``(C, H, W)``; required for an ``nn.Module``.
+        class_names: One per output; required for an ``nn.Module``.
+        preprocess: Maps ``[0, 1]`` pixels to the module's input (default: none).
+        outputs: ``"logits"`` or ``"probs"`` (an ``nn.Module``'s outputs).
+        encoding, generations, population, seed: As the CLI's options.
+        out: A new run folder to write (resumable with ``evofool resume``), or ``None``
+            for a temporary one that lives as long as the result.
+        progress: A progress bar (``tqdm.auto``: a widget in a notebook).
+        gallery: Refresh the folder's gallery at checkpoints, as the CLI does.
+        **options: Any other ``RunConfig`` key (``selection``, ``stop_at``,
+            ``encoding_params``, ``checkpoint_every``, ``device``...).
+
+    Raises:
+        EvofoolError: a bad value, an unknown option, a model that does not fit.
+    """
+    from evofool.job import Job
+
+    tmp = tempfile.TemporaryDirectory(prefix="evofool-") if out is None else None
+    path = Path(tmp.name) / "run" if tmp is not None else Path(out)
+    classifier, files = None, {}
+    if isinstance(model, nn.Module):
+        classifier, files, spec = _module_classifier(model, input_shape, class_names, preprocess, outputs,
+                                                     path if tmp is None else None)
+    elif isinstance(model, str):
+        spec = model
+        if input_shape is not None or class_names is not None or preprocess is not None:
+            raise EvofoolError("input_shape, class_names and preprocess are for an nn.Module; "
+                               f"the spec {model!r} brings its own")
+    else:
+        raise EvofoolError(f"model must be a spec string or a torch nn.Module, not {type(model).__name__}")
+    values = {**RunConfig().to_dict(), "model": spec, "encoding": encoding, "generations": generations,
+              "population": population, "seed": seed, **options}
+    config = RunConfig.from_dict(values)
+    hooks = [] if not gallery else _live_gallery_hooks()
+    job = Job.start(config, path, progress=progress, hooks=hooks, classifier=classifier, files=files)
+    code = job.run()
+    if code != 0:
+        raise EvofoolError(f"the run stopped at generation {job.engine.generation} (signal); "
+                           f"continue it with: evofool resume {path}")
+    result = load_run(path)
+    result._tmp = tmp
+    return result
+
+
+def _live_gallery_hooks() -> list:
+    from evofool.gallery import refresh_live
+
+    return [refresh_live]
+
+
+def _module_classifier(module: nn.Module, input_shape, class_names, preprocess, outputs: str,
+                       folder: Path | None) -> tuple[Classifier, dict[str, bytes], str]:
+    """A ``Classifier`` for an in-memory module, and the files that make a run folder resumable.
+
+    With a ``folder`` (``out=``), the module (with ``preprocess`` folded in) is traced to
+    TorchScript and the run scores that saved copy, loaded as ``evofool resume`` will load it.
+    """
+    if input_shape is None or class_names is None:
+        raise EvofoolError("an nn.Module needs input_shape=(C, H, W) and class_names=[...]")
+    if outputs not in ("logits", "probs"):
+        raise EvofoolError(f"outputs must be 'logits' or 'probs' (got {outputs!r})")
+    from evofool.models.torchscript import read_sidecar
+
+    shape = tuple(input_shape)
+    sidecar = {"input_shape": list(shape), "class_names": [str(n) for n in class_names], "outputs": outputs}
+    module = module.eval()
+    if folder is None:
+        # Validates the sidecar values (shape, names) exactly as a file's would be.
+        with tempfile.TemporaryDirectory() as tmp:
+            side = Path(tmp) / "model.json"
+            side.write_text(json.dumps(sidecar))
+            read_sidecar(side)
+        name = type(module).__name__
+        return (Classifier(spec=f"module:{name}", module=module, input_shape=shape,
+                           class_names=list(sidecar["class_names"]), preprocess=preprocess or identity,
+                           outputs=outputs, meta={"module": name}),
+                {}, f"module:{name}")
+    from evofool.models.torchscript import load_torchscript
+
+    model_bytes = _torchscript_bytes(_Preprocessed(module, preprocess or identity), shape)
+    side_bytes = (json.dumps(sidecar, indent=1) + "\n").encode()
+    target = folder.resolve() / MODEL_FILE
+    spec = f"torchscript:{target}"
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / MODEL_FILE
+        staged.write_bytes(model_bytes)
+        staged.with_name(MODEL_FILE + ".json").write_bytes(side_bytes)
+        classifier = load_torchscript(str(staged), spec)
+    return classifier, {MODEL_FILE: model_bytes, MODEL_FILE + ".json": side_bytes}, spec
+
+
+class _Preprocessed(nn.Module):
+    """``module(preprocess(x))`` as one module, so the saved copy needs no Python."""
+
+    def __init__(self, module: nn.Module, preprocess) -> None:
+        super().__init__()
+        self.module = module
+        self.preprocess = preprocess if isinstance(preprocess, nn.Module) else None
+        self._fn = None if isinstance(preprocess, nn.Module) else preprocess
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(x) if self.preprocess is not None else self._fn(x)
+        return self.module(x)
+
+
+def _torchscript_bytes(module: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """The TorchScript archive of ``module``, traced on two random images."""
+    import io
+    import warnings
+
+    example = torch.rand(2, *input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # torch deprecates TorchScript; tracer warnings
+            traced = torch.jit.trace(module, example, check_trace=False)
+            buf = io.BytesIO()
+            torch.jit.save(traced, buf)
+    except Exception as exc:  # the tracer raises many types; all mean "cannot save this"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise EvofoolError(f"cannot save this model for a resumable run folder ({first}); "
+                           f"use out=None, or pass a torchscript: or onnx: spec") from None
+    return buf.getvalue()
+
+
+__all__ = ["RunResult", "evolve", "load_run"]

@@ -1,0 +1,96 @@
+"""The Python API: the README's example runs as written; its folder resumes and exports with the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import evofool
+from evofool import checkpoint
+from evofool.errors import EvofoolError
+from evofool.models import load_model
+from conftest import REPO_ROOT
+from fault_helpers import evofool as evofool_cli
+
+
+def readme_api_example() -> str:
+    """The ```python block of the README's "Python API" section."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text.split("## Python API", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readme_example_runs_and_its_folder_resumes_and_exports(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(readme_api_example(), "README.md", "exec"), scope)
+    result, run = scope["result"], scope["run"]
+    assert result.class_names == [str(d) for d in range(10)] and result.fitness == "probability"
+    assert result.images.shape == (10, 1, 28, 28) and result.images.dtype == np.uint8
+    assert result.confidences.shape == (10,) and np.all((result.confidences > 0) & (result.confidences <= 1))
+    assert result.generation == 30 and result.evaluations == 30 * 100
+    np.testing.assert_array_equal(run.images, result.images)
+    np.testing.assert_array_equal(run.confidences, result.confidences)
+    assert (tmp_path / "runs/api-demo-gallery/index.html").is_file()
+    # The in-memory module was saved with the run, so the CLI can continue it...
+    folder = tmp_path / "runs/api-demo"
+    proc = evofool_cli("resume", folder, "--generations", "40", "--quiet", "--no-gallery", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    resumed = evofool.load_run(folder)
+    assert resumed.generation == 40 and np.all(resumed.confidences >= result.confidences)
+    proc = evofool_cli("export", folder, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((folder / "gallery/manifest.json").read_text())["classes"]
+    # ...and what it continued equals one straight 40-generation run of the same module.
+    straight = evofool.evolve(load_model("lenet-mnist").module, input_shape=(1, 28, 28),
+                              class_names=[str(d) for d in range(10)], generations=40, population=100,
+                              seed=0, out=tmp_path / "straight", progress=False)
+    np.testing.assert_array_equal(straight.images, resumed.images)
+    _, a, _ = checkpoint.load(folder)
+    _, b, _ = checkpoint.load(tmp_path / "straight")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_a_spec_string_and_out_none_give_a_temporary_folder_that_lives_with_the_result():
+    result = evofool.evolve("lenet-mnist", encoding="cppn", generations=3, population=20, seed=1,
+                            progress=False)
+    folder = result.folder
+    assert folder.is_dir() and result.generation == 3
+    index = result.save_gallery(folder.parent / "gallery")
+    assert index.is_file()
+    del result
+    import gc
+
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_an_in_memory_module_without_out_is_scored_as_it_is():
+    class Doubled(torch.nn.Module):  # not traceable-only: any Python the module likes
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = load_model("lenet-mnist").module
+
+        def forward(self, x):
+            return self.net(x) * 2 if x.shape[0] > 0 else self.net(x)
+
+    result = evofool.evolve(Doubled(), input_shape=(1, 28, 28), class_names=list("abcdefghij"),
+                            generations=2, population=20, progress=False, selection="uniform")
+    assert result.class_names == list("abcdefghij") and result.generation == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"model": torch.nn.Identity()}, "needs input_shape"),
+    ({"model": "lenet-mnist", "input_shape": (1, 28, 28)}, "are for an nn.Module"),
+    ({"model": 3}, "spec string or a torch nn.Module"),
+    ({"model": "lenet-mnist", "population": 0}, "population"),
+    ({"model": "lenet-mnist", "colour": "red"}, "colour"),
+])
+def test_bad_arguments_are_one_clear_error(kwargs, message):
+    with pytest.raises(EvofoolError, match=message):
+        evofool.evolve(progress=False, generations=1, **kwargs)
