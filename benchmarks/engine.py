@@ -37,7 +37,7 @@ from deap import base, creator, tools
 from evofool.archive import ClassArchive
 from evofool.config import RunConfig
 from evofool.encodings import make_encoding
-from evofool.engine import Engine
+from evofool.engine import SELECTIONS, Engine
 from evofool.evaluator import forward_chunk, stable_log_softmax
 from evofool.job import make_recombination
 from evofool.models import load_model
@@ -154,7 +154,7 @@ def main() -> None:
     ap.add_argument("--naive-generations", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     ap.add_argument("--param", action="append", default=[], help="encoding parameter NAME=VALUE")
-    ap.add_argument("--selection", default=RunConfig().selection, choices=["lagging", "uniform"])
+    ap.add_argument("--selection", default=RunConfig().selection, choices=SELECTIONS)
     ap.add_argument("--recombine", default=RunConfig().recombine, help="auto, off or step lengths 2,4,8,16")
     ap.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES,
                     help="engine runtimes to measure (the seeds runs use the last one)")

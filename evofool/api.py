@@ -80,13 +80,16 @@ class RunResult:
 def load_run(path: str | Path) -> RunResult:
     """The result of the run in ``path`` (a finished or a running one, as far as it got)."""
     from evofool.imageio import load_image
-    from evofool.runfolder import RunFolder
+    from evofool.models.outputs import SCORE
+    from evofool.runfolder import CONFIDENCE, RunFolder, champion_fitness, champions_fitness_kind
 
     folder = RunFolder.open(path)
     doc = folder.read_config_doc()
     names = list(doc["class_names"])
-    champions = folder.read_champions()["champions"]
-    fitness = "activation" if doc["config"]["model"].startswith("unit:") else "probability"
+    champions_doc = folder.read_champions()
+    champions = champions_doc["champions"]
+    kind = champions_fitness_kind(champions_doc)  # what champions.json says its values are
+    fitness = "activation" if kind == SCORE else "probability"
     confidences = np.zeros(len(names), dtype=np.float64)
     found_at = np.full(len(names), -1, dtype=np.int64)
     images = None
@@ -97,7 +100,7 @@ def load_run(path: str | Path) -> RunResult:
         if images is None:
             images = np.zeros((len(names), *image.shape), dtype=np.uint8)
         images[k] = image
-        confidences[k] = float(entry["confidence"] if "confidence" in entry else entry["activation"])
+        confidences[k] = champion_fitness(entry, kind) if kind == SCORE else float(entry[CONFIDENCE])
         found_at[k] = int(entry["generation"])
     summary = _read_summary(folder)
     return RunResult(folder=folder.path, class_names=names, confidences=confidences,

@@ -29,12 +29,10 @@ class ClassArchive:
         encoding: The encoding whose genomes are stored.
         device: Where the fitness and image tensors live.
         fitness_kind: ``log_prob`` or ``score`` (``evofool.models.outputs.fitness_kind``).
-        fitness: The old name of ``fitness_kind``, still accepted (``build_engine`` passes it).
     """
 
     def __init__(self, num_classes: int, encoding: Encoding, device: torch.device | str = "cpu",
-                 fitness_kind: str = LOG_PROB, *, fitness: str | None = None) -> None:
-        fitness_kind = fitness if fitness is not None else fitness_kind
+                 fitness_kind: str = LOG_PROB) -> None:
         if fitness_kind not in FITNESS_KINDS:
             raise ValueError(f"fitness_kind must be 'log_prob' or 'score', not {fitness_kind!r}")
         self.fitness_kind = fitness_kind

@@ -34,7 +34,10 @@ from evofool.values import (CLASS_NAMES, NO_LEGACY, ConfigError, Param, check_kn
 
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
-                "focus_below", "recombine")
+                "focus_below", "recombine", "weight_steps")
+# Meaning keys added after runs were first recorded: they enter the hash only when they differ
+# from this value (what every earlier run computed), so the folders of earlier runs keep theirs.
+LATER_MEANING_DEFAULTS = {"weight_steps": 0.0}
 
 # numpy's default_rng takes any seed >= 0, torch.manual_seed any seed < 2**64: both hold here.
 SEED_LIMIT = 2**64
@@ -99,6 +102,9 @@ class RunConfig:
         recombine: Step recombination (``evofool.recombination``): ``auto`` (on, lengths
             2,4,8,16, where the encoding's genomes are vectors: direct), ``off``, or step
             lengths as ``"2,4,8"`` / a list.
+        weight_steps: Share of each generation given to per-cell Gaussian steps on a
+            champion's weights, with their step sizes adapted by the 1/5 success rule
+            (``evofool.emitters.WeightStepEmitter``; cppn only); 0: none.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -120,6 +126,7 @@ class RunConfig:
     selection: str = setting(str, "lagging", choices=SELECTIONS)
     focus_below: float = setting(float, 0.9999, low=0.0, high=1.0, low_open=True)
     recombine: str | list = setting((str, list), "auto", test=parse_scales)
+    weight_steps: float = setting(float, 0.0, low=0.0, high=0.9, legacy=0.0)
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 
@@ -182,7 +189,8 @@ class RunConfig:
     def meaning(self) -> dict:
         """The part of the config that defines what the run computes."""
         d = self.to_dict()
-        return {k: d[k] for k in MEANING_KEYS}
+        return {k: d[k] for k in MEANING_KEYS
+                if not (k in LATER_MEANING_DEFAULTS and d[k] == LATER_MEANING_DEFAULTS[k])}
 
     def hash(self) -> str:
         """sha256 of the canonical JSON of ``meaning()`` (first 16 hex digits)."""
@@ -192,7 +200,7 @@ class RunConfig:
     def differing_keys(self, other: "RunConfig") -> list[str]:
         """Meaning keys whose values differ between two configs."""
         a, b = self.meaning(), other.meaning()
-        return [k for k in MEANING_KEYS if a[k] != b[k]]
+        return [k for k in MEANING_KEYS if a.get(k, LATER_MEANING_DEFAULTS.get(k)) != b.get(k, LATER_MEANING_DEFAULTS.get(k))]
 
 
 # --- files ---------------------------------------------------------------------------------

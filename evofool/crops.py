@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
+from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
 
 # Render size = crop size · 256/224, the usual ImageNet resize/crop ratio.
 RENDER_RATIO = 256 / 224
@@ -53,8 +55,7 @@ class TenCropModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         crops = ten_crops(x, self.crop_h, self.crop_w).flatten(0, 1)  # crop-major: 10·N images
-        raw = self.base(self.preprocess(crops)).to(torch.float64)
-        probs = raw if self.base_outputs == "probs" else torch.softmax(raw, dim=1)
+        probs = probabilities_from_outputs(self.base(self.preprocess(crops)), self.base_outputs)
         return probs.reshape(NUM_CROPS, n, -1).mean(dim=0)
 
 
@@ -67,15 +68,23 @@ class TenCropClassifier:
 
         Its ``input_shape`` is ``(C, H·256/224, W·256/224)`` — (3, 256, 256) for a 224 model —
         its ``outputs`` are ``"probs"``, and its preprocessing is the identity (the base
-        preprocessing runs inside, on the crops). Works for any classifier.
+        preprocessing runs inside, on the crops). Works for any classifier with class
+        outputs (``logits`` or ``probs``).
+
+        Raises:
+            EvofoolError: ``classifier`` returns raw unit scores (``unit:`` specs), which have
+                no probabilities to average.
         """
+        if classifier.outputs == SCORES:
+            raise EvofoolError(f"--crops {NUM_CROPS} averages class probabilities over crops; "
+                               f"{classifier.spec} returns raw unit scores: use --crops 1")
         channels, crop_h, crop_w = classifier.input_shape
         return Classifier(
             spec=classifier.spec,
             module=TenCropModule(classifier),
             input_shape=(channels, render_size(crop_h), render_size(crop_w)),
             class_names=list(classifier.class_names),
-            outputs="probs",
+            outputs=PROBS,
             resize_inputs=classifier.resize_inputs,
             meta={**classifier.meta, "crops": NUM_CROPS, "crop_shape": [crop_h, crop_w]},
         )

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from evofool.archive import ClassArchive
-from evofool.emitters import (SELECTIONS, Emitter, MutationEmitter, StepRecombination, StepRecombinationEmitter,
-                              make_selector)
+from evofool.emitters import (SELECTIONS, Emitter, LaggingSelector, MutationEmitter, StepRecombination,
+                              StepRecombinationEmitter, WeightStepEmitter, make_selector)
 from evofool.encodings.base import Encoding, Genomes
 from evofool.evaluator import BatchEvaluator
 
@@ -84,6 +84,9 @@ class Engine:
         focus_below: Threshold of the ``lagging`` selection.
         recombination: Step recombination whose proposals take places in the next
             generation (vector encodings only); None: plain mutation.
+        weight_steps: Places of each batch given to a ``WeightStepEmitter`` (per-cell
+            Gaussian steps on a champion's weights; cppn), parents chosen among the cells
+            below ``focus_below``; 0: none.
         emitters: An explicit emitter list instead of the one ``selection``, ``focus_below``
             and ``recombination`` describe. Emitters whose ``batch_size`` is an int get that
             many places; those whose ``batch_size`` is None share the rest (the first ones
@@ -93,7 +96,7 @@ class Engine:
     def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
                  population: int, rng: np.random.Generator, scorer: Scorer | None = None,
                  selection: str = "uniform", focus_below: float = 0.9999,
-                 recombination: StepRecombination | None = None, *,
+                 recombination: StepRecombination | None = None, *, weight_steps: int = 0,
                  emitters: Sequence[Emitter] | None = None) -> None:
         self.encoding = encoding
         self.evaluator = evaluator
@@ -107,8 +110,12 @@ class Engine:
             emitters = [mutation]
             if recombination is not None:
                 emitters.append(StepRecombinationEmitter(encoding, mutation, self.population, recombination))
-        elif recombination is not None or selection != "uniform" or focus_below != 0.9999:
-            raise ValueError("pass either emitters or selection/focus_below/recombination, not both")
+            if weight_steps:
+                emitters.append(WeightStepEmitter(encoding, weight_steps, LaggingSelector(focus_below)))
+        elif (recombination is not None or selection != "uniform" or focus_below != 0.9999
+              or weight_steps):
+            raise ValueError("pass either emitters or selection/focus_below/recombination/weight_steps, "
+                             "not both")
         self.emitters: list[Emitter] = list(emitters)
         if not self.emitters:
             raise ValueError("the engine needs at least one emitter")

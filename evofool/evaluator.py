@@ -7,13 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
+from evofool.devices import default_device
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
-
-
-def default_device() -> torch.device:
-    """``cuda`` when a GPU is visible, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# The one output contract lives with the models; re-exported here for the callers that
+# score through the evaluator.
+from evofool.models.outputs import fitness_from_outputs, stable_log_softmax  # noqa: F401
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -37,19 +36,6 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32)
 
 
-def fitness_from_outputs(raw: torch.Tensor, outputs: str) -> torch.Tensor:
-    """A model's raw outputs as float64 fitness: log-probabilities, or raw unit scores.
-
-    ``outputs`` is what the classifier declares: ``logits``, ``probs`` (already a
-    softmax, e.g. an ensemble) or ``scores`` (activation maximisation: the score itself).
-    """
-    if outputs == "scores":
-        return raw.to(torch.float64)
-    if outputs == "probs":
-        return torch.log(raw.to(torch.float64).clamp_min(1e-300))
-    return stable_log_softmax(raw.float())
-
-
 def check_model_output(raw, classifier: Classifier, batch: int) -> None:
     """The model answered ``batch × K`` finite numbers, or a one-line error names it.
 
@@ -67,22 +53,6 @@ def check_model_output(raw, classifier: Classifier, batch: int) -> None:
         bad = int((~finite).any(dim=1).sum())
         raise EvofoolError(f"model {spec} returned NaN or infinite scores for {bad} of {batch} "
                            f"images; evofool needs finite outputs")
-
-
-def stable_log_softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Log-softmax in float64 that stays informative for near-certain classes.
-
-    For the top class, ``log p = -log1p(sum_{j != top} exp(x_j - x_top))``: plain
-    log-softmax rounds to exactly 0 once the logit gap passes ~37 (float64) or ~17
-    (float32), after which champions could no longer improve. This form keeps
-    resolving differences until the gap reaches ~700.
-    """
-    x = logits.to(torch.float64)
-    top_value, top = x.max(dim=1, keepdim=True)
-    shifted = x - top_value                      # log-sum-exp, shifted by the top logit
-    rest = shifted.exp().scatter_(1, top, 0.0).sum(dim=1, keepdim=True)
-    # log Σ_j exp(shifted_j) = log(1 + rest): log1p keeps the top class's -rest exact.
-    return shifted.sub_(torch.log1p(rest))
 
 
 # Forward-pass chunk sizes: the network always sees batches of exactly this many images

@@ -26,10 +26,10 @@ from evofool.devices import resolve_device
 from evofool.encodings import make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
-from evofool.evaluator import BatchEvaluator
-from evofool.models.outputs import SCORE
+from evofool.models.outputs import SCORE, fitness_kind
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
 from evofool.runfolder import LogDamaged, RunFolder
+from evofool.values import ConfigError
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -37,8 +37,32 @@ EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # the live gallery, or to harvest champions).
 CheckpointHook = Callable[["Job"], None]
 
-# The old private name, still called by build_engine: evofool.devices.resolve_device is the one.
-_resolve_device = resolve_device
+# A unit run (``unit:`` spec, fitness kind ``score``) reports raw activations: --stop-at and
+# the lagging selection's --focus-below are confidences, which it has none of.
+STOP_AT_UNITS = ("--stop-at is a confidence (a probability in (0, 1]); a unit: run reports raw "
+                 "activations, which have no such level: drop --stop-at")
+LAGGING_UNITS_NOTE = ("note: a unit: run reports raw activations, not the confidences --focus-below "
+                      "compares: parents are selected uniformly (--selection uniform)")
+
+
+def run_selection(selection: str, kind: str) -> str:
+    """The selection the engine of a run of fitness ``kind`` uses for the config's ``selection``:
+    ``uniform`` for a ``lagging`` unit run (its threshold is a confidence), else ``selection``.
+
+    The config keeps what the user gave (its hash, and so resuming, depend on it): a resume
+    maps it again, to the same engine.
+    """
+    return "uniform" if kind == SCORE and selection in ("lagging", "curiosity") else selection
+
+
+def check_unit_config(config: RunConfig, kind: str) -> None:
+    """Refuses a ``stop_at`` for a unit run (``kind == "score"``).
+
+    Raises:
+        ConfigError: ``stop_at`` set for a run that reports activations.
+    """
+    if kind == SCORE and config.stop_at is not None:
+        raise ConfigError(STOP_AT_UNITS)
 
 
 def make_recombination(recombine: str | list, encoding) -> StepRecombination | None:
@@ -68,9 +92,11 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     from evofool.scoring import build_scoring, load_classifier, with_crops
 
     config.validate()
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     classifier = (load_classifier(config.model, device, config.crops) if classifier is None
                   else with_crops(classifier, config.crops))
+    kind = fitness_kind(classifier.outputs)
+    check_unit_config(config, kind)  # before anything is exported or allocated
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
                        config.max_batch, device)
@@ -84,8 +110,10 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     except ValueError as exc:
         raise EvofoolError(f"bad parameters for encoding {config.encoding!r}: {exc}") from None
     recombination = make_recombination(config.recombine, encoding)
-    archive = ClassArchive(classifier.num_classes, encoding, device,
-                           fitness="score" if classifier.outputs == "scores" else "log_prob")
+    archive = ClassArchive(classifier.num_classes, encoding, device, fitness_kind=kind)
+    selection = run_selection(config.selection, kind)
+    if selection != config.selection:
+        print(LAGGING_UNITS_NOTE, file=sys.stderr)
     # evofool draws only from ``rng``; the global generators are seeded too so that any
     # library code that does use them is reproducible (and their states are checkpointed).
     random.seed(config.seed)
@@ -98,9 +126,13 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
         except ImportError as exc:
             raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
         scorer = RayEvaluator.from_config(config, encoding, classifier)
+    weight_steps = int(round(config.weight_steps * config.population))
+    if weight_steps and not hasattr(encoding, "step_weights"):
+        raise EvofoolError(f"--weight-steps steps the weights of CPPN genomes; {encoding.name} genomes "
+                           f"have none: use --encoding cppn or --weight-steps 0")
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
-                  selection=config.selection, focus_below=config.focus_below,
-                  recombination=recombination), classifier
+                  selection=selection, focus_below=config.focus_below,
+                  recombination=recombination, weight_steps=weight_steps), classifier
 
 
 @dataclass
@@ -144,8 +176,12 @@ class Job:
         folder = RunFolder.create(path, config, classifier.class_names,
                                   extra={"encoding_resolved": engine.encoding.config(),
                                          "scoring_resolved": engine.evaluator.record(),
+                                         "selection_resolved": run_selection(config.selection,
+                                                                             engine.archive.fitness_kind),
                                          "recombination_resolved": engine.recombination.config()
-                                         if engine.recombination else None}, keep_lock=True, files=files)
+                                         if engine.recombination else None,
+                                         "emitters_resolved": engine.config()["emitters"]},
+                                  keep_lock=True, files=files)
         try:
             job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
             # A generation-0 checkpoint: a run killed before its first periodic checkpoint can

@@ -32,8 +32,9 @@ import sys
 
 import torch
 
+from evofool.devices import default_device
 from evofool.errors import EvofoolError
-from evofool.evaluator import BatchEvaluator, default_device, forward_chunk
+from evofool.evaluator import BatchEvaluator, forward_chunk
 from evofool.models.base import Classifier
 from evofool.models.outputs import SCORES
 from evofool.runtime import (

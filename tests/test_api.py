@@ -94,3 +94,23 @@ def test_an_in_memory_module_without_out_is_scored_as_it_is():
 def test_bad_arguments_are_one_clear_error(kwargs, message):
     with pytest.raises(EvofoolError, match=message):
         evofool.evolve(progress=False, generations=1, **kwargs)
+
+
+def score_model(arg: str, spec: str, device):
+    """A registry loader (``PrefixLoader(__name__, "score_model", ...)``) of two raw unit scores."""
+    from evofool.models.base import Classifier
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 2))
+    return Classifier(spec, module, (1, 28, 28), ["u0", "u1"], outputs="scores")
+
+
+def test_load_run_reads_the_kind_of_fitness_from_the_champions_not_the_spec(monkeypatch):
+    """A model of raw scores whose spec does not start with ``unit:``: its run holds activations."""
+    from evofool.models import PREFIX_LOADERS, PrefixLoader
+
+    monkeypatch.setitem(PREFIX_LOADERS, "fakescores", PrefixLoader(__name__, "score_model", "fakescores:X", "test"))
+    result = evofool.evolve("fakescores:x", generations=2, population=20, seed=0, progress=False, runtime="torch")
+    champions = json.loads((result.folder / "champions.json").read_text())["champions"]
+    assert result.fitness == "activation"
+    np.testing.assert_array_equal(result.confidences, [c["activation"] for c in champions])

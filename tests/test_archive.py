@@ -87,8 +87,10 @@ def test_a_score_archive_reports_its_scores_and_a_log_prob_archive_probabilities
 
 
 def test_old_names_still_work():
-    """``log_probs`` (the tensor's old name) and ``fitness=`` (the kind's) until their users move."""
+    """``log_probs`` (the tensor's old name) until its users move; the kind is ``fitness_kind`` only."""
     enc = DirectEncoding((1, 4, 4))
-    archive = ClassArchive(2, enc, fitness="score")
+    archive = ClassArchive(2, enc, fitness_kind="score")
     assert archive.fitness_kind == "score" and archive.log_probs is archive.fitness
+    with np.testing.assert_raises(TypeError):
+        ClassArchive(2, enc, fitness="score")  # the legacy keyword is gone
     assert "archive.log_probs" in archive.arrays()  # the checkpoint array's name: old checkpoints resume

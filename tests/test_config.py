@@ -108,6 +108,10 @@ def test_defaults_validate_and_hashes_are_those_of_existing_run_folders():
     assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
     # runtime and threads change no hash: a run's meaning is not how fast it is scored.
     assert RunConfig(runtime="onnxruntime", threads=2).hash() == "792f242b2504801f"
+    # weight_steps, added later, enters the hash only where it is on (0 is what earlier runs did).
+    assert RunConfig(weight_steps=0.0).hash() == "792f242b2504801f"
+    assert RunConfig(encoding="cppn", weight_steps=0.5).hash() != RunConfig(encoding="cppn").hash()
+    assert RunConfig(weight_steps=0.5).differing_keys(RunConfig()) == ["weight_steps"]
 
 
 def test_a_config_recorded_before_runtimes_means_torch():

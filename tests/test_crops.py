@@ -111,3 +111,11 @@ def test_build_engine_wraps_when_crops_is_10():
     assert classifier.input_shape == (1, 32, 32) and classifier.outputs == "probs"
     record = engine.step()
     assert record["generation"] == 1
+
+
+def test_raw_unit_scores_are_refused():
+    """Unit activations have no softmax to average over crops: refused when wrapped, not softmaxed."""
+    from evofool.errors import EvofoolError
+
+    with pytest.raises(EvofoolError, match="returns raw unit scores: use --crops 1"):
+        TenCropClassifier.wrap(small_classifier(outputs="scores"))

@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from evofool.archive import ClassArchive
-from evofool.emitters import (LAGGING_UNIFORM_SHARE, SELECTIONS, Emitter, LaggingSelector, MutationEmitter,
-                              StepRecombination, StepRecombinationEmitter, UniformSelector, make_selector)
+from evofool.emitters import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, CuriositySelector, Emitter,
+                              LaggingSelector, MutationEmitter, StepRecombination, StepRecombinationEmitter,
+                              UniformSelector, WEIGHT_STEP_SIGMA0, WeightStepEmitter, make_selector)
+from evofool.emitters._selector import CURIOSITY_PRIOR, children_that_entered
 from evofool.encodings.direct import DirectEncoding
 from evofool.engine import Engine
 from evofool.evaluator import BatchEvaluator
@@ -223,12 +225,86 @@ def test_lagging_selector_gives_three_quarters_to_lagging_cells_and_keeps_a_unif
 
 
 def test_make_selector_knows_the_selections():
-    assert SELECTIONS == ("uniform", "lagging")
+    assert SELECTIONS == ("uniform", "lagging", "curiosity")
     assert isinstance(make_selector("uniform"), UniformSelector)
     lagging = make_selector("lagging", focus_below=0.5)
     assert isinstance(lagging, LaggingSelector) and lagging.focus_below == 0.5
+    curiosity = make_selector("curiosity", focus_below=0.5)
+    assert isinstance(curiosity, CuriositySelector) and curiosity.focus_below == 0.5
     with pytest.raises(ValueError, match="unknown selection"):
         make_selector("best")
+
+
+def test_children_that_entered_are_those_holding_a_cell_changed_this_generation():
+    archive = ClassArchive(K, direct())
+    old = torch.tensor([[-1.0, -1.0, -1.0, -1.0]], dtype=torch.float64)
+    archive.update(torch.zeros(1, 1, 6, 6, dtype=torch.uint8), torch.zeros(1, 1, 6, 6, dtype=torch.uint8), old, 1)
+    fitness = torch.tensor([[-0.5, -2.0, -2.0, -2.0],    # takes cell 0
+                            [-2.0, -2.0, -2.0, -2.0],    # takes nothing
+                            [-2.0, -0.7, -0.2, -2.0],    # takes cells 1 and 2
+                            [-2.0, -0.9, -2.0, -1.0]],   # beaten in cell 1, ties the old champion in 3
+                           dtype=torch.float64)
+    archive.update(torch.zeros(4, 1, 6, 6, dtype=torch.uint8), torch.zeros(4, 1, 6, 6, dtype=torch.uint8), fitness, 2)
+    assert children_that_entered(archive, fitness, 2).tolist() == [True, False, True, False]
+    assert children_that_entered(archive, fitness, 3).tolist() == [False] * 4
+
+
+def test_curiosity_selector_learns_which_champions_parent_children_that_enter():
+    enc = direct()
+    archive = ClassArchive(K, enc)
+    archive.log_probs[:] = torch.tensor([-1.0, -1.0, -1.0, -torch.inf], dtype=torch.float64)
+    archive.generation[:] = torch.tensor([1, 1, 1, -1])
+    selector = CuriositySelector(uniform_share=0.0)
+    rng = np.random.default_rng(0)
+    # Before anything is known every occupied cell has the prior: uniform, empty cells never.
+    counts = np.bincount(selector.select(archive, 6000, rng), minlength=K)
+    assert counts[3] == 0 and counts[:3].min() > 0.3 * 2000
+    # Generation 2: of cell 0's ten children only the best one for class 2 enters (taking
+    # cell 2); cell 1's ten children never do.
+    classes = np.array([0] * 10 + [1] * 10)
+    fitness = torch.full((20, K), -5.0, dtype=torch.float64)
+    fitness[:, 3] = -torch.inf
+    fitness[:10, 2] = torch.linspace(-0.9, -0.5, 10, dtype=torch.float64)
+    archive.update(torch.zeros(20, 1, 6, 6, dtype=torch.uint8), torch.zeros(20, 1, 6, 6, dtype=torch.uint8),
+                   fitness, 2)
+    selector.tell(archive, classes, fitness, 2)
+    prior_s, prior_t = CURIOSITY_PRIOR
+    assert selector.successes[0] == pytest.approx(prior_s * CURIOSITY_DECAY + 1)
+    assert selector.tries[0] == pytest.approx(prior_t * CURIOSITY_DECAY + 10)
+    assert selector.successes[1] == pytest.approx(prior_s * CURIOSITY_DECAY)
+    assert selector.tries[1] == pytest.approx(prior_t * CURIOSITY_DECAY + 10)
+    # Cell 2 has a new champion: its counts start again from the prior.
+    assert (selector.successes[2], selector.tries[2]) == CURIOSITY_PRIOR
+    counts = np.bincount(selector.select(archive, 30_000, rng), minlength=K)
+    rates = selector.successes[:3] / selector.tries[:3]
+    assert np.allclose(counts[:3] / counts.sum(), rates / rates.sum(), atol=0.01)
+    assert counts[2] > counts[0] > counts[1]  # untried new champion > one success in ten > none
+
+
+def test_curiosity_selector_keeps_a_uniform_share_and_focuses_on_lagging_cells():
+    archive = ClassArchive(K, direct())
+    archive.log_probs[:] = torch.tensor([0.0, 0.0, -1.0, -2.0], dtype=torch.float64)  # 0, 1 fooled
+    n = 4000
+    parents = CuriositySelector(focus_below=0.9999).select(archive, n, np.random.default_rng(1))
+    n_all = int(round(LAGGING_UNIFORM_SHARE * n))
+    assert np.isin(parents[:n - n_all], [2, 3]).all()
+    assert np.bincount(parents[n - n_all:], minlength=4).min() > 0.2 * n_all
+
+
+def test_curiosity_selector_state_round_trips_through_its_emitter():
+    enc = direct()
+    a = engine_with([MutationEmitter(enc, CuriositySelector())], population=16, seed=3)
+    for _ in range(4):
+        a.step()
+    state, arrays = a.state_dict()
+    assert set(arrays) >= {"emitters.0.selector.successes", "emitters.0.selector.tries"}
+    b = engine_with([MutationEmitter(direct(), CuriositySelector())], population=16, seed=8)
+    b.load_state_dict(json.loads(json.dumps(state)), arrays)
+    assert np.array_equal(b.emitters[0].selector.tries, a.emitters[0].selector.tries)
+    for _ in range(4):
+        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    assert torch.equal(a.archive.log_probs, b.archive.log_probs)
+    assert np.array_equal(a.emitters[0].selector.successes, b.emitters[0].selector.successes)
 
 
 # --- state ---------------------------------------------------------------------------------------
@@ -294,3 +370,83 @@ def test_engine_state_holds_each_emitters_state_and_restores_an_identical_future
     with pytest.raises(ValueError, match="emitters"):
         engine_with([MutationEmitter(direct())], population=32).load_state_dict(state, arrays)
     # (A checkpoint from before emitters is translated: tests/test_engine.py.)
+
+
+# --- weight steps (per-cell 1+1-ES on CPPN weights) ------------------------------------------------
+def thousand_class_stand_in() -> Classifier:
+    """A stand-in for an ImageNet model: 1,000 classes over 3×16×16 images, seeded weights."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 1000))
+    return Classifier("stand-in-1000", net.eval(), (3, 16, 16), [f"class {i}" for i in range(1000)])
+
+
+def cppn():
+    from evofool.encodings.cppn import CPPNEncoding
+    return CPPNEncoding((3, 16, 16))
+
+
+def test_step_weights_moves_every_weight_of_the_same_graph_by_its_parents_sigma():
+    enc = cppn()
+    parents = enc.random(3, np.random.default_rng(0))
+    children = enc.step_weights(parents, np.array([0.0, 0.5, 50.0]), np.random.default_rng(1))
+    for p, c in zip(parents, children):
+        assert c.parent == p.gid and c.gid != p.gid
+        for name in ("node_id", "node_act", "node_layer", "link_id", "link_src", "link_dst"):
+            assert np.array_equal(getattr(c, name), getattr(p, name))
+    assert np.array_equal(children[0].link_weight, parents[0].link_weight)        # sigma 0: unchanged
+    step = children[1].link_weight - parents[1].link_weight
+    assert (step != 0).all() and 0.2 < np.std(step) < 1.0                          # every weight moves
+    assert np.abs(children[2].link_weight).max() <= enc.rates.weight_bound        # clipped to the bound
+    again = enc.step_weights(parents, np.array([0.0, 0.5, 50.0]), np.random.default_rng(1))
+    assert all(np.array_equal(a.link_weight, b.link_weight) for a, b in zip(children, again))
+
+
+def test_weight_step_emitter_follows_the_one_fifth_rule_per_cell():
+    from evofool.emitters._weight_step import SUCCESS_TARGET, WEIGHT_STEP_GAIN
+    enc = cppn()
+    archive = ClassArchive(4, enc)
+    genomes = enc.random(4, np.random.default_rng(0))
+    archive.update(genomes, torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+                   torch.diag(torch.full((4,), 1.0, dtype=torch.float64)) - 3.0, 1)
+    emitter = WeightStepEmitter(enc, 8, LaggingSelector())
+    children = emitter.ask(archive, 8, np.random.default_rng(1), 2)
+    classes, _ = emitter._asked
+    before = archive.fitness[torch.from_numpy(classes)]
+    fitness = torch.full((8, 4), -9.0, dtype=torch.float64)
+    # The first child beats its parent for the parent's class; the others do not.
+    fitness[0, classes[0]] = before[0] + 0.1
+    emitter.tell(archive, children, torch.zeros(8, 3, 16, 16, dtype=torch.uint8), fitness, np.random.default_rng(2))
+    expected = np.full(4, WEIGHT_STEP_SIGMA0)
+    for i, c in enumerate(classes):
+        expected[c] *= np.exp(WEIGHT_STEP_GAIN * ((i == 0) - SUCCESS_TARGET))
+    assert np.allclose(emitter.sigma, expected)
+    assert emitter.config()["type"] == "weight_step" and emitter.batch_size == 8
+    with pytest.raises(ValueError, match="no weights to step"):
+        WeightStepEmitter(direct(), 4)
+
+
+@pytest.mark.parametrize("selection", ["curiosity", "lagging"])
+def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_and_resume_exactly(selection):
+    def make(seed):
+        enc = cppn()
+        clf = thousand_class_stand_in()
+        return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(1000, enc), 24, np.random.default_rng(seed),
+                      selection=selection, weight_steps=12)
+
+    a = make(4)
+    assert [e.name for e in a.emitters] == ["mutation", "weight_step"]
+    record = a.step()
+    assert len(a.archive.occupied) == 1000 and record["evaluations"] == 24  # one image scores every class
+    previous = a.archive.fitness.clone()
+    for _ in range(3):
+        a.step()
+        assert (a.archive.fitness >= previous).all()  # a champion is only ever replaced by a better one
+        previous = a.archive.fitness.clone()
+    sigma = a.emitters[1].sigma
+    assert sigma is not None and ((sigma >= 1e-3) & (sigma <= 5.0)).all() and (sigma != WEIGHT_STEP_SIGMA0).any()
+    state, arrays = a.state_dict()
+    b = make(77)
+    b.load_state_dict(json.loads(json.dumps(state)), arrays)
+    for _ in range(3):
+        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    assert torch.equal(a.archive.fitness, b.archive.fitness) and np.array_equal(a.emitters[1].sigma, b.emitters[1].sigma)

@@ -18,11 +18,20 @@ def tiny_classifier(k=4) -> Classifier:
     return Classifier("tiny", module, (1, 6, 6), [f"c{i}" for i in range(k)])
 
 
-def make_engine(seed=0, population=16, scorer=None) -> Engine:
+def make_engine(seed=0, population=16, scorer=None, recombination=None) -> Engine:
     clf = tiny_classifier()
     enc = DirectEncoding(clf.input_shape)
     return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(clf.num_classes, enc), population,
-                  np.random.default_rng(seed), scorer=scorer)
+                  np.random.default_rng(seed), scorer=scorer, recombination=recombination)
+
+
+def assert_same_future(a: Engine, b: Engine, steps: int = 3) -> None:
+    """``a`` and ``b`` (``b`` restored from ``a``'s state) step to identical archives."""
+    for _ in range(steps):
+        a.step()
+        b.step()
+    assert torch.equal(a.archive.images, b.archive.images)
+    assert torch.equal(a.archive.fitness, b.archive.fitness)
 
 
 def test_first_generation_is_random_then_children_of_champions():
@@ -74,21 +83,14 @@ def test_state_dict_restores_an_identical_future():
     state, arrays = a.state_dict()
     b = make_engine(seed=99)
     b.load_state_dict(state, arrays)
-    for _ in range(3):
-        a.step()
-        b.step()
-    assert torch.equal(a.archive.images, b.archive.images)
-    assert torch.equal(a.archive.log_probs, b.archive.log_probs)
+    assert_same_future(a, b)
     assert a.generation == b.generation == 6
 
 
 def recombining_engine(seed: int) -> Engine:
     from evofool.emitters import StepRecombination
 
-    clf = tiny_classifier()
-    enc = DirectEncoding(clf.input_shape)
-    return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(4, enc), 16, np.random.default_rng(seed),
-                  recombination=StepRecombination(scales=(2.0, 4.0)))
+    return make_engine(seed, recombination=StepRecombination(scales=(2.0, 4.0)))
 
 
 def test_a_checkpoint_from_before_emitters_still_resumes_exactly():
@@ -102,11 +104,7 @@ def test_a_checkpoint_from_before_emitters_still_resumes_exactly():
     old_arrays = {k.replace("emitters.1.", ""): v for k, v in arrays.items()}
     b = recombining_engine(seed=99)
     b.load_state_dict(old_state, old_arrays)
-    for _ in range(3):
-        a.step()
-        b.step()
-    assert torch.equal(a.archive.images, b.archive.images)
-    assert torch.equal(a.archive.log_probs, b.archive.log_probs)
+    assert_same_future(a, b)
     with pytest.raises(ValueError, match="no step recombination"):
         make_engine().load_state_dict(old_state, old_arrays)
 

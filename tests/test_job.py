@@ -13,7 +13,8 @@ from evofool import safefs
 from evofool.config import RunConfig
 from evofool.devices import resolve_device
 from evofool.errors import EvofoolError
-from evofool.job import Job, _resolve_device
+from evofool import job as job_module
+from evofool.job import Job
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,5 +94,6 @@ def test_a_unit_run_shows_activations_in_its_progress_bar_and_result(tmp_path, c
     assert line.startswith("1 units: median activation ") and "%" not in line
 
 
-def test_resolve_device_is_the_one_in_evofool_devices():
-    assert _resolve_device is resolve_device  # build_engine's old name, kept as an alias
+def test_build_engine_resolves_devices_with_evofool_devices():
+    assert job_module.resolve_device is resolve_device
+    assert not hasattr(job_module, "_resolve_device")  # the old private alias is gone

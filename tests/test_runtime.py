@@ -24,13 +24,8 @@ def cache(tmp_path, monkeypatch):
     return folder / "onnx"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch (and so ONNX Runtime) thread: the machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One torch (and so ONNX Runtime) thread (tests/conftest.py): the machine's cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

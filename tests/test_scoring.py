@@ -13,16 +13,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed: pip install onnxruntime")
 pytest.importorskip("onnx", reason="torch.onnx.export needs onnx: pip install onnx")
 
+from fault_helpers import invoke, one_line_error  # noqa: E402
 from resume_helpers import assert_same_result  # noqa: E402
 
 from evofool import runtime  # noqa: E402
-from evofool.cli import cli  # noqa: E402
 from evofool.config import RunConfig  # noqa: E402
 from evofool.errors import EvofoolError  # noqa: E402
 from evofool.job import Job, build_engine  # noqa: E402
@@ -39,14 +38,8 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache" / "onnx"
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One thread (``--threads 0`` reads OMP_NUM_THREADS): the machine's cores are shared."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One thread, and OMP_NUM_THREADS=1 (tests/conftest.py): the machine's cores are shared.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def no_onnxruntime(monkeypatch) -> None:
@@ -57,21 +50,10 @@ def note_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("note:")]
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
 def run_args(out, generations: int, encoding: str = "direct", *extra) -> list:
     return ["run", "--population", "50", "--generations", generations, "--seed", "3", "--encoding", encoding,
             "--checkpoint-every", "2", "--out", out, "--quiet", "--no-gallery", *extra]
 
-
-def assert_one_line_error(result, *fragments) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # --- choosing the runtime ------------------------------------------------------------------------
@@ -288,8 +270,8 @@ def test_a_recorded_onnxruntime_that_is_gone_is_an_error_not_other_bits(monkeypa
     out = tmp_path / "r"
     assert invoke(*run_args(out, 2)).exit_code == 0
     no_onnxruntime(monkeypatch)
-    assert_one_line_error(invoke("resume", out, "--generations", 3, "--quiet", "--no-gallery"),
-                          "--runtime onnxruntime: ONNX Runtime is not installed; use --runtime torch")
+    one_line_error(invoke("resume", out, "--generations", 3, "--quiet", "--no-gallery"),
+                   "--runtime onnxruntime: ONNX Runtime is not installed; use --runtime torch")
     result = invoke("resume", out, "--generations", 3, "--runtime", "torch", "--quiet", "--no-gallery")
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["config"]["runtime"] == "torch"

@@ -20,7 +20,7 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "runtime": "runtime", "threads": "threads",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
-           "recombine": "recombine"}
+           "recombine": "recombine", "weight_steps": "weight_steps"}
 
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
@@ -108,12 +108,16 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--crops", type=int, default=_DEFAULTS.crops, show_default=True, help="1, or 10 for 10-crop scoring.")
 @click.option("--selection", type=click.Choice(_CHOICES["selection"]), default=_DEFAULTS.selection,
               show_default=True,
-              help="Parent choice: 3/4 from classes still below --focus-below, 1/4 from all; or uniform (the paper).")
+              help="Parent choice: 3/4 from classes still below --focus-below, 1/4 from all (lagging; curiosity: "
+                   "of those, by how often a champion's children lately entered the archive); or uniform (the paper).")
 @click.option("--focus-below", type=float, default=_DEFAULTS.focus_below, show_default=True,
               help="Confidence under which a class counts as lagging.")
 @click.option("--recombine", default=_DEFAULTS.recombine, show_default=True, metavar="auto|off|2,4,8,16",
               help="Step recombination: candidates along each class's averaged best mutation steps "
                    "(direct encoding; auto = on with lengths 2,4,8,16 where the genomes are vectors).")
+@click.option("--weight-steps", type=float, default=_DEFAULTS.weight_steps, show_default=True,
+              help="Share of each generation given to per-class Gaussian steps on a champion's CPPN weights, "
+                   "step sizes adapted by the 1/5 success rule (cppn; 0: off).")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
@@ -124,7 +128,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
         resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
-        ray, workers, quiet, no_gallery) -> None:
+        weight_steps, ray, workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

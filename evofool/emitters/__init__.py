@@ -7,17 +7,20 @@ pass, updates the archive, and tells every emitter its own rows::
 
     MutationEmitter(encoding, LaggingSelector())                 # champions, mutated
     StepRecombinationEmitter(encoding, mutation, population)     # their averaged best steps
+    WeightStepEmitter(encoding, size)                            # per-cell (1+1)-ES on weights
 
 ``Emitter`` is the base to subclass for new ones (pass them as ``Engine(..., emitters=[...])``).
 """
 
 from evofool.emitters._emitter import Emitter
 from evofool.emitters._mutation import Lineage, MutationEmitter
-from evofool.emitters._selector import (LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS, LaggingSelector, Selector,
+from evofool.emitters._selector import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS, CuriositySelector,
+                                        LaggingSelector, Selector,
                                         UniformSelector, make_selector)
 from evofool.emitters._step_recombination import (DEFAULT_SCALES, StepRecombination, StepRecombinationEmitter,
                                                   parse_scales)
+from evofool.emitters._weight_step import WEIGHT_STEP_SIGMA0, WeightStepEmitter
 
-__all__ = ["DEFAULT_SCALES", "Emitter", "LAGGING_UNIFORM_SHARE", "LaggingSelector", "Lineage",
+__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "Emitter", "LAGGING_UNIFORM_SHARE", "LaggingSelector", "Lineage",
            "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
-           "UniformSelector", "make_selector", "parse_scales"]
+           "UniformSelector", "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_scales"]

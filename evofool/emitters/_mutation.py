@@ -53,10 +53,12 @@ class MutationEmitter(Emitter):
         self.selector = selector if selector is not None else UniformSelector()
         self.lineage: Lineage | None = None
         self._asked: tuple[np.ndarray, Genomes] | None = None  # classes, parents of the last ask
+        self._generation = 0  # of the last ask
 
     def ask(self, archive, n: int, rng: np.random.Generator, generation: int) -> Genomes:
         self._asked = None
         self.lineage = None
+        self._generation = generation
         if n == 0:
             return self.empty(archive)  # draws nothing: the run's random stream is unchanged
         # After a generation every cell is occupied (any finite score beats an empty cell).
@@ -71,7 +73,18 @@ class MutationEmitter(Emitter):
     def tell(self, archive, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
              rng: np.random.Generator) -> None:
         self.lineage = None if self._asked is None else Lineage(*self._asked, genomes, fitness)
+        if self._asked is not None:
+            self.selector.tell(archive, self._asked[0], fitness, self._generation)
         self._asked = None
+
+    def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
+        state, arrays = self.selector.state_dict()
+        return ({"selector": state} if state else {}), {f"selector.{k}": v for k, v in arrays.items()}
+
+    def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.selector.load_state_dict(state.get("selector", {}),
+                                      {k[len("selector."):]: v for k, v in arrays.items()
+                                       if k.startswith("selector.")})
 
     def config(self) -> dict:
         return {"type": self.name, **self.selector.config()}

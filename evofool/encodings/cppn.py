@@ -23,6 +23,7 @@ from evofool.encodings.cppn_genome import (
     compute_layers,
     mutate_batch,
     random_genome,
+    step_weights,
 )
 from evofool.encodings.cppn_render import DEFAULT_CHUNK_ELEMENTS, render_batch, render_one_reference
 
@@ -97,6 +98,11 @@ class CPPNEncoding(Encoding):
     def vary(self, parents: list[Genome], rng: np.random.Generator, generation: int) -> list[Genome]:
         return mutate_batch(list(parents), rng, self.counters, self.rates)
 
+    def step_weights(self, parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator) -> list[Genome]:
+        """Children with the parents' graphs and every weight moved by a Gaussian step of
+        the parent's ``sigma`` (``evofool.encodings.cppn_genome.step_weights``)."""
+        return step_weights(list(parents), sigmas, rng, self.counters, self.rates.weight_bound)
+
     def render_float(self, genomes: list[Genome]) -> torch.Tensor:
         """``B×C×H×W`` images in [0, 1] before quantisation, in the rendering dtype."""
         return render_batch(genomes, self.image_shape, self.device, getattr(torch, self.render_dtype),
@@ -110,6 +116,9 @@ class CPPNEncoding(Encoding):
     # --- batches and the store ---------------------------------------------------------
     def take(self, genomes: list[Genome], index: np.ndarray) -> list[Genome]:
         return [genomes[int(i)] for i in np.asarray(index).reshape(-1)]
+
+    def concat(self, first: list[Genome], second: list[Genome]) -> list[Genome]:
+        return list(first) + list(second)
 
     def empty_store(self, size: int) -> list[Genome | None]:
         return [None] * int(size)

@@ -372,3 +372,25 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
     head = np.full(N_INPUTS, NO_ACT, dtype=np.int8)
     return [mutate_structure(p, w, np.concatenate([head, a]), rng, counters, rates)
             for p, w, a in zip(parents, w_split, a_split)]
+
+
+def step_weights(parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator, counters: Counters,
+                 bound: float) -> list[Genome]:
+    """One child per parent with the same graph and activations: every link weight moved by
+    a Gaussian step of the parent's ``sigma`` (clipped to ``±bound``), in one draw for the
+    whole batch. The local search of evolution strategies, where ``mutate_batch`` also
+    changes structure and activations."""
+    if not parents:
+        return []
+    n_links = np.array([p.n_links for p in parents])
+    weights = np.concatenate([p.link_weight for p in parents]).astype(np.float64)
+    steps = rng.standard_normal(weights.size) * np.repeat(np.asarray(sigmas, dtype=np.float64), n_links)
+    moved = np.clip(weights + steps, -bound, bound).astype(np.float32)
+    children = []
+    for p, w in zip(parents, np.split(moved, np.cumsum(n_links)[:-1])):
+        gid = counters.next_genome
+        counters.next_genome += 1
+        children.append(Genome(gid=gid, parent=p.gid, n_out=p.n_out, node_id=p.node_id, node_act=p.node_act,
+                               node_layer=p.node_layer, link_id=p.link_id, link_src=p.link_src,
+                               link_dst=p.link_dst, link_weight=w))
+    return children

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from evofool.errors import EvofoolError
-from evofool.runfolder import RunFolder, write_json_atomic
+from evofool.models.outputs import SCORE
+from evofool.runfolder import RunFolder, champions_fitness_kind, write_json_atomic
 
 # summary key suffix -> confidence level for the run's class
 LEVELS = {"50": 0.5, "99": 0.99}
@@ -109,10 +110,11 @@ def score_champions(run: str | Path, specs: list[str], device: torch.device | st
         runtime: What scores them (``None``: ``transfer_runtime`` of the run's runtime).
 
     Raises:
-        EvofoolError: not a run folder, no champions, an unknown model, other class names,
-            a model that returns raw scores, an image of another size.
+        EvofoolError: not a run folder, no champions, a unit run's champions (activations,
+            not class confidences), an unknown model, other class names, a model that returns
+            raw scores, an image of another size.
     """
-    from evofool.evaluator import default_device
+    from evofool.devices import default_device
     from evofool.imageio import load_image
     from evofool.scoring import build_scoring, load_classifier
 
@@ -123,7 +125,11 @@ def score_champions(run: str | Path, specs: list[str], device: torch.device | st
     folder = RunFolder.open(run)
     config = folder.config()
     names = folder.class_names()
-    champions = folder.read_champions().get("champions", [])
+    doc = folder.read_champions()
+    if champions_fitness_kind(doc) == SCORE:
+        raise EvofoolError(f"{folder.path} is a unit run ({config.model}): its champions maximise raw "
+                           f"activations, not a class's confidence, so there is nothing to transfer")
+    champions = doc.get("champions", [])
     if not champions:
         raise EvofoolError(f"{folder.path} has no champions yet")
     rows = [TransferRow(int(c["class"]), str(c["name"]), str(c["file"]), float(c["confidence"]))

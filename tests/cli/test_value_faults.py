@@ -56,6 +56,9 @@ SIDECARS: dict[str, dict] = {
 # folder holding the inputs (the command's working directory).
 CASES = [
     # --- flags -------------------------------------------------------------------------------
+    ("weight_steps_direct", ["run", "--weight-steps", "0.5", "--generations", "1"],
+     ["--weight-steps steps the weights of CPPN genomes", "direct genomes have none"]),
+    ("weight_steps_range", ["run", "--encoding", "cppn", "--weight-steps", "1.5"], ["weight-steps must be a finite number in [0, 0.9]", "1.5"]),
     ("seed_negative", ["run", "--seed", "-1"], ["seed must be an integer from 0 to 18446744073709551615", "-1"]),
     ("seed_2_70", ["run", "--seed", str(2**70)], ["seed must be", str(2**70)]),
     ("population_1e12", ["run", "--population", str(10**12)],

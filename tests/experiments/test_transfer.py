@@ -110,3 +110,14 @@ def test_errors_are_one_line(run_dir, tmp_path):
     one_line_error(invoke("transfer", tmp_path, "--model", "lenet-mnist-b"), "not an evofool run folder")
     one_line_error(invoke("transfer", run_dir), "--model")
     one_line_error(invoke("transfer", run_dir, "--model", "lenet-mnist-b", "--model", "lenet-mnist-b"), "twice")
+
+
+def test_a_unit_runs_champions_are_not_transferred(tmp_path):
+    """A ``unit:`` run's champions maximise activations: no class confidence to carry to another model."""
+    unit = tmp_path / "unit"
+    result = invoke("run", "--model", "unit:conv2.5,conv2.7:lenet-mnist", "--generations", 2, "--population", 20,
+                    "--out", unit, "--quiet", "--no-gallery")
+    assert result.exit_code == 0, result.output
+    one_line_error(invoke("transfer", unit, "--model", "lenet-mnist-b"), "is a unit run",
+                   "raw activations", "nothing to transfer")
+    assert not (unit / "transfer.json").exists()

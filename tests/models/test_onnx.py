@@ -10,16 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from torch import nn
 
 pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed: pip install 'evofool[onnx]'")
 pytest.importorskip("onnx", reason="torch.onnx.export needs onnx: pip install 'evofool[onnx]'")
 
 from fault_helpers import assert_one_line_error, evofool  # noqa: E402
+from run_helpers import invoke  # noqa: E402
 
 from evofool import checkpoint  # noqa: E402
-from evofool.cli import cli  # noqa: E402
 from evofool.errors import EvofoolError  # noqa: E402
 from evofool.evaluator import BatchEvaluator  # noqa: E402
 from evofool.models import list_models, load_model  # noqa: E402
@@ -86,12 +85,6 @@ def lenet_run(tmp_path_factory) -> Path:
     invoke("run", "--population", "20", "--generations", "3", "--seed", "2", "--out", out,
            "--quiet", "--no-gallery")
     return out
-
-
-def invoke(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def random_images(n: int, shape, seed: int = 0) -> torch.Tensor:

@@ -154,3 +154,58 @@ def test_a_unit_run_on_the_command_line_ends_with_its_activations(tmp_path):
     assert result.exit_code == 0, (result.output, result.exception)
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("1 units: median activation ") and "%" not in last and "run folder:" in last
+
+
+# --- what a unit run refuses or maps: its values are activations, not confidences ----------------
+
+UNIT_ARGS = ("--model", "unit:conv2.5,conv2.7,ip1.42:lenet-mnist", "--population", 20, "--seed", 1,
+             "--quiet", "--no-gallery")
+
+
+def note_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("note:")]
+
+
+def test_stop_at_is_refused_for_a_unit_run_on_start_and_on_resume(tmp_path):
+    from fault_helpers import invoke, one_line_error
+
+    out = tmp_path / "u"
+    one_line_error(invoke("run", *UNIT_ARGS, "--generations", 2, "--stop-at", 0.5, "--out", out),
+                   "--stop-at is a confidence", "unit: run reports raw activations")
+    assert not (out / "config.json").exists()  # refused before a run folder is made
+    result = invoke("run", *UNIT_ARGS, "--generations", 2, "--out", out)
+    assert result.exit_code == 0, (result.output, result.exception)
+    one_line_error(invoke("run", "--resume", out, "--generations", 3, "--stop-at", 0.5, "--quiet", "--no-gallery"),
+                   "--stop-at is a confidence")
+    assert json.loads((out / "summary.json").read_text())["generation"] == 2  # nothing ran
+
+
+def test_a_unit_run_selects_parents_uniformly_says_so_and_resumes_the_same(tmp_path):
+    """``lagging`` (the default) compares champions to --focus-below, a confidence: a unit run
+    selects uniformly instead, keeps ``lagging`` in its config (its hash), and a resume maps it again."""
+    from fault_helpers import invoke
+    from resume_helpers import read_log, without_timing
+
+    from evofool import checkpoint
+    from evofool.job import LAGGING_UNITS_NOTE
+
+    def run(name: str, generations: int, *extra):
+        result = invoke("run", *UNIT_ARGS, "--generations", generations, "--out", tmp_path / name, *extra)
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result
+
+    assert note_lines(run("lagging", 4).stderr) == [LAGGING_UNITS_NOTE]
+    assert note_lines(run("uniform", 4, "--selection", "uniform").stderr) == []
+    doc = json.loads((tmp_path / "lagging" / "config.json").read_text())
+    assert doc["config"]["selection"] == "lagging" and doc["selection_resolved"] == "uniform"
+    run("resumed", 2)
+    resumed = invoke("resume", tmp_path / "resumed", "--generations", 4, "--quiet", "--no-gallery")
+    assert resumed.exit_code == 0, (resumed.output, resumed.exception)
+    assert note_lines(resumed.stderr) == [LAGGING_UNITS_NOTE]
+    _, uniform, _ = checkpoint.load(tmp_path / "uniform")
+    for name in ("lagging", "resumed"):
+        _, arrays, _ = checkpoint.load(tmp_path / name)
+        assert sorted(arrays) == sorted(uniform)
+        for key in uniform:
+            assert arrays[key].tobytes() == uniform[key].tobytes(), (name, key)
+        assert without_timing(read_log(tmp_path / name)) == without_timing(read_log(tmp_path / "uniform"))

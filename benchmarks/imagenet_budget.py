@@ -1,0 +1,209 @@
+"""Sample efficiency on 1,000 classes: variants run to a fixed evaluation budget.
+
+Each variant is an ordinary ``evofool run`` (checkpointed) in its own folder under
+``--root``; a folder that already holds part of the budget is resumed to it, so a
+measurement that outlives a session continues in the next one, and one long run serves
+every smaller budget (its ``log.jsonl`` has a record per generation). The table gives,
+at each budget in ``--at``, the median champion confidence and the classes at >= 99 %
+and >= 99.99 %; ``--plot`` writes one figure of the curves (median and classes >= 99 %
+against evaluations, one line per variant, the paper's settings included).
+
+    python benchmarks/imagenet_budget.py --budget 20000 [--variants paper default curiosity]
+        [--crops 1|10] [--model efficientnet-lite0] [--root runs/budget] [--parallel 2]
+        [--at 20000 50000 200000] [--plot budget.png] [--json] [--no-run]
+
+``--no-run`` only reads what the folders hold (e.g. while the runs go on elsewhere).
+Runs use ``--threads 1`` each and ``--parallel`` of them at once: on 2 cores, two
+single-thread runs score more images per second in total than one run on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# name -> (population, extra `evofool run` flags, what it is)
+VARIANTS: dict[str, tuple[int, list[str], str]] = {
+    "paper": (400, ["--selection", "uniform", "--param", "eta=15"],
+              "the paper's settings: population 400, uniform MAP-Elites, polynomial mutation eta 15"),
+    "default": (100, [], "evofool's defaults: population 100, lagging selection, eta 40"),
+    "curiosity": (100, ["--selection", "curiosity"],
+                  "population 100, curiosity selection (parents whose children lately entered the archive)"),
+    "curiosity-pop50": (50, ["--selection", "curiosity"], "curiosity selection, population 50"),
+    "weight-steps": (100, ["--weight-steps", "0.5"],
+                     "population 100, lagging selection; half of each batch per-class (1+1)-ES steps on CPPN weights"),
+    "curiosity-weight-steps": (100, ["--selection", "curiosity", "--weight-steps", "0.5"],
+                               "curiosity selection, and half of each batch per-class ES steps on CPPN weights"),
+    "default-eta15": (100, ["--param", "eta=15"], "evofool's defaults but eta 15"),
+    "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
+}
+DEFAULT_AT = (20_000, 50_000, 200_000)
+
+
+def folder_of(root: Path, variant: str, crops: int, seed: int) -> Path:
+    return root / f"{variant}-crops{crops}-seed{seed}"
+
+
+def read_log(folder: Path) -> list[dict]:
+    log = folder / "log.jsonl"
+    if not log.is_file():
+        return []
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line being written; resume repairs it
+    return records
+
+
+def command(variant: str, folder: Path, generations: int, args: argparse.Namespace) -> list[str]:
+    """The ``evofool`` command that brings ``folder`` to ``generations`` generations."""
+    evofool = [sys.executable, "-m", "evofool"]
+    common = ["--quiet", "--no-gallery"]
+    if (folder / "checkpoint.safetensors").is_file():
+        return [*evofool, "resume", str(folder), "--generations", str(generations), *common]
+    population, flags, _ = VARIANTS[variant]
+    encoding = [] if "--encoding" in flags else ["--encoding", "cppn"]
+    return [*evofool, "run", "--model", args.model, *encoding, *flags, "--population", str(population),
+            "--generations", str(generations), "--seed", str(args.seed), "--crops", str(args.crops),
+            "--threads", "1", "--checkpoint-every", str(args.checkpoint_every), "--out", str(folder), *common]
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """Brings every variant's folder to the budget, ``--parallel`` runs at a time."""
+    todo = []
+    for variant in args.variants:
+        folder = folder_of(args.root, variant, args.crops, args.seed)
+        generations = math.ceil(args.budget / VARIANTS[variant][0])
+        records = read_log(folder)
+        if records and records[-1]["generation"] >= generations:
+            continue
+        todo.append((variant, command(variant, folder, generations, args)))
+    running: list[tuple[str, subprocess.Popen, float]] = []
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            variant, cmd = todo.pop(0)
+            print(f"[{variant}] {' '.join(cmd[1:])}", file=sys.stderr)
+            running.append((variant, subprocess.Popen(cmd), time.perf_counter()))
+        time.sleep(2)
+        for entry in list(running):
+            variant, proc, start = entry
+            if proc.poll() is not None:
+                running.remove(entry)
+                print(f"[{variant}] exit {proc.returncode} after {time.perf_counter() - start:.0f} s",
+                      file=sys.stderr)
+
+
+def at_budget(records: list[dict], evaluations: int) -> dict | None:
+    """The last record within ``evaluations`` (None if the run has not got that far)."""
+    if not records or records[-1]["evaluations"] < evaluations:
+        return None
+    best = None
+    for record in records:
+        if record["evaluations"] > evaluations:
+            break
+        best = record
+    return best
+
+
+def table(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for variant in args.variants:
+        folder = folder_of(args.root, variant, args.crops, args.seed)
+        records = read_log(folder)
+        seconds = sum(r.get("seconds", 0.0) for r in records)
+        for budget in args.at:
+            record = at_budget(records, budget)
+            rows.append({"variant": variant, "crops": args.crops, "budget": budget,
+                         "evaluations": None if record is None else record["evaluations"],
+                         "generation": None if record is None else record["generation"],
+                         "median": None if record is None else record["median"],
+                         "n99": None if record is None else record["n99"],
+                         "n9999": None if record is None else record["n9999"],
+                         "done": records[-1]["evaluations"] if records else 0,
+                         "engine_seconds": round(seconds, 1)})
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'variant':<18} {'crops':>5} {'budget':>8} {'gen':>5} {'median':>9} {'>=99%':>6} {'>=99.99%':>8}"
+          f" {'done':>8} {'engine s':>9}")
+    for r in rows:
+        if r["median"] is None:
+            print(f"{r['variant']:<18} {r['crops']:>5} {r['budget']:>8} {'-':>5} {'(not reached)':>9}"
+                  f" {'':>6} {'':>8} {r['done']:>8} {r['engine_seconds']:>9}")
+        else:
+            print(f"{r['variant']:<18} {r['crops']:>5} {r['budget']:>8} {r['generation']:>5} "
+                  f"{100 * r['median']:>8.2f}% {r['n99']:>6} {r['n9999']:>8} {r['done']:>8} "
+                  f"{r['engine_seconds']:>9}")
+
+
+def plot(args: argparse.Namespace, path: Path) -> None:
+    """Median confidence and classes >= 99 % against evaluations, one line per variant."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), dpi=120)
+    left, right = fig.subplots(1, 2)
+    for variant in args.variants:
+        records = read_log(folder_of(args.root, variant, args.crops, args.seed))
+        if not records:
+            continue
+        x = [r["evaluations"] for r in records]
+        left.plot(x, [100 * r["median"] for r in records], label=variant)
+        right.plot(x, [r["n99"] for r in records], label=variant)
+    left.axhline(88.11, color="grey", linestyle=":", linewidth=1)
+    left.text(0.01, 88.11, " paper, CPPN, 2M evaluations: 88.11 %", color="grey", fontsize=7,
+              va="bottom", transform=left.get_yaxis_transform())
+    for axes, label in ((left, "median champion confidence (%)"), (right, "classes >= 99 %")):
+        axes.set_xlabel("evaluations (genomes scored)")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    fig.suptitle(f"{args.model}, {args.crops} crop(s), seed {args.seed}: sample efficiency on 1,000 classes")
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot: {path}", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--budget", type=int, default=20_000, help="evaluations each variant runs to")
+    ap.add_argument("--variants", nargs="+", default=["paper", "default", "curiosity"], choices=VARIANTS)
+    ap.add_argument("--model", default="efficientnet-lite0")
+    ap.add_argument("--crops", type=int, choices=(1, 10), default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--root", type=Path, default=Path("runs/budget"))
+    ap.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--checkpoint-every", type=int, default=25)
+    ap.add_argument("--at", type=int, nargs="+", default=None, help="budgets of the table (default: 20k 50k 200k "
+                    "up to --budget)")
+    ap.add_argument("--plot", type=Path, default=None, help="write the curves here (PNG)")
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    ap.add_argument("--no-run", action="store_true", help="only read the folders")
+    args = ap.parse_args()
+    if args.at is None:
+        args.at = [b for b in DEFAULT_AT if b <= args.budget] or [args.budget]
+    if not args.no_run:
+        run_all(args)
+    rows = table(args)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        for variant in args.variants:
+            print(f"# {variant}: {VARIANTS[variant][2]}")
+        print_table(rows)
+    if args.plot:
+        plot(args, args.plot)
+
+
+if __name__ == "__main__":
+    main()
