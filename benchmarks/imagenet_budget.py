@@ -41,6 +41,10 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "curiosity-weight-steps": (100, ["--selection", "curiosity", "--weight-steps", "0.5"],
                                "curiosity selection, and half of each batch per-class ES steps on CPPN weights"),
     "default-eta15": (100, ["--param", "eta=15"], "evofool's defaults but eta 15"),
+    "curiosity-eta15": (100, ["--selection", "curiosity", "--param", "eta=15"],
+                        "curiosity selection, population 100, the paper's eta 15"),
+    "curiosity-pop400-eta15": (400, ["--selection", "curiosity", "--param", "eta=15"],
+                               "the paper's population 400 and eta 15, curiosity selection"),
     "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
 }
 DEFAULT_AT = (20_000, 50_000, 200_000)
@@ -133,14 +137,15 @@ def table(args: argparse.Namespace) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"{'variant':<18} {'crops':>5} {'budget':>8} {'gen':>5} {'median':>9} {'>=99%':>6} {'>=99.99%':>8}"
+    w = max([len("variant"), *(len(r["variant"]) for r in rows)])
+    print(f"{'variant':<{w}} {'crops':>5} {'budget':>8} {'gen':>5} {'median':>9} {'>=99%':>6} {'>=99.99%':>8}"
           f" {'done':>8} {'engine s':>9}")
     for r in rows:
         if r["median"] is None:
-            print(f"{r['variant']:<18} {r['crops']:>5} {r['budget']:>8} {'-':>5} {'(not reached)':>9}"
+            print(f"{r['variant']:<{w}} {r['crops']:>5} {r['budget']:>8} {'-':>5} {'(not reached)':>9}"
                   f" {'':>6} {'':>8} {r['done']:>8} {r['engine_seconds']:>9}")
         else:
-            print(f"{r['variant']:<18} {r['crops']:>5} {r['budget']:>8} {r['generation']:>5} "
+            print(f"{r['variant']:<{w}} {r['crops']:>5} {r['budget']:>8} {r['generation']:>5} "
                   f"{100 * r['median']:>8.2f}% {r['n99']:>6} {r['n9999']:>8} {r['done']:>8} "
                   f"{r['engine_seconds']:>9}")
 
@@ -150,6 +155,7 @@ def plot(args: argparse.Namespace, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     fig = Figure(figsize=(11, 4.2), dpi=120)
     left, right = fig.subplots(1, 2)
@@ -165,6 +171,7 @@ def plot(args: argparse.Namespace, path: Path) -> None:
               va="bottom", transform=left.get_yaxis_transform())
     for axes, label in ((left, "median champion confidence (%)"), (right, "classes >= 99 %")):
         axes.set_xlabel("evaluations (genomes scored)")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         axes.legend(fontsize=8)

@@ -10,6 +10,8 @@
 #                     extrapolated to 5,000 generations
 #   torchvision.txt   the same benchmark on torchvision alexnet / resnet50 (random weights
 #                     written to the hub cache: throughput only, no downloads there)
+#   budget.json       benchmarks/imagenet_budget.py on CUDA: the paper's settings and curiosity
+#                     selection to 50k evaluations each (the sample-efficiency table's rows)
 #   tests-all.log     the whole suite (last: it is the part that may be cut by the timeout)
 set -u
 OUT=${OUT:-/tmp/evofool-device}
@@ -46,6 +48,12 @@ for m in alexnet resnet50; do
     timeout 45 python3 benchmarks/imagenet.py --model torchvision:$m --devices cuda --population 400 \
         --generations 31 --encodings cppn --extrapolate 5000 2>&1
 done | tee "$OUT/torchvision.txt"
+
+# The budget benchmark's first rows on the GPU (runs as ordinary run folders; --no-run reads them).
+timeout 150 python3 benchmarks/imagenet_budget.py --budget 50000 --variants paper curiosity --parallel 1 \
+    --root /tmp/budget --at 20000 50000 > "$OUT/budget-runs.log" 2>&1
+python3 benchmarks/imagenet_budget.py --budget 50000 --variants paper curiosity --root /tmp/budget \
+    --at 20000 50000 --no-run --json > "$OUT/budget.json" 2>&1
 
 # Whatever is left of a 560 s call (bash's SECONDS counts since the script started).
 LEFT=$((545 - SECONDS)); [ "$LEFT" -gt 30 ] || LEFT=30
