@@ -133,12 +133,12 @@ def perturb(image, mnist_n, data_dir, model_spec, target, out, search_steps, max
         if tuple(classifier.input_shape) != (1, 28, 28):
             raise EvofoolError(f"--mnist-test needs a 1×28×28 model; {model_spec} takes "
                                f"{tuple(classifier.input_shape)}")
+        fixed = one_class(target) if target is not None else None  # checked before any file is read
         test_x, test_y = load_idx_dataset(find_mnist(data_dir), "test")
         if mnist_n > len(test_x):
             raise EvofoolError(f"--mnist-test {mnist_n}: the test set has only {len(test_x)} images")
         images = torch.as_tensor(test_x[:mnist_n]).view(mnist_n, 1, 28, 28)
         labels = [int(v) for v in test_y[:mnist_n]]
-        fixed = one_class(target) if target is not None else None
         targets = [fixed if fixed is not None else (y + 1) % classifier.num_classes for y in labels]
         sources = [f"mnist-test[{i}]" for i in range(mnist_n)]
     folder = prepare_out(out if out is not None else default_out(model_spec))
