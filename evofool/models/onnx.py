@@ -206,6 +206,11 @@ def open_session(ort, file: Path, device: torch.device, threads: int | None = No
     # model neither oversubscribes shared cores nor idles the ones it was given.
     options.intra_op_num_threads = int(threads) if threads else torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # Idle ONNX Runtime workers spin by default, and between two forward passes the engine's
+    # torch work (mutation, archive) runs on the same cores: at 2 threads the spinning made a
+    # LeNet run 1.4x SLOWER than torch scoring (benchmarks/engine.py, AMD EPYC 2 cores). The
+    # arithmetic is the same either way, so the bits do not change.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: its warnings would break one-line CLI output
     try:
         return ort.InferenceSession(str(file), sess_options=options, providers=_providers(ort, device))
