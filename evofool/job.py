@@ -23,7 +23,7 @@ from evofool import __version__, checkpoint, safefs
 from evofool.archive import ClassArchive
 from evofool.config import RunConfig
 from evofool.devices import resolve_device
-from evofool.encodings import make_encoding
+from evofool.encodings import encoding_class, make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
 from evofool.models.outputs import SCORE, fitness_kind
@@ -47,7 +47,8 @@ LAGGING_UNITS_NOTE = ("note: a unit: run reports raw activations, not the confid
 
 def run_selection(selection: str, kind: str) -> str:
     """The selection the engine of a run of fitness ``kind`` uses for the config's ``selection``:
-    ``uniform`` for a ``lagging`` unit run (its threshold is a confidence), else ``selection``.
+    ``uniform`` for a ``lagging`` or ``curiosity`` unit run (their threshold is a confidence),
+    else ``selection``.
 
     The config keeps what the user gave (its hash, and so resuming, depend on it): a resume
     maps it again, to the same engine.
@@ -97,6 +98,9 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
                   else with_crops(classifier, config.crops))
     kind = fitness_kind(classifier.outputs)
     check_unit_config(config, kind)  # before anything is exported or allocated
+    if config.weight_steps and not hasattr(encoding_class(config.encoding), "step_weights"):
+        raise EvofoolError(f"--weight-steps steps the weights of CPPN genomes; {config.encoding} genomes "
+                           f"have none: use --encoding cppn or --weight-steps 0")
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
                        config.max_batch, device)
@@ -127,9 +131,6 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
             raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
         scorer = RayEvaluator.from_config(config, encoding, classifier)
     weight_steps = int(round(config.weight_steps * config.population))
-    if weight_steps and not hasattr(encoding, "step_weights"):
-        raise EvofoolError(f"--weight-steps steps the weights of CPPN genomes; {encoding.name} genomes "
-                           f"have none: use --encoding cppn or --weight-steps 0")
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
                   recombination=recombination, weight_steps=weight_steps), classifier

@@ -14,13 +14,13 @@ pass, updates the archive, and tells every emitter its own rows::
 
 from evofool.emitters._emitter import Emitter
 from evofool.emitters._mutation import Lineage, MutationEmitter
-from evofool.emitters._selector import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS, CuriositySelector,
-                                        LaggingSelector, Selector,
-                                        UniformSelector, make_selector)
+from evofool.emitters._selector import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS,
+                                        CuriositySelector, LaggingSelector, Selector, UniformSelector,
+                                        make_selector)
 from evofool.emitters._step_recombination import (DEFAULT_SCALES, StepRecombination, StepRecombinationEmitter,
                                                   parse_scales)
 from evofool.emitters._weight_step import WEIGHT_STEP_SIGMA0, WeightStepEmitter
 
-__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "Emitter", "LAGGING_UNIFORM_SHARE", "LaggingSelector", "Lineage",
-           "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
+__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "Emitter", "LAGGING_UNIFORM_SHARE",
+           "LaggingSelector", "Lineage", "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
            "UniformSelector", "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_scales"]

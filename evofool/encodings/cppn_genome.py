@@ -17,7 +17,7 @@ between slots and a child never aliases a parent's mutable state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -388,9 +388,6 @@ def step_weights(parents: list[Genome], sigmas: np.ndarray, rng: np.random.Gener
     moved = np.clip(weights + steps, -bound, bound).astype(np.float32)
     children = []
     for p, w in zip(parents, np.split(moved, np.cumsum(n_links)[:-1])):
-        gid = counters.next_genome
+        children.append(replace(p, gid=counters.next_genome, parent=p.gid, link_weight=w))
         counters.next_genome += 1
-        children.append(Genome(gid=gid, parent=p.gid, n_out=p.n_out, node_id=p.node_id, node_act=p.node_act,
-                               node_layer=p.node_layer, link_id=p.link_id, link_src=p.link_src,
-                               link_dst=p.link_dst, link_weight=w))
     return children
