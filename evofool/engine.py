@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from evofool.archive import ClassArchive
+from evofool.devices import torch_threads
 from evofool.emitters import (SELECTIONS, Emitter, LaggingSelector, MutationEmitter, StepRecombination,
                               StepRecombinationEmitter, WeightStepEmitter, make_selector)
 from evofool.encodings.base import Encoding, Genomes
@@ -202,9 +203,14 @@ class Engine:
     def step(self) -> dict:
         """Runs one generation and returns its record."""
         start = time.perf_counter()
-        genomes = self.ask()
+        # Selection, variation and the archive on one torch thread while ONNX Runtime has
+        # the cores for the forward (see BatchEvaluator.host_threads); rendering keeps them all.
+        host = self.evaluator.host_threads
+        with torch_threads(host):
+            genomes = self.ask()
         images, log_probs = self.score(genomes)
-        improved = self.tell(genomes, images, log_probs)
+        with torch_threads(host):
+            improved = self.tell(genomes, images, log_probs)
         seconds = time.perf_counter() - start
         return {"generation": self.generation, "evaluations": self.evaluations,
                 "improved": int(len(improved)),

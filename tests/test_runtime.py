@@ -127,7 +127,23 @@ def test_onnxruntime_agrees_with_torch_and_is_exact_across_splits_and_threads():
         assert torch.equal(torch.cat(parts), whole), f"split {split}"
     _, two = build_scoring("lenet-mnist", device="cpu", threads=2)
     assert torch.get_num_threads() == 2
+    assert two.graph.streams == 2  # 2 chunks at once, one thread each
     assert torch.equal(two.log_probs(x), whole)
+    assert torch.get_num_threads() == 2  # torch ran on one thread around the forward, then back
+    two.graph.streams = 1  # one chunk after the other on the 2-thread session: the same bits
+    assert torch.equal(two.log_probs(x), whole)
+
+
+def test_streams_score_waves_of_chunks_in_order():
+    """Chunks go ``streams`` at a time; each result lands in its images' rows, whatever
+    finishes first, and a batch of one chunk takes the plain path."""
+    _, evaluator = build_scoring("lenet-mnist", device="cpu", threads=3)
+    assert evaluator.graph.streams == 3
+    x = images(730, seed=4)  # 8 chunks: waves of 3, 3 and 2, the last one padded
+    streamed = evaluator.log_probs(x)
+    evaluator.graph.streams = 1
+    assert torch.equal(streamed, evaluator.log_probs(x))
+    assert torch.equal(streamed[:50], evaluator.log_probs(x[:50]))
 
 
 @pytest.mark.parametrize("spec, crops", [("lenet-mnist", 10), ("ensemble:lenet-mnist,lenet-mnist-b", 1),

