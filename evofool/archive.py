@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from evofool.devices import copy_rows_
 from evofool.encodings.base import Encoding, Genomes
 from evofool.models.outputs import FITNESS_KINDS, LOG_PROB, SCORE
 
@@ -99,10 +100,8 @@ class ClassArchive:
         winners = who[cells]
         self.fitness[cells] = best[cells]
         self.generation[cells] = generation
-        # index_select + index_copy_: row copies (1,000 ImageNet images: 0.21 s against
-        # 0.27 s for advanced indexing, AMD EPYC, 1 thread)
-        self.images.index_copy_(0, cells, images.index_select(0, winners.to(images.device)).to(self.device))
         cells_np = cells.cpu().numpy()
+        copy_rows_(self.images, cells_np, images.index_select(0, winners.to(images.device)))
         self.genomes = self.encoding.put(self.genomes, cells_np, genomes, winners.cpu().numpy())
         return cells_np
 

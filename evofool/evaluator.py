@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 
@@ -203,10 +204,7 @@ class BatchEvaluator:
         240 MB float batch every generation (1,000 classes at 3×224×224) costs page
         faults, not just memory.
         """
-        shape = (slots * self.chunk, *self.classifier.input_shape)
-        if self._buffer is None or tuple(self._buffer.shape) != shape:
-            self._buffer = torch.empty(shape, dtype=torch.float32, device=self.device)
-        buffer = self._buffer[slot * self.chunk:(slot + 1) * self.chunk]
+        buffer = self._chunk_buffer(slots)[slot * self.chunk:(slot + 1) * self.chunk]
         n = part.shape[0]
         rows = buffer[:n]
         rows.copy_(part)  # uint8 → float32, or float → float32
@@ -215,11 +213,17 @@ class BatchEvaluator:
         buffer[n:].zero_()
         return buffer
 
+    def _chunk_buffer(self, slots: int) -> torch.Tensor:
+        shape = (slots * self.chunk, *self.classifier.input_shape)
+        if self._buffer is None or tuple(self._buffer.shape) != shape:
+            self._buffer = torch.empty(shape, dtype=torch.float32, device=self.device)
+        return self._buffer
+
     def log_probs(self, images: torch.Tensor) -> torch.Tensor:
         """Per-class log-probabilities (``N×K`` float64) of uint8 or [0, 1] float images."""
         with torch_threads(self.host_threads), torch.inference_mode():
             self.check_shape(images)
-            streams = getattr(self.graph, "streams", 1)
+            streams = self.streams
             if streams > 1 and images.shape[0] > self.chunk:
                 raw = self._raw_in_streams(images, streams)
             else:
@@ -227,6 +231,57 @@ class BatchEvaluator:
             if not raw:
                 return torch.empty(0, self.num_classes, device=self.device, dtype=torch.float64)
             return fitness_from_outputs(torch.cat(raw), self.classifier.outputs)
+
+    @property
+    def streams(self) -> int:
+        """How many chunks are scored at once (``OnnxModule.run_streams``); 1: one after the other."""
+        return getattr(self.graph, "streams", 1) if self.graph is not None else 1
+
+    def render_and_score(self, render, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and log-probabilities of ``n`` images that ``render(start, stop)`` makes
+        (``stop - start`` uint8 images), each stream rendering and scoring its own chunks.
+
+        Each stream takes the next chunk not yet taken, renders it on one torch thread
+        and scores it on one ONNX Runtime thread, so no core waits for the other phase.
+        Measured (AMD EPYC Zen 1, 2 cores, EfficientNet-Lite0 CPPN, pop 100, two engines
+        alternating generation by generation in one process): 2.6 against 3.2 s a
+        generation over the first six, 2.56 against 2.60 (median) over fourteen. The
+        images and scores are those of rendering the batch and then scoring it.
+        """
+        streams, chunk = self.streams, self.chunk
+        bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
+        if streams < 2 or len(bounds) < 2:
+            images = render(0, n)
+            return images, self.log_probs(images)
+
+        # Each stream takes the next chunk when it is free (render times vary with the
+        # genomes: a fixed share left one stream waiting for the other); which stream
+        # does a chunk changes no bits.
+        next_chunk = itertools.count()
+
+        def stream(slot: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+            done = []
+            with torch.inference_mode():
+                for i in iter(next_chunk.__next__, None):
+                    if i >= len(bounds):
+                        break
+                    images = render(*bounds[i])
+                    self.check_shape(images)
+                    x = self._chunk_input(images.to(self.device), slot, streams)
+                    done.append((i, images, self.graph.run_one(x)))
+            return done
+
+        self._chunk_buffer(streams)  # made here, not by the streams at once
+        with torch_threads(1):
+            results = self.graph.map_streams(stream, min(streams, len(bounds)))
+        parts = sorted((item for part in results for item in part), key=lambda item: item[0])
+        with torch_threads(self.host_threads), torch.inference_mode():
+            raw = []
+            for (start, stop), (_, _, out) in zip(bounds, parts):
+                check_model_output(out, self.classifier, chunk)
+                raw.append(out[:stop - start])
+            images = torch.cat([images for _, images, _ in parts])
+            return images, fitness_from_outputs(torch.cat(raw), self.classifier.outputs)
 
     def _raw_in_chunks(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The raw outputs of ``images``, one chunk after the other, padding rows dropped."""

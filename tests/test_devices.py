@@ -41,3 +41,22 @@ def test_torch_threads_sets_and_restores():
     with pytest.raises(KeyError), torch_threads(other):
         raise KeyError("restored on the way out")
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("dtype, row", [(torch.uint8, (3, 32, 32)), (torch.uint8, (1, 28, 28)),
+                                        (torch.float64, (5,))])
+def test_copy_rows_is_index_copy(dtype, row):
+    """The NumPy row copy on the CPU writes exactly what ``index_copy_`` writes, in place."""
+    from evofool.devices import copy_rows_
+
+    g = torch.Generator().manual_seed(0)
+    dest = (torch.rand(20, *row, generator=g) * 255).to(dtype)
+    source = (torch.rand(6, *row, generator=g) * 255).to(dtype)
+    rows = torch.tensor([19, 0, 7, 3, 12, 8])
+    expected = dest.clone().index_copy_(0, rows, source)
+    same = dest.data_ptr()
+    assert copy_rows_(dest, rows.numpy(), source) is dest and dest.data_ptr() == same
+    assert torch.equal(dest, expected)
+    assert torch.equal(copy_rows_(dest, rows, source * 0), expected.index_fill_(0, rows, 0))
+    view = torch.zeros(20, *row, dtype=dtype).transpose(0, -1).transpose(0, -1)[::2]  # not contiguous
+    assert torch.equal(copy_rows_(view, [1, 2], source[:2])[1:3], source[:2])

@@ -218,3 +218,35 @@ def test_a_photo_model_scores_in_chunks_of_10_exactly_whatever_the_split():
     assert torch.equal(torch.cat([evaluator.log_probs(x[:9]), evaluator.log_probs(x[9:])]), whole)
     _, two = build_scoring("efficientnet-lite0", device="cpu", threads=2)
     assert torch.equal(two.log_probs(x), whole)
+
+
+def test_cppn_chunks_are_rendered_by_the_streams_that_score_them():
+    """With ONNX Runtime streams, each stream renders the chunks it scores (whichever stream
+    is free takes the next): the images, scores and archive are those of rendering the
+    whole batch and then scoring it."""
+    import numpy as np
+
+    from evofool.archive import ClassArchive
+    from evofool.encodings import make_encoding
+    from evofool.engine import Engine
+
+    _, evaluator = build_scoring("lenet-mnist", device="cpu", threads=3)
+    assert evaluator.streams == 3
+    engines, renders = [], []
+    for per_chunk in (True, False):
+        encoding = make_encoding("cppn", (1, 28, 28), "cpu")
+        encoding.renders = per_chunk  # False: render the batch, then score it
+        calls = []
+        real = encoding.render
+        encoding.render = lambda genomes, real=real, calls=calls: (calls.append(len(genomes)), real(genomes))[1]
+        engines.append(Engine(encoding, evaluator, ClassArchive(10, encoding), 430, np.random.default_rng(5)))
+        renders.append(calls)
+    records = [[engine.step() for _ in range(3)] for engine in engines]
+    assert sorted(renders[0]) == sorted([100, 100, 100, 100, 30] * 3)  # 5 chunks a generation
+    assert renders[1] == [430] * 3
+    streamed, whole = engines
+    assert torch.equal(streamed.archive.fitness, whole.archive.fitness)
+    assert torch.equal(streamed.archive.images, whole.archive.images)
+    for a, b in zip(*records):
+        assert {k: v for k, v in a.items() if k not in ("seconds", "evals_per_s")} == \
+               {k: v for k, v in b.items() if k not in ("seconds", "evals_per_s")}

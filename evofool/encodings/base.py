@@ -44,6 +44,10 @@ class Encoding(ABC):
     # True where genomes are fixed-length vectors (``to_vectors``/``from_vectors`` work),
     # which lets the engine recombine mutation steps (``evofool.recombination``).
     vector_genomes: bool = False
+    # True where rendering is real work (CPPNs), so the engine renders each chunk in the
+    # scoring stream that scores it (``BatchEvaluator.render_and_score``); False where the
+    # genome is the image.
+    renders: bool = True
     # The encoding's parameters (``--param NAME=VALUE``), each declared once: name ->
     # ``evofool.config.Param`` (kind, default, range, help). ``check_params`` checks them.
     PARAMS: dict = {}

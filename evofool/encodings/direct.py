@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from evofool.devices import copy_rows_
 from evofool.values import Param
 from evofool.encodings.base import Encoding, torch_generator
 from evofool.operators import polynomial_bounded, polynomial_bounded_pixels, simulated_binary_bounded
@@ -30,6 +31,7 @@ class DirectEncoding(Encoding):
 
     name = "direct"
     vector_genomes = True
+    renders = False  # the genome is the image
     PARAMS = {
         "eta": Param(float, 15.0, low=0.0, low_open=True,
                      help="polynomial mutation crowding degree (paper: 15)"),
@@ -105,8 +107,7 @@ class DirectEncoding(Encoding):
     def put(self, store: torch.Tensor, slots: np.ndarray, genomes: torch.Tensor,
             index: np.ndarray) -> torch.Tensor:
         if len(slots):
-            store.index_copy_(0, torch.as_tensor(slots, dtype=torch.long, device=store.device),
-                              self.take(genomes, index).to(store.device))
+            copy_rows_(store, np.asarray(slots, dtype=np.int64), self.take(genomes, index))
         return store
 
     def pack(self, store: torch.Tensor, slots: np.ndarray) -> dict[str, np.ndarray]:

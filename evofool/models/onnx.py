@@ -135,17 +135,31 @@ class OnnxModule(nn.Module):
         15.0k, EfficientNet-Lite0 10 × 10 images 174 against 155; the same bits. ONNX
         Runtime releases the GIL while it runs, so Python threads are enough.
         """
-        arrays = [np.ascontiguousarray(b.detach().to("cpu", torch.float32).numpy()) for b in batches]
-        if self.streams < 2 or len(arrays) < 2:
-            return [torch.from_numpy(self._run(a)).to(self.device) for a in arrays]
-        if self._pool is None:
+        if self.streams < 2 or len(batches) < 2:
+            return [self(b) for b in batches]
+        return self.map_streams(lambda i: self.run_one(batches[i]), len(batches))
+
+    def run_one(self, batch: torch.Tensor) -> torch.Tensor:
+        """One batch on the single-threaded session (from any of the streams' threads)."""
+        array = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self._run(array, self.stream_session)).to(self.device)
+
+    def map_streams(self, fn, n: int) -> list:
+        """``[fn(0), ..., fn(n - 1)]``, at most ``streams`` at once; the calling thread runs
+        ``fn(0)`` itself (one hand-off fewer). The first error is raised after all finish."""
+        if n > 1 and self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="evofool-onnx")
-        # The calling thread scores the first batch itself: one hand-off fewer.
-        futures = [self._pool.submit(self._run, a, self.stream_session) for a in arrays[1:]]
-        outs = [self._run(arrays[0], self.stream_session)] + [f.result() for f in futures]
-        return [torch.from_numpy(out).to(self.device) for out in outs]
+        futures = [self._pool.submit(fn, i) for i in range(1, n)]
+        try:
+            first = fn(0)
+        finally:
+            rest = [f.exception() or f.result() for f in futures]  # wait for every stream
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()
+        return [first, *rest]
 
     def _run(self, batch: np.ndarray, session=None) -> np.ndarray:
         try:
