@@ -136,11 +136,27 @@ def build_scoring(model: str | Classifier, *, device: torch.device | str | None 
     classifier = with_crops(model, crops) if isinstance(model, Classifier) else load_classifier(model, device, crops)
     n_threads = apply_threads(threads) if threads is not None else torch.get_num_threads()
     evaluator = BatchEvaluator(classifier, device=device, max_batch=max_batch, precision=precision)
+    if evaluator.precision == "bfloat16" and device.type == "cpu" and not native_cpu_bfloat16():
+        print("note: this CPU has no native bfloat16 (AVX512_BF16 or AMX): bfloat16 autocast is "
+              "emulated, ~10x slower than float32 (--precision float32)", file=sys.stderr)
     if _wants_onnxruntime(evaluator, runtime) and _use_onnxruntime(evaluator, runtime, max_batch, n_threads):
         return classifier, evaluator  # the check scored the probe chunk
     if probe:
         evaluator.probe()  # NaN outputs or batch-1-only models: refused before any work
     return classifier, evaluator
+
+
+def native_cpu_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 natively (oneDNN's check: AVX512_BF16 or AMX).
+
+    Without it torch emulates bfloat16: measured on an AMD EPYC (Zen 1, AVX2, 2 threads),
+    EfficientNet-Lite0 batch 50 ran 2.1 images/s in bfloat16 autocast (channels_last)
+    against 21.4 in float32 eager and 53.1 on ONNX Runtime.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def torch_only(evaluator: BatchEvaluator) -> str | None:

@@ -320,3 +320,19 @@ def test_transfer_scores_on_torch_only_where_the_run_did():
 
     assert transfer_runtime("torch") == "torch"
     assert transfer_runtime("onnxruntime") == "auto"
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_on_a_cpu_without_it_says_so(monkeypatch, capsys, native):
+    """bfloat16 autocast on a CPU that only emulates it gets one note line (whichever CPU
+    runs the test: the check is replaced)."""
+    from evofool import scoring
+
+    assert isinstance(scoring.native_cpu_bfloat16(), bool)  # this CPU's answer, whatever it is
+    monkeypatch.setattr(scoring, "native_cpu_bfloat16", lambda: native)
+    _, evaluator = scoring.build_scoring("lenet-mnist", device="cpu", precision="bfloat16", runtime="torch")
+    assert evaluator.precision == "bfloat16"
+    err = capsys.readouterr().err
+    assert ("no native bfloat16" in err) is (not native)
+    scoring.build_scoring("lenet-mnist", device="cpu", precision="float32", runtime="torch")
+    assert "bfloat16" not in capsys.readouterr().err
