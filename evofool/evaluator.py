@@ -223,9 +223,8 @@ class BatchEvaluator:
         """Per-class log-probabilities (``N×K`` float64) of uint8 or [0, 1] float images."""
         with torch_threads(self.host_threads), torch.inference_mode():
             self.check_shape(images)
-            streams = self.streams
-            if streams > 1 and images.shape[0] > self.chunk:
-                raw = self._raw_in_streams(images, streams)
+            if self.streams > 1 and images.shape[0] > self.chunk:
+                raw = self._raw_in_streams(images)
             else:
                 raw = self._raw_in_chunks(images)
             if not raw:
@@ -248,40 +247,43 @@ class BatchEvaluator:
         generation over the first six, 2.56 against 2.60 (median) over fourteen. The
         images and scores are those of rendering the batch and then scoring it.
         """
-        streams, chunk = self.streams, self.chunk
-        bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
-        if streams < 2 or len(bounds) < 2:
+        if self.streams < 2 or n <= self.chunk:
             images = render(0, n)
             return images, self.log_probs(images)
+        parts = self._stream_chunks(render, n)
+        with torch_threads(self.host_threads), torch.inference_mode():
+            images = torch.cat([images for images, _ in parts])
+            return images, fitness_from_outputs(torch.cat([raw for _, raw in parts]), self.classifier.outputs)
 
-        # Each stream takes the next chunk when it is free (render times vary with the
-        # genomes: a fixed share left one stream waiting for the other); which stream
-        # does a chunk changes no bits.
+    def _stream_chunks(self, make, n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images, raw outputs)`` of each chunk of ``n`` images, in order, ``make(start,
+        stop)`` giving a chunk's images: the graph's single-threaded streams each take the
+        next chunk not yet taken (render times vary with the genomes: a fixed share left
+        one stream waiting for the other) and make, convert, score and check it on their
+        own thread. Which stream does a chunk changes no bits (ONNX Runtime's bits do not
+        depend on its thread count here), so this is exactly one chunk after the other."""
+        streams, chunk = self.streams, self.chunk
+        bounds = [(start, min(start + chunk, n)) for start in range(0, n, chunk)]
         next_chunk = itertools.count()
 
         def stream(slot: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
             done = []
             with torch.inference_mode():
-                for i in iter(next_chunk.__next__, None):
+                for i in next_chunk:
                     if i >= len(bounds):
                         break
-                    images = render(*bounds[i])
+                    images = make(*bounds[i])
                     self.check_shape(images)
-                    x = self._chunk_input(images.to(self.device), slot, streams)
-                    done.append((i, images, self.graph.run_one(x)))
+                    raw = self.graph.run_one(self._chunk_input(images.to(self.device), slot, streams))
+                    check_model_output(raw, self.classifier, chunk)
+                    done.append((i, images, raw[:images.shape[0]]))
             return done
 
         self._chunk_buffer(streams)  # made here, not by the streams at once
         with torch_threads(1):
             results = self.graph.map_streams(stream, min(streams, len(bounds)))
-        parts = sorted((item for part in results for item in part), key=lambda item: item[0])
-        with torch_threads(self.host_threads), torch.inference_mode():
-            raw = []
-            for (start, stop), (_, _, out) in zip(bounds, parts):
-                check_model_output(out, self.classifier, chunk)
-                raw.append(out[:stop - start])
-            images = torch.cat([images for _, images, _ in parts])
-            return images, fitness_from_outputs(torch.cat(raw), self.classifier.outputs)
+        return [(images, raw) for _, images, raw in sorted((item for part in results for item in part),
+                                                           key=lambda item: item[0])]
 
     def _raw_in_chunks(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The raw outputs of ``images``, one chunk after the other, padding rows dropped."""
@@ -306,19 +308,9 @@ class BatchEvaluator:
             out.append(raw[:part.shape[0]])
         return out
 
-    def _raw_in_streams(self, images: torch.Tensor, streams: int) -> list[torch.Tensor]:
-        """The raw outputs of ``images``, ``streams`` chunks at a time on the graph's
-        single-threaded streams (``OnnxModule.run_streams``); the same bits as one chunk
-        after the other (ONNX Runtime's bits do not depend on its thread count here)."""
-        out = []
-        for wave in range(0, images.shape[0], streams * self.chunk):
-            parts = [images[start:start + self.chunk] for start in
-                     range(wave, min(wave + streams * self.chunk, images.shape[0]), self.chunk)]
-            inputs = [self._chunk_input(part, slot, streams) for slot, part in enumerate(parts)]
-            for part, raw in zip(parts, self.graph.run_streams(inputs)):
-                check_model_output(raw, self.classifier, self.chunk)
-                out.append(raw[:part.shape[0]])
-        return out
+    def _raw_in_streams(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The raw outputs of ``images``, chunk by chunk on the graph's streams (``_stream_chunks``)."""
+        return [raw for _, raw in self._stream_chunks(lambda start, stop: images[start:stop], images.shape[0])]
 
     def probe(self) -> None:
         """Scores one chunk of random images, so a model answering NaN, or a shape that fits
