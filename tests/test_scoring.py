@@ -92,7 +92,10 @@ def test_unit_specs_stay_on_torch(capsys):
         build_scoring("unit:conv2.5:lenet-mnist", device="cpu", runtime="onnxruntime")
 
 
-def test_autocast_precisions_stay_on_torch(capsys):
+def test_autocast_precisions_stay_on_torch(capsys, monkeypatch):
+    from evofool import scoring
+
+    monkeypatch.setattr(scoring, "native_cpu_bfloat16", lambda: True)  # no CPU note, whatever the CPU
     _, evaluator = build_scoring("lenet-mnist", device="cpu", precision="bfloat16")
     assert evaluator.record() == {"runtime": "torch", "chunk": 100, "precision": "bfloat16"}
     assert capsys.readouterr().err == ""
