@@ -10,7 +10,8 @@ measures in ONE process:
       scoring with ``--runtime`` (as ``evofool run --runtime``; default auto),
 and prints b/a (a: the fastest runtime's bare forward) and where a generation's time goes
 (vary, render, forward, archive update): the render share is what the CPPN costs on top
-of the model.
+of the model (on ONNX Runtime streams, where each stream renders the chunks it scores,
+"forward" is the wall time of both and "render" rendering's thread time over all streams).
 
     python benchmarks/imagenet.py [--population 100] [--generations 5] [--devices cpu cuda]
                                   [--encodings direct cppn] [--crops 1|10] [--json]
@@ -100,6 +101,12 @@ def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name:
     engine.tell = timed(totals, "update", engine.tell, device)
     encoding.render = timed(totals, "render", encoding.render, device)
     evaluator.log_probs = timed(totals, "forward", evaluator.log_probs, device)
+    # On ONNX Runtime streams a CPPN's chunks are rendered by the streams that score them:
+    # "forward" is then the wall time of both, and "render" the rendering's thread time
+    # summed over the streams (so the shares can add up to more than 100 %).
+    streamed = evaluator.streams > 1  # (with one stream it calls log_probs, timed already)
+    if streamed:
+        evaluator.render_and_score = timed(totals, "forward", evaluator.render_and_score, device)
     try:
         engine.step()  # warm-up generation (random genomes, first-call overheads)
         totals.clear()
@@ -111,6 +118,8 @@ def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name:
         wall = time.perf_counter() - start
     finally:
         del evaluator.log_probs  # the evaluator is shared by the next encoding's run
+        if streamed:
+            del evaluator.render_and_score
     evaluations = (generations - 1) * population
     return {"engine_evals_per_s": evaluations / wall, "seconds": wall,
             "seconds_per_generation": wall / (generations - 1),
