@@ -43,7 +43,7 @@ from evofool.evaluator import forward_chunk, stable_log_softmax
 from evofool.job import make_recombination
 from evofool.models import load_model
 from evofool.scoring import build_scoring
-from forward import RUNTIMES, bare_forwards  # benchmarks/forward.py, beside this script
+from forward import RUNTIMES, bare_forwards, timed  # benchmarks/forward.py, beside this script
 
 # DEAP's creator classes live at module level, made once (never inside functions).
 creator.create("FitnessMaxBench", base.Fitness, weights=(1.0,))
@@ -60,9 +60,17 @@ def make_engine(model, evaluator, encoding_name, params, population, seed) -> En
                   selection=SELECTION, recombination=make_recombination(RECOMBINE, enc))
 
 
+ENGINE_PHASES = ("ask", "score", "tell")  # Engine.step's three calls; the rest is its record
+
+
 def engine_and_bare_throughput(model, evaluator, encoding, params, population, generations,
-                               seed=0) -> tuple[dict[str, float], float]:
-    """({runtime: bare forward images/s}, engine evaluations/s), measured interleaved.
+                               seed=0) -> tuple[dict[str, float], float, dict[str, float]]:
+    """({runtime: bare forward images/s}, engine evaluations/s, {phase: ms a generation}),
+    measured interleaved.
+
+    The phases are the engine's ``ask`` (selection + variation), ``score`` (rendering and
+    the forward passes), ``tell`` (archive update, emitters) and ``rest`` (the generation's
+    record): all but ``score`` is host work that the bare forward does not have.
 
     Each engine generation (select + vary + render + one scoring pass + archive update +
     statistics) is paired with one bare forward pass of the plain model on each runtime
@@ -74,6 +82,9 @@ def engine_and_bare_throughput(model, evaluator, encoding, params, population, g
     engine = make_engine(model, evaluator, encoding, params, population, seed)
     engine.step()  # warm-up generation (allocations, first-call overheads)
     cpu = torch.device("cpu")
+    phases = dict.fromkeys(ENGINE_PHASES, 0.0)
+    for phase in ENGINE_PHASES:  # instance attributes shadow the methods step() calls
+        setattr(engine, phase, timed(phases, phase, getattr(engine, phase), cpu))
     chunks = {name: forward_chunk(model.input_shape, cpu, runtime=name) for name in RUNTIMES}
     bare_calls = bare_forwards(model, population, cpu, chunks=chunks)
     names = list(bare_calls)
@@ -98,8 +109,10 @@ def engine_and_bare_throughput(model, evaluator, encoding, params, population, g
         t1 = time.perf_counter()
         engine.step()
         steps += time.perf_counter() - t1
-    n = (generations - 1) * population
-    return {name: n / t for name, t in bare.items()}, n / steps
+    n, g = (generations - 1) * population, generations - 1
+    per_generation = {phase: t / g * 1e3 for phase, t in phases.items()}
+    per_generation["rest"] = steps / g * 1e3 - sum(per_generation.values())
+    return {name: n / t for name, t in bare.items()}, n / steps, per_generation
 
 
 def time_to_target(model, evaluator, encoding, params, population, max_generations, seed,
@@ -185,10 +198,11 @@ def main() -> None:
                  "chunks": {name: e.chunk for name, e in evaluators.items()}, "runtimes": {}}
     if not args.skip_throughput:
         for name, evaluator in evaluators.items():
-            bare, b = engine_and_bare_throughput(model, evaluator, args.encoding, params, args.population,
-                                                 args.throughput_generations)
+            bare, b, phases = engine_and_bare_throughput(model, evaluator, args.encoding, params,
+                                                         args.population, args.throughput_generations)
             fastest = max(bare, key=bare.get)
             out["runtimes"][name] = {"engine_evals_per_s": b, "bare_forward_per_s": bare, "fastest_bare": fastest,
+                                     "ms_per_generation": phases,
                                      "engine_over_fastest_bare": b / bare[fastest],
                                      "engine_over_torch_bare": b / bare["torch"]}
         if args.naive_generations:
@@ -230,6 +244,10 @@ def main() -> None:
         print(f"b ÷ fastest bare ({row['fastest_bare']}) = {row['engine_over_fastest_bare']:.3f}   "
               f"b ÷ torch eager bare = {row['engine_over_torch_bare']:.3f}"
               + (f"   b ÷ naive DEAP = {row['engine_over_naive']:.1f}" if "engine_over_naive" in row else ""))
+        ms = row["ms_per_generation"]
+        print("    a generation: " + ", ".join(f"{phase} {ms[phase]:.2f} ms" for phase in (*ENGINE_PHASES, "rest"))
+              + f"; the fastest bare forward of {args.population} images: "
+                f"{args.population / bare[row['fastest_bare']] * 1e3:.2f} ms")
     if "naive_deap_evals_per_s" in out:
         print(f"(c) naive DEAP loop (torch, batch 1) {out['naive_deap_evals_per_s']:10.1f} evaluations/s")
     for name, row in out["time_to_target"].items():

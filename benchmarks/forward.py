@@ -35,6 +35,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(totals: dict[str, float], phase: str, fn: Callable, device: torch.device) -> Callable:
+    """``fn`` that also adds its wall time (GPU work included) to ``totals[phase]``."""
+
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        sync(device)
+        totals[phase] += time.perf_counter() - start
+        return out
+
+    return wrapper
+
+
 def bare_forwards(clf: Classifier, batch: int, device: torch.device, runtimes=RUNTIMES,
                   chunks: dict[str, int] | None = None) -> dict[str, Callable[[], object]]:
     """Runtime -> a call scoring ``batch`` random images (no softmax, no checks).

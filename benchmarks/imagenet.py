@@ -30,7 +30,6 @@ import json
 import statistics
 import time
 from collections import defaultdict
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,15 +42,9 @@ from evofool.models import load_model
 from evofool.models.base import Classifier
 from evofool.runtime import RUNTIMES
 from evofool.scoring import build_scoring
-from forward import bare_forwards  # benchmarks/forward.py, beside this script
+from forward import bare_forwards, sync, timed  # benchmarks/forward.py, beside this script
 
 PHASES = ("vary", "render", "forward", "update")
-
-
-def sync(device: torch.device) -> None:
-    """Waits for queued GPU work, so wall-clock timings mean what they say."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_forward(classifier: Classifier, device: torch.device, batch: int, repeats: int,
@@ -74,19 +67,6 @@ def bare_forward(classifier: Classifier, device: torch.device, batch: int, repea
                 sync(device)
                 times[name].append(time.perf_counter() - start)
     return {name: batch / statistics.median(t) for name, t in times.items()}
-
-
-def timed(totals: dict[str, float], phase: str, fn: Callable, device: torch.device) -> Callable:
-    """``fn`` that also adds its wall time (GPU work included) to ``totals[phase]``."""
-
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        sync(device)
-        totals[phase] += time.perf_counter() - start
-        return out
-
-    return wrapper
 
 
 def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name: str, device: torch.device,
