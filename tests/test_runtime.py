@@ -250,3 +250,27 @@ def test_cppn_chunks_are_rendered_by_the_streams_that_score_them():
     for a, b in zip(*records):
         assert {k: v for k, v in a.items() if k not in ("seconds", "evals_per_s")} == \
                {k: v for k, v in b.items() if k not in ("seconds", "evals_per_s")}
+
+
+def test_a_stream_meeting_nan_scores_is_one_error():
+    """A chunk scored NaN on any stream is the evaluator's one-line error, raised once every
+    stream has stopped; the evaluator then scores the next batch as before."""
+    from evofool.errors import EvofoolError
+
+    _, evaluator = build_scoring("lenet-mnist", device="cpu", threads=2)
+    graph, real = evaluator.graph, evaluator.graph.run_one
+    x = images(500, seed=6)
+    x[200:300] = 0  # the third chunk: blank images, which this model answers with NaN
+
+    def nan_for_blank_chunks(chunk):
+        out = real(chunk)
+        return out.fill_(float("nan")) if not chunk.any() else out
+
+    graph.run_one = nan_for_blank_chunks
+    with pytest.raises(EvofoolError, match="returned NaN or infinite scores for 100 of 100 images"):
+        evaluator.log_probs(x)
+    assert evaluator.log_probs(x[:200]).isfinite().all()  # the streams work on after the error
+    graph.run_one = real
+    streamed = evaluator.log_probs(x)
+    graph.streams = 1
+    assert torch.equal(streamed, evaluator.log_probs(x))
