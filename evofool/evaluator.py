@@ -233,19 +233,18 @@ class BatchEvaluator:
 
     @property
     def streams(self) -> int:
-        """How many chunks are scored at once (``OnnxModule.run_streams``); 1: one after the other."""
+        """How many chunks are scored at once (``OnnxModule.map_streams``); 1: one after the other."""
         return getattr(self.graph, "streams", 1) if self.graph is not None else 1
 
     def render_and_score(self, render, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and log-probabilities of ``n`` images that ``render(start, stop)`` makes
-        (``stop - start`` uint8 images), each stream rendering and scoring its own chunks.
-
-        Each stream takes the next chunk not yet taken, renders it on one torch thread
-        and scores it on one ONNX Runtime thread, so no core waits for the other phase.
-        Measured (AMD EPYC Zen 1, 2 cores, EfficientNet-Lite0 CPPN, pop 100, two engines
-        alternating generation by generation in one process): 2.6 against 3.2 s a
-        generation over the first six, 2.56 against 2.60 (median) over fourteen. The
-        images and scores are those of rendering the batch and then scoring it.
+        (``stop - start`` uint8 images), each stream rendering the chunks it scores
+        (``_stream_chunks``: one torch thread and one ONNX Runtime thread each), so no core
+        waits while the other renders or scores. Measured (AMD EPYC Zen 1, 2 cores,
+        EfficientNet-Lite0 CPPN, pop 100, two engines alternating generation by generation
+        in one process): 2.6 against 3.2 s a generation over the first six, 2.56 against
+        2.60 (median) over fourteen. The images and scores are those of rendering the batch
+        and then scoring it.
         """
         if self.streams < 2 or n <= self.chunk:
             images = render(0, n)

@@ -93,8 +93,8 @@ class OnnxModule(nn.Module):
         digest: sha256 of the model file (``weights_digest``).
         fixed_batch: The graph's static batch size, or ``None`` when it takes any.
         device: The device the session was built for (``.to`` updates it).
-        stream_session: A single-threaded session on the same file, for ``run_streams``.
-        streams: How many batches ``run_streams`` scores at once (one thread each).
+        stream_session: A single-threaded session on the same file, for the streams.
+        streams: How many batches ``run_streams``/``map_streams`` score at once (one thread each).
     """
 
     differentiable = False  # see is_differentiable
@@ -105,7 +105,7 @@ class OnnxModule(nn.Module):
         self.session = session
         self.stream_session = stream_session
         self.streams = int(streams) if stream_session is not None else 1
-        self._pool = None  # the streams' threads, started at the first run_streams
+        self._pool = None  # the streams' threads, started at the first map_streams
         self.spec = spec
         self.digest = digest
         self.fixed_batch = fixed_batch
