@@ -198,11 +198,12 @@ class Engine:
     def score_locally(self, genomes: Genomes) -> tuple[torch.Tensor, torch.Tensor]:
         """Renders the batch and scores it in one (chunked) forward pass, in this process.
 
-        Where the evaluator scores in several streams (ONNX Runtime on the CPU) and the
-        encoding really renders, each stream renders the chunks it scores, so rendering and
-        forward passes share the cores instead of taking turns (the same images).
+        Where the encoding really renders, the evaluator is handed the rendering: where it
+        scores in several streams (ONNX Runtime on the CPU), each stream renders the chunks
+        it scores, so rendering and forward passes share the cores instead of taking turns
+        (the same images).
         """
-        if self.encoding.renders and self.evaluator.streams > 1:
+        if self.encoding.renders:
             def render(start: int, stop: int) -> torch.Tensor:
                 return self.encoding.render(self.encoding.take(genomes, np.arange(start, stop)))
 

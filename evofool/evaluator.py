@@ -223,7 +223,7 @@ class BatchEvaluator:
         """Per-class log-probabilities (``N×K`` float64) of uint8 or [0, 1] float images."""
         with torch_threads(self.host_threads), torch.inference_mode():
             self.check_shape(images)
-            if self.streams > 1 and images.shape[0] > self.chunk:
+            if self._in_streams(images.shape[0]):
                 raw = self._raw_in_streams(images)
             else:
                 raw = self._raw_in_chunks(images)
@@ -234,7 +234,11 @@ class BatchEvaluator:
     @property
     def streams(self) -> int:
         """How many chunks are scored at once (``OnnxModule.map_streams``); 1: one after the other."""
-        return getattr(self.graph, "streams", 1) if self.graph is not None else 1
+        return getattr(self.graph, "streams", 1)
+
+    def _in_streams(self, n: int) -> bool:
+        """Whether ``n`` images go through the streams: more than one chunk, more than one stream."""
+        return self.streams > 1 and n > self.chunk
 
     def render_and_score(self, render, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and log-probabilities of ``n`` images that ``render(start, stop)`` makes
@@ -246,7 +250,7 @@ class BatchEvaluator:
         2.60 (median) over fourteen. The images and scores are those of rendering the batch
         and then scoring it.
         """
-        if self.streams < 2 or n <= self.chunk:
+        if not self._in_streams(n):
             images = render(0, n)
             return images, self.log_probs(images)
         parts = self._stream_chunks(render, n)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -148,18 +149,13 @@ class OnnxModule(nn.Module):
         """``[fn(0), ..., fn(n - 1)]``, at most ``streams`` at once; the calling thread runs
         ``fn(0)`` itself (one hand-off fewer). The first error is raised after all finish."""
         if n > 1 and self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
             self._pool = ThreadPoolExecutor(self.streams - 1, thread_name_prefix="evofool-onnx")
         futures = [self._pool.submit(fn, i) for i in range(1, n)]
         try:
             first = fn(0)
         finally:
-            rest = [f.exception() or f.result() for f in futures]  # wait for every stream
-        for f in futures:
-            if f.exception() is not None:
-                raise f.exception()
-        return [first, *rest]
+            wait(futures)  # every stream has stopped before an error leaves
+        return [first, *(f.result() for f in futures)]
 
     def _run(self, batch: np.ndarray, session=None) -> np.ndarray:
         try:
