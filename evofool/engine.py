@@ -190,7 +190,7 @@ class Engine:
         start = 0
         for emitter, share in zip(self.emitters, shares):
             stop = start + share
-            rows = genomes if share == n else self.encoding.take(genomes, np.arange(start, stop))
+            rows = genomes if share == n else self.encoding.rows(genomes, start, stop)
             emitter.tell(self.archive, rows, images[start:stop], log_probs[start:stop], self.rng)
             start = stop
         return improved
@@ -205,7 +205,7 @@ class Engine:
         """
         if self.encoding.renders:
             def render(start: int, stop: int) -> torch.Tensor:
-                return self.encoding.render(self.encoding.take(genomes, np.arange(start, stop)))
+                return self.encoding.render(self.encoding.rows(genomes, start, stop))
 
             return self.evaluator.render_and_score(render, len(genomes))
         images = self.encoding.render(genomes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -18,10 +19,36 @@ def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator |
     return torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
-def polynomial_step(genes: torch.Tensor, rand: torch.Tensor, eta: float, low: float, up: float) -> torch.Tensor:
-    """DEAP's polynomial bounded mutation of ``genes`` given one uniform draw per gene."""
+# Polynomial mutation raises to eta + 1 and to 1 / (eta + 1). Where eta + 1 = 2^k (the
+# direct encoding's eta 15: 16 = 2^4) that is k squarings and k square roots, cheaper
+# than one pow each: measured (AMD EPYC Zen 1, 1 thread, 15.7k genes of a LeNet pop-200
+# batch) torch's pow_ took 0.18 ms a call, four sqrt_ 0.06 ms. In NumPy (the CPU pixel
+# path) every step is then exactly rounded by IEEE 754, so its bits do not depend on the
+# CPU's vector units; torch's CPU pow and float32 sqrt are not exactly rounded (sqrt was
+# an ulp off for ~20 % of inputs on this AVX2 machine). Against pow the result moves by
+# at most a float32 ulp, which changes about 6 in 10^6 re-quantised pixels.
+MAX_SQUARINGS = 6
+
+
+def _squarings(exponent: float) -> int | None:
+    """``k`` where ``exponent == 2**k`` (1 <= k <= MAX_SQUARINGS), else None."""
+    for k in range(1, MAX_SQUARINGS + 1):
+        if exponent == 2.0 ** k:
+            return k
+    return None
+
+
+def polynomial_step(genes, rand, eta: float, low: float, up: float):
+    """DEAP's polynomial bounded mutation of ``genes`` given one uniform draw per gene.
+
+    ``genes`` and ``rand`` are both torch tensors or both NumPy arrays (the CPU pixel
+    path: NumPy's per-call overhead is a fraction of torch's on 16k-gene batches). Both
+    run the same operations in the same order; they agree to float32 rounding (torch's
+    CPU sqrt and pow are not exactly rounded, NumPy's sqrt is).
+    """
+    xp = np if isinstance(genes, np.ndarray) else torch
     span = up - low
-    mut_pow = 1.0 / (eta + 1.0)
+    k = _squarings(eta + 1.0)
     # DEAP's two branches (rand < 0.5: step down, else up) are one formula after folding:
     # its 1 - delta_1 is the distance to the upper bound (and 1 - delta_2 to the lower),
     # and with r = min(rand, 1 - rand) both read val = 2r + (1 - 2r)·dist^(eta+1). Equal
@@ -30,17 +57,35 @@ def polynomial_step(genes: torch.Tensor, rand: torch.Tensor, eta: float, low: fl
     # down (rand < 0.5), -1 where it steps up, 0 at rand = 0.5 (where both give 0). With
     # a = |rand - 0.5| = 1/2 - r: val = 2r + (1 - 2r)·dist^(eta+1) = 1 + 2a·(dist^(eta+1) - 1).
     centred = 0.5 - rand
-    s = centred.sign()
-    two_a = centred.abs_().mul_(2.0)
-    dist = (0.5 * (low + up) - genes).mul_(s)                  # distance to the bound ...
+    s = xp.sign(centred)
+    two_a = abs(centred)
+    two_a *= 2.0
+    dist = 0.5 * (low + up) - genes                            # distance to the bound ...
+    dist *= s
     if span != 1.0:
-        dist.div_(span)
-    dist.add_(0.5)                                             # ... in units of the span
-    val = dist.pow_(eta + 1.0).sub_(1.0).mul_(two_a).add_(1.0)
-    delta_q = val.clamp_min_(0).pow_(mut_pow).sub_(1.0).mul_(s)
+        dist /= span
+    dist += 0.5                                                # ... in units of the span
+    if k is None:
+        dist **= eta + 1.0
+    else:
+        for _ in range(k):
+            dist *= dist
+    val = dist
+    val -= 1.0
+    val *= two_a
+    val += 1.0
+    delta_q = xp.clip(val, 0.0, None, out=val)
+    if k is None:
+        delta_q **= 1.0 / (eta + 1.0)
+    else:
+        for _ in range(k):
+            xp.sqrt(delta_q, out=delta_q)
+    delta_q -= 1.0
+    delta_q *= s
     if span != 1.0:
-        delta_q.mul_(span)
-    return delta_q.add_(genes).clamp_(low, up)
+        delta_q *= span
+    delta_q += genes
+    return xp.clip(delta_q, low, up, out=delta_q)
 
 
 def bernoulli_positions(n: int, p: float, generator: torch.Generator | None,
@@ -131,8 +176,18 @@ def polynomial_bounded_pixels(pixels: torch.Tensor, eta: float, indpb: float,
         The mutated pixels, a new uint8 tensor of ``pixels``' shape.
     """
     def step(chosen: torch.Tensor) -> torch.Tensor:
+        rand = torch.rand(chosen.shape, generator=generator, device=chosen.device, dtype=torch.float32)
+        if chosen.device.type == "cpu":
+            # The same arithmetic in NumPy (exactly rounded, see polynomial_step): the
+            # mutation of a LeNet pop-200 batch took 0.97 against 1.40 ms with torch ops and
+            # pow (AMD EPYC Zen 1, 1 thread).
+            genes = chosen.numpy().astype(np.float32)
+            genes /= 255.0
+            stepped = polynomial_step(genes, rand.numpy(), eta, 0.0, 1.0)
+            stepped *= 255.0
+            return torch.from_numpy(np.rint(stepped, out=stepped).astype(np.uint8))  # half to even, as round_
         genes = chosen.to(torch.float32).div_(255.0)
-        stepped = polynomial_step(genes, _uniform(genes.shape, genes, generator), eta, 0.0, 1.0)
+        stepped = polynomial_step(genes, rand, eta, 0.0, 1.0)
         return stepped.mul_(255.0).round_().to(torch.uint8)
 
     return _mutate_sites(pixels, indpb, generator, step)

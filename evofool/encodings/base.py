@@ -108,6 +108,10 @@ class Encoding(ABC):
     def take(self, genomes: Genomes, index: np.ndarray) -> Genomes:
         """The sub-batch ``genomes[index]`` (index may repeat)."""
 
+    def rows(self, genomes: Genomes, start: int, stop: int) -> Genomes:
+        """The consecutive sub-batch ``genomes[start:stop]`` (a view where the encoding can)."""
+        return self.take(genomes, np.arange(start, stop))
+
     @abstractmethod
     def empty_store(self, size: int) -> Genomes:
         """A store with ``size`` empty slots."""

@@ -117,6 +117,9 @@ class CPPNEncoding(Encoding):
     def take(self, genomes: list[Genome], index: np.ndarray) -> list[Genome]:
         return [genomes[int(i)] for i in np.asarray(index).reshape(-1)]
 
+    def rows(self, genomes: list[Genome], start: int, stop: int) -> list[Genome]:
+        return list(genomes[start:stop])
+
     def concat(self, first: list[Genome], second: list[Genome]) -> list[Genome]:
         return list(first) + list(second)
 
