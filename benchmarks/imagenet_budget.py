@@ -46,6 +46,13 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "curiosity-pop400-eta15": (400, ["--selection", "curiosity", "--param", "eta=15"],
                                "the paper's population 400 and eta 15, curiosity selection"),
     "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
+    # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations.
+    "curiosity-eta15-refine": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad"],
+                               "curiosity-eta15, and 10 % of each batch champions refined by 4 gradient steps "
+                               "on their CPPN weights (NOT black-box)"),
+    "curiosity-eta15-refine30": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
+                                       "--refine-share", "0.3"],
+                                 "curiosity-eta15, and 30 % of each batch refined by 4 gradient steps (NOT black-box)"),
 }
 DEFAULT_AT = (20_000, 50_000, 200_000)
 
@@ -80,12 +87,30 @@ def command(variant: str, folder: Path, generations: int, args: argparse.Namespa
             "--threads", "1", "--checkpoint-every", str(args.checkpoint_every), "--out", str(folder), *common]
 
 
+def generations_for(variant: str, budget: int) -> int:
+    """Generations until a variant's run has spent ``budget`` evaluations: its population
+    each, plus 3 per gradient step of ``--refine grad`` after the first (random) one."""
+    population, flags, _ = VARIANTS[variant]
+
+    def flag(name: str, default: float) -> float:
+        return float(flags[flags.index(name) + 1]) if name in flags else default
+
+    refined = 0
+    if "--refine" in flags and flags[flags.index("--refine") + 1] == "grad":
+        from evofool.config import RunConfig  # the run's own defaults for the flags not given
+
+        defaults = RunConfig()
+        refined = max(1, round(flag("--refine-share", defaults.refine_share) * population))
+        refined *= 3 * int(flag("--refine-steps", defaults.refine_steps))
+    return 1 + max(0, math.ceil((budget - population) / (population + refined)))
+
+
 def run_all(args: argparse.Namespace) -> None:
     """Brings every variant's folder to the budget, ``--parallel`` runs at a time."""
     todo = []
     for variant in args.variants:
         folder = folder_of(args.root, variant, args.crops, args.seed)
-        generations = math.ceil(args.budget / VARIANTS[variant][0])
+        generations = generations_for(variant, args.budget)
         records = read_log(folder)
         if records and records[-1]["generation"] >= generations:
             continue

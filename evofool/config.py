@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from evofool.crops import NUM_CROPS
 from evofool.encodings import RECORDED_ENCODINGS, check_params
+from evofool.emitters import REFINE_STEPS
 from evofool.engine import SELECTIONS
 from evofool.errors import EvofoolError
 from evofool.evaluator import PRECISIONS
@@ -34,10 +35,13 @@ from evofool.values import (CLASS_NAMES, NO_LEGACY, ConfigError, Param, check_kn
 
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
-                "focus_below", "recombine", "weight_steps")
+                "focus_below", "recombine", "weight_steps", "refine", "refine_share", "refine_steps")
 # Meaning keys added after runs were first recorded: they enter the hash only when they differ
 # from this value (what every earlier run computed), so the folders of earlier runs keep theirs.
-LATER_MEANING_DEFAULTS = {"weight_steps": 0.0}
+LATER_MEANING_DEFAULTS = {"weight_steps": 0.0, "refine": "off", "refine_share": 0.1,
+                          "refine_steps": REFINE_STEPS}
+# --refine: off (black-box: forward passes only), or grad (GradientRefineEmitter).
+REFINES = ("off", "grad")
 
 # numpy's default_rng takes any seed >= 0, torch.manual_seed any seed < 2**64: both hold here.
 SEED_LIMIT = 2**64
@@ -105,6 +109,13 @@ class RunConfig:
         weight_steps: Share of each generation given to per-cell Gaussian steps on a
             champion's weights, with their step sizes adapted by the 1/5 success rule
             (``evofool.emitters.WeightStepEmitter``; cppn only); 0: none.
+        refine: ``off`` (black-box), or ``grad``: a share ``refine_share`` of each
+            generation is champions whose CPPN weights took ``refine_steps`` gradient steps
+            up their class's log-probability through the differentiable renderer and the
+            torch model (``evofool.emitters.GradientRefineEmitter``; not black-box; each
+            forward + backward pass counts as 3 evaluations).
+        refine_share: Share of each generation ``--refine grad`` takes.
+        refine_steps: Gradient steps per refined child.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -127,6 +138,9 @@ class RunConfig:
     focus_below: float = setting(float, 0.9999, low=0.0, high=1.0, low_open=True)
     recombine: str | list = setting((str, list), "auto", test=parse_scales)
     weight_steps: float = setting(float, 0.0, low=0.0, high=0.9, legacy=0.0)
+    refine: str = setting(str, "off", choices=REFINES, legacy="off")
+    refine_share: float = setting(float, 0.1, low=0.0, high=0.9, low_open=True, legacy=0.1)
+    refine_steps: int = setting(int, REFINE_STEPS, low=1, high=1000, legacy=REFINE_STEPS)
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 

@@ -88,6 +88,8 @@ class Engine:
         weight_steps: Places of each batch given to a ``WeightStepEmitter`` (per-cell
             Gaussian steps on a champion's weights; cppn), parents chosen among the cells
             below ``focus_below``; 0: none.
+        extra_emitters: Emitters appended to the list the other arguments describe (e.g. a
+            ``GradientRefineEmitter``).
         emitters: An explicit emitter list instead of the one ``selection``, ``focus_below``
             and ``recombination`` describe. Emitters whose ``batch_size`` is an int get that
             many places; those whose ``batch_size`` is None share the rest (the first ones
@@ -98,14 +100,14 @@ class Engine:
                  population: int, rng: np.random.Generator, scorer: Scorer | None = None,
                  selection: str = "uniform", focus_below: float = 0.9999,
                  recombination: StepRecombination | None = None, *, weight_steps: int = 0,
-                 emitters: Sequence[Emitter] | None = None) -> None:
+                 extra_emitters: Sequence[Emitter] = (), emitters: Sequence[Emitter] | None = None) -> None:
         self.encoding = encoding
         self.evaluator = evaluator
         self.archive = archive
         self.population = int(population)
         self.rng = rng
         self.generation = 0          # generations completed
-        self.evaluations = 0         # images scored so far
+        self.evaluations = 0         # images scored so far, plus gradient steps (3 each)
         if emitters is None:
             mutation = MutationEmitter(encoding, make_selector(selection, focus_below))
             emitters = [mutation]
@@ -113,10 +115,11 @@ class Engine:
                 emitters.append(StepRecombinationEmitter(encoding, mutation, self.population, recombination))
             if weight_steps:
                 emitters.append(WeightStepEmitter(encoding, weight_steps, LaggingSelector(focus_below)))
+            emitters.extend(extra_emitters)
         elif (recombination is not None or selection != "uniform" or focus_below != 0.9999
-              or weight_steps):
-            raise ValueError("pass either emitters or selection/focus_below/recombination/weight_steps, "
-                             "not both")
+              or weight_steps or extra_emitters):
+            raise ValueError("pass either emitters or selection/focus_below/recombination/weight_steps/"
+                             "extra_emitters, not both")
         self.emitters: list[Emitter] = list(emitters)
         if not self.emitters:
             raise ValueError("the engine needs at least one emitter")
@@ -185,7 +188,8 @@ class Engine:
         if shares is None or sum(shares) != n:
             raise ValueError(f"tell needs the {n} genomes of the last ask, in its order")
         self.generation += 1
-        self.evaluations += n
+        # The batch, and what emitters spent beyond it (gradient steps, 3 evaluations each).
+        self.evaluations += n + sum(int(emitter.extra_evaluations) for emitter in self.emitters)
         improved = self.archive.update(genomes, images, log_probs, self.generation)
         start = 0
         for emitter, share in zip(self.emitters, shares):

@@ -26,7 +26,8 @@ from evofool.devices import resolve_device
 from evofool.encodings import encoding_class, make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
-from evofool.models.outputs import SCORE, fitness_kind
+from evofool.emitters import GradientRefineEmitter, LaggingSelector
+from evofool.models.outputs import SCORE, fitness_from_outputs, fitness_kind
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
 from evofool.runfolder import LogDamaged, RunFolder
 from evofool.values import ConfigError
@@ -101,6 +102,7 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     if config.weight_steps and not hasattr(encoding_class(config.encoding), "step_weights"):
         raise EvofoolError(f"--weight-steps steps the weights of CPPN genomes; {config.encoding} genomes "
                            f"have none: use --encoding cppn or --weight-steps 0")
+    check_refine_config(config, classifier, kind)
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
                        config.max_batch, device)
@@ -130,10 +132,54 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
         except ImportError as exc:
             raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
         scorer = RayEvaluator.from_config(config, encoding, classifier)
-    weight_steps = int(round(config.weight_steps * config.population))
+    weight_steps, refined = emitter_sizes(config)
+    extra = []
+    if refined:
+        extra.append(GradientRefineEmitter(encoding, refined, gradient_objective(classifier), config.refine_steps,
+                                           selector=LaggingSelector(config.focus_below)))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
-                  recombination=recombination, weight_steps=weight_steps), classifier
+                  recombination=recombination, weight_steps=weight_steps, extra_emitters=extra), classifier
+
+
+def emitter_sizes(config: RunConfig) -> tuple[int, int]:
+    """Places of each batch for the weight-step and gradient-refine emitters (the mutation
+    emitter fills the rest)."""
+    weight_steps = int(round(config.weight_steps * config.population))
+    refined = max(1, int(round(config.refine_share * config.population))) if config.refine == "grad" else 0
+    return weight_steps, refined
+
+
+def gradient_objective(classifier) -> Callable[[torch.Tensor], torch.Tensor]:
+    """[0, 1] images -> differentiable per-class log-probabilities of the torch model
+    (preprocessing and crops included): what ``--refine grad`` climbs."""
+    def objective(images: torch.Tensor) -> torch.Tensor:
+        raw = classifier.module(classifier.preprocess(images))
+        return fitness_from_outputs(raw, classifier.outputs, differentiable=True)
+
+    return objective
+
+
+def check_refine_config(config: RunConfig, classifier, kind: str) -> None:
+    """``--refine grad`` needs CPPN genomes, a class model and gradients through it; and
+    the fixed shares of the batch must leave the mutation emitter a place."""
+    if config.refine != "grad":
+        return
+    from evofool.runtime import scored_outside_torch
+
+    if not hasattr(encoding_class(config.encoding), "render_differentiable"):
+        raise EvofoolError(f"--refine grad steps the weights of CPPN genomes; {config.encoding} genomes "
+                           f"have none: use --encoding cppn or --refine off")
+    if kind == SCORE:
+        raise EvofoolError(f"--refine grad climbs a class's log-probability; {config.model} reports raw "
+                           f"unit activations: use --refine off")
+    if scored_outside_torch(classifier):
+        raise EvofoolError(f"--refine grad needs gradients through the model; {config.model} is scored by "
+                           f"ONNX Runtime, which has none: use a torchscript: copy of it or --refine off")
+    weight_steps, refined = emitter_sizes(config)
+    if weight_steps + refined >= config.population:
+        raise EvofoolError(f"--weight-steps and --refine-share take {weight_steps + refined} of the "
+                           f"{config.population} places of each generation: leave some for mutation")
 
 
 @dataclass

@@ -450,3 +450,65 @@ def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_a
     for _ in range(3):
         assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
     assert torch.equal(a.archive.fitness, b.archive.fitness) and np.array_equal(a.emitters[1].sigma, b.emitters[1].sigma)
+
+
+# --- gradient refinement (--refine grad: not black-box) ---------------------------------------
+def stand_in_objective(clf: Classifier):
+    from evofool.job import gradient_objective
+    return gradient_objective(clf)
+
+
+def test_gradient_refine_moves_only_weights_and_climbs_each_childs_own_class():
+    from evofool.emitters import GradientRefineEmitter
+
+    enc, clf = cppn(), thousand_class_stand_in()
+    archive = ClassArchive(1000, enc)
+    rng = np.random.default_rng(0)
+    first = enc.random(64, rng)
+    evaluator = BatchEvaluator(clf, "cpu")
+    archive.update(first, enc.render(first), evaluator.log_probs(enc.render(first)), 1)
+    emitter = GradientRefineEmitter(enc, 12, stand_in_objective(clf), steps=4)
+    children = emitter.ask(archive, 12, rng, 2)
+    assert emitter.extra_evaluations == 3 * 4 * 12 and emitter.batch_size == 12
+    gids = {g.gid for g in archive.genomes}
+    for child in children:  # each child: its parent's graph with other weights, a new id
+        parent = next(g for g in archive.genomes if g.gid == child.parent)
+        for name in ("node_id", "node_act", "node_layer", "link_id", "link_src", "link_dst"):
+            assert np.array_equal(getattr(child, name), getattr(parent, name))
+        assert child.gid not in gids and np.abs(child.link_weight).max() <= enc.weight_bound
+        assert not np.array_equal(child.link_weight, parent.link_weight)
+    # Which class a child climbs is its parent's cell (a genome may hold several cells).
+    classes = rng.choice(1000, 12, replace=False)
+    parents = archive.genomes_of(classes)
+    refined = enc.with_weights(parents, emitter.refine(parents, classes))
+    before = evaluator.log_probs(enc.render(parents))[np.arange(12), classes]
+    after = evaluator.log_probs(enc.render(refined))[np.arange(12), classes]
+    # Gradient steps up the class, seen through quantised, re-rendered, re-scored images.
+    assert (after > before).float().mean() >= 0.75 and (after - before).median() > 0
+    with pytest.raises(ValueError, match="no weights to refine"):
+        GradientRefineEmitter(direct(), 4, stand_in_objective(clf))
+
+
+def test_gradient_steps_count_three_evaluations_each_and_resume_exactly():
+    from evofool.emitters import GradientRefineEmitter
+
+    def make(seed):
+        enc, clf = cppn(), thousand_class_stand_in()
+        refine = GradientRefineEmitter(enc, 6, stand_in_objective(clf), steps=2)
+        return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(1000, enc), 24, np.random.default_rng(seed),
+                      selection="curiosity", extra_emitters=[refine])
+
+    a = make(5)
+    assert [e.name for e in a.emitters] == ["mutation", "gradient_refine"] and a.shares() == [18, 6]
+    records = [a.step() for _ in range(3)]
+    # Generation 1 is random (no gradient steps); then 24 images + 6 children × 2 steps × 3.
+    assert [r["evaluations"] for r in records] == [24, 24 + 60, 24 + 2 * 60]
+    state, arrays = a.state_dict()
+    b = make(77)
+    b.load_state_dict(json.loads(json.dumps(state)), arrays)
+    for _ in range(2):
+        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    assert torch.equal(a.archive.fitness, b.archive.fitness)
+    with pytest.raises(ValueError, match="not both"):
+        Engine(cppn(), BatchEvaluator(thousand_class_stand_in(), "cpu"), ClassArchive(1000, cppn()), 8,
+               np.random.default_rng(0), emitters=[MutationEmitter(cppn())], extra_emitters=[a.emitters[1]])

@@ -164,6 +164,14 @@ def test_onnx_models_are_onnxruntime_whatever_the_runtime(tmp_path, cache):
         _, evaluator = build_scoring(f"onnx:{path}", device="cpu", runtime=choice)
         assert evaluator.runtime == "onnxruntime" and evaluator.graph is None  # its own session
     assert not cache.exists()  # nothing exported again
+    # And no gradients flow through it: --refine grad is refused in one line.
+    from evofool.config import RunConfig
+    from evofool.errors import EvofoolError
+    from evofool.job import build_engine
+
+    with pytest.raises(EvofoolError, match="--refine grad needs gradients through the model; onnx:.* is scored "
+                                           "by ONNX Runtime"):
+        build_engine(RunConfig(model=f"onnx:{path}", encoding="cppn", refine="grad", device="cpu"))
 
 
 def torchscript_file(module: torch.nn.Module, path) -> str:

@@ -20,7 +20,8 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "runtime": "runtime", "threads": "threads",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
-           "recombine": "recombine", "weight_steps": "weight_steps"}
+           "recombine": "recombine", "weight_steps": "weight_steps", "refine": "refine",
+           "refine_share": "refine_share", "refine_steps": "refine_steps"}
 
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
@@ -118,6 +119,14 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--weight-steps", type=float, default=_DEFAULTS.weight_steps, show_default=True,
               help="Share of each generation given to per-class Gaussian steps on a champion's CPPN weights, "
                    "step sizes adapted by the 1/5 success rule (cppn; 0: off).")
+@click.option("--refine", type=click.Choice(_CHOICES["refine"]), default=_DEFAULTS.refine, show_default=True,
+              help="grad: NOT black-box; a share of each generation is champions whose CPPN weights took "
+                   "gradient steps up their class through the torch model (each forward+backward counts as "
+                   "3 evaluations; cppn, torch-loadable class models).")
+@click.option("--refine-share", type=float, default=_DEFAULTS.refine_share, show_default=True,
+              help="Share of each generation --refine grad takes.")
+@click.option("--refine-steps", type=int, default=_DEFAULTS.refine_steps, show_default=True,
+              help="Gradient steps per refined child.")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
@@ -128,7 +137,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
         resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
-        weight_steps, ray, workers, quiet, no_gallery) -> None:
+        weight_steps, refine, refine_share, refine_steps, ray, workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

@@ -8,11 +8,14 @@ pass, updates the archive, and tells every emitter its own rows::
     MutationEmitter(encoding, LaggingSelector())                 # champions, mutated
     StepRecombinationEmitter(encoding, mutation, population)     # their averaged best steps
     WeightStepEmitter(encoding, size)                            # per-cell (1+1)-ES on weights
+    GradientRefineEmitter(encoding, size, objective)             # gradient steps on weights (not black-box)
 
 ``Emitter`` is the base to subclass for new ones (pass them as ``Engine(..., emitters=[...])``).
 """
 
 from evofool.emitters._emitter import Emitter
+from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, REFINE_LR, REFINE_STEPS,
+                                               GradientRefineEmitter)
 from evofool.emitters._mutation import Lineage, MutationEmitter
 from evofool.emitters._selector import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS,
                                         CuriositySelector, LaggingSelector, Selector, UniformSelector,
@@ -21,6 +24,7 @@ from evofool.emitters._step_recombination import (DEFAULT_SCALES, StepRecombinat
                                                   parse_scales)
 from evofool.emitters._weight_step import WEIGHT_STEP_SIGMA0, WeightStepEmitter
 
-__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "Emitter", "LAGGING_UNIFORM_SHARE",
+__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "EVALUATIONS_PER_GRADIENT_STEP", "Emitter",
+           "GradientRefineEmitter", "LAGGING_UNIFORM_SHARE", "REFINE_LR", "REFINE_STEPS",
            "LaggingSelector", "Lineage", "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
            "UniformSelector", "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_scales"]

@@ -28,6 +28,9 @@ class Emitter(ABC):
     """
 
     name: str = "emitter"
+    # Evaluations its last ``ask`` spent beyond the genomes it returned (a gradient step
+    # counts as 3; see GradientRefineEmitter): the engine adds them to the run's count.
+    extra_evaluations: int = 0
 
     def __init__(self, encoding: Encoding) -> None:
         self.encoding = encoding

@@ -24,8 +24,10 @@ from evofool.encodings.cppn_genome import (
     mutate_batch,
     random_genome,
     step_weights,
+    with_weights,
 )
-from evofool.encodings.cppn_render import DEFAULT_CHUNK_ELEMENTS, render_batch, render_one_reference
+from evofool.encodings.cppn_render import (DEFAULT_CHUNK_ELEMENTS, render_batch, render_differentiable,
+                                           render_one_reference)
 
 __all__ = ["CPPNEncoding", "Genome", "render_one_reference"]
 
@@ -102,6 +104,26 @@ class CPPNEncoding(Encoding):
         """Children with the parents' graphs and every weight moved by a Gaussian step of
         the parent's ``sigma`` (``evofool.encodings.cppn_genome.step_weights``)."""
         return step_weights(list(parents), sigmas, rng, self.counters, self.rates.weight_bound)
+
+    @property
+    def weight_bound(self) -> float:
+        """Link weights live in ``[-weight_bound, weight_bound]``."""
+        return self.rates.weight_bound
+
+    def weights_of(self, genomes: list[Genome]) -> np.ndarray:
+        """Every link weight of ``genomes``, concatenated genome by genome (float32)."""
+        return np.concatenate([g.link_weight for g in genomes]) if genomes else np.zeros(0, np.float32)
+
+    def with_weights(self, parents: list[Genome], weights: np.ndarray) -> list[Genome]:
+        """Children with the parents' graphs and these weights (as ``weights_of`` lays
+        them out), clipped to the bound; new genome ids."""
+        return with_weights(list(parents), weights, self.counters, self.rates.weight_bound)
+
+    def render_differentiable(self, genomes: list[Genome], weights: torch.Tensor) -> torch.Tensor:
+        """``B×C×H×W`` float images in [0, 1] with ``weights`` (laid out as ``weights_of``)
+        in place of the genomes' own, differentiable with respect to them
+        (``evofool.encodings.cppn_render.render_differentiable``)."""
+        return render_differentiable(list(genomes), weights, self.image_shape)
 
     def render_float(self, genomes: list[Genome]) -> torch.Tensor:
         """``B×C×H×W`` images in [0, 1] before quantisation, in the rendering dtype."""

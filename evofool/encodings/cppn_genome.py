@@ -374,6 +374,21 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
             for p, w, a in zip(parents, w_split, a_split)]
 
 
+def with_weights(parents: list[Genome], weights: np.ndarray, counters: Counters, bound: float) -> list[Genome]:
+    """One child per parent with the same graph and activations and its links' weights
+    taken from ``weights`` (all children's, concatenated in order), clipped to ``±bound``."""
+    n_links = np.array([p.n_links for p in parents], dtype=np.int64)
+    weights = np.asarray(weights)
+    if weights.shape != (int(n_links.sum()),):
+        raise ValueError(f"{weights.shape} weights for parents with {int(n_links.sum())} links")
+    moved = np.clip(weights, -bound, bound).astype(np.float32)
+    children = []
+    for p, w in zip(parents, np.split(moved, np.cumsum(n_links)[:-1])):
+        children.append(replace(p, gid=counters.next_genome, parent=p.gid, link_weight=w))
+        counters.next_genome += 1
+    return children
+
+
 def step_weights(parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator, counters: Counters,
                  bound: float) -> list[Genome]:
     """One child per parent with the same graph and activations: every link weight moved by
@@ -385,9 +400,4 @@ def step_weights(parents: list[Genome], sigmas: np.ndarray, rng: np.random.Gener
     n_links = np.array([p.n_links for p in parents])
     weights = np.concatenate([p.link_weight for p in parents]).astype(np.float64)
     steps = rng.standard_normal(weights.size) * np.repeat(np.asarray(sigmas, dtype=np.float64), n_links)
-    moved = np.clip(weights + steps, -bound, bound).astype(np.float32)
-    children = []
-    for p, w in zip(parents, np.split(moved, np.cumsum(n_links)[:-1])):
-        children.append(replace(p, gid=counters.next_genome, parent=p.gid, link_weight=w))
-        counters.next_genome += 1
-    return children
+    return with_weights(parents, weights + steps, counters, bound)

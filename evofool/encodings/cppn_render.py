@@ -107,6 +107,9 @@ class Layout:
         steps: ``(row_start, row_stop, extra_start, extra_stop, groups)`` per layer, with
             groups ``(activation, row_start, row_stop)``.
         out_rows: ``B*C`` rows of the outputs in (genome, channel) order.
+        first_link, extra_link: Where ``first_weight`` (-1: none) and ``extra_weight``
+            come from in the batch's links concatenated genome by genome (so weights
+            given as one tensor, as ``render_differentiable`` takes them, land in place).
     """
 
     n_rows: int
@@ -117,6 +120,8 @@ class Layout:
     extra_weight: np.ndarray
     steps: list[tuple[int, int, int, int, list[tuple[int, int, int]]]]
     out_rows: np.ndarray
+    first_link: np.ndarray
+    extra_link: np.ndarray
 
 
 def build_layout(genomes: list[Genome], n_out: int) -> Layout:
@@ -160,15 +165,18 @@ def build_layout(genomes: list[Genome], n_out: int) -> Layout:
     first = np.r_[True, dst[1:] != dst[:-1]] if dst.size else np.zeros(0, dtype=bool)
     first_src = np.full(order.size, N_INPUTS - 1, dtype=np.int64)  # bias row, weight 0
     first_weight = np.zeros(order.size, dtype=np.float32)
+    first_link = np.full(order.size, -1, dtype=np.int64)
     first_src[dst[first] - N_INPUTS] = src[first]
     first_weight[dst[first] - N_INPUTS] = weight[first]
+    first_link[dst[first] - N_INPUTS] = link_order[first]
     extra = ~first
     extra_dst = dst[extra]
     bounds = np.searchsorted(extra_dst, [s[0] for s in steps] + [N_INPUTS + order.size])
     steps = [(s[0], s[4][-1][2], int(bounds[i]), int(bounds[i + 1]), s[4]) for i, s in enumerate(steps)]
     return Layout(n_rows=N_INPUTS + order.size, first_src=first_src, first_weight=first_weight,
                   extra_src=src[extra], extra_dst=extra_dst, extra_weight=weight[extra],
-                  steps=steps, out_rows=row[np.flatnonzero(is_out)])
+                  steps=steps, out_rows=row[np.flatnonzero(is_out)], first_link=first_link,
+                  extra_link=link_order[extra])
 
 
 def _render_chunk(genomes: list[Genome], n_out: int, planes: torch.Tensor, out: torch.Tensor,
@@ -254,6 +262,47 @@ def render_batch(genomes: list[Genome], image_shape: tuple[int, int, int], devic
         _render_chunk(chunk, c, planes, out[start:start + len(chunk)], TILE_ELEMENTS if on_cpu else None)
         start += len(chunk)
     return out.view(len(genomes), c, h, w)
+
+
+def _activation(code: int, x: torch.Tensor) -> torch.Tensor:
+    """``apply_activation_`` out of place (autograd keeps its inputs)."""
+    if code == 0:
+        return torch.sin(x)
+    if code == 1:
+        return torch.tanh(x * 0.5)
+    if code == 2:
+        return torch.exp(-(x * x))
+    return x.clamp(-1.0, 1.0)
+
+
+def render_differentiable(genomes: list[Genome], weights: torch.Tensor,
+                          image_shape: tuple[int, int, int]) -> torch.Tensor:
+    """``B×C×H×W`` images in [0, 1] of ``genomes`` with their link weights replaced by
+    ``weights`` (all links, concatenated genome by genome, in each genome's link order),
+    differentiable with respect to ``weights``: the batched renderer's layout and
+    arithmetic, layer by layer, out of place and untiled, in ``weights``' dtype and on
+    its device. For gradient steps on weights (``evofool.emitters.GradientRefineEmitter``);
+    the images a run scores come from ``render_batch``.
+    """
+    c, h, w = image_shape
+    lay = build_layout(genomes, c)
+    device, dtype = weights.device, weights.dtype
+    index = functools.partial(torch.as_tensor, dtype=torch.long, device=device)
+    links = torch.cat([weights, weights.new_zeros(1)])  # index -1: the weight-0 bias term
+    first_weight = links[index(lay.first_link)].unsqueeze(1)
+    extra_weight = links[index(lay.extra_link)].unsqueeze(1)
+    first_src, extra_src, extra_dst = index(lay.first_src), index(lay.extra_src), index(lay.extra_dst)
+    v = _input_planes(h, w, device, dtype)
+    for r0, r1, x0, x1, groups in lay.steps:
+        i0, i1 = r0 - N_INPUTS, r1 - N_INPUTS
+        block = v[first_src[i0:i1]] * first_weight[i0:i1]
+        if x1 > x0:
+            block = block.index_add(0, extra_dst[x0:x1] - r0, v[extra_src[x0:x1]] * extra_weight[x0:x1])
+        v = torch.cat([v, *(_activation(code, block[g0 - r0:g1 - r0]) for code, g0, g1 in groups)])
+    pix = v[index(lay.out_rows)].abs().clamp(max=1.0).view(len(genomes), c, h * w)
+    if c == 3:
+        pix = hsv_to_rgb(pix)
+    return pix.view(len(genomes), c, h, w)
 
 
 # --- reference renderer (tests only) ------------------------------------------------------

@@ -53,6 +53,29 @@ def test_same_seed_gives_identical_archive(tmp_path):
     assert not np.array_equal(a["archive.images"], c["archive.images"])
 
 
+def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_resume(tmp_path):
+    """--refine grad: gradient steps on one torch thread, so --threads 1 and 2 and a stopped
+    and resumed run give the same archive; the config says it is not black-box, and each
+    gradient step counts as 3 evaluations."""
+    common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "40", "--seed", "2", "--refine",
+              "grad", "--refine-share", "0.25", "--refine-steps", "2", "--quiet", "--no-gallery"]
+    for name, threads in (("one", "1"), ("two", "2")):
+        result = run_cli("run", *common, "--generations", "6", "--threads", threads, "--out", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+    assert run_cli("run", *common, "--generations", "3", "--out", str(tmp_path / "stopped")).exit_code == 0
+    assert run_cli("resume", str(tmp_path / "stopped"), "--generations", "6", "--quiet", "--no-gallery").exit_code == 0
+    _, one, _ = checkpoint.load(tmp_path / "one")
+    for other in ("two", "stopped"):
+        _, arrays, _ = checkpoint.load(tmp_path / other)
+        for key in one:
+            np.testing.assert_array_equal(one[key], arrays[key], err_msg=f"{other}: {key}")
+    doc = json.loads((tmp_path / "one" / "config.json").read_text())
+    refine = doc["emitters_resolved"][-1]
+    assert refine["type"] == "gradient_refine" and refine["black_box"] is False and refine["size"] == 10
+    log = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    assert [r["evaluations"] for r in log] == [40 + g * (40 + 3 * 2 * 10) for g in range(6)]
+
+
 def test_direct_encoding_fools_lenet_on_all_ten_classes(tmp_path):
     """The paper's first result, with the defaults: every digit at >= 99.99 % within 200 generations."""
     out = tmp_path / "full"

@@ -96,3 +96,27 @@ def test_hsv_to_rgb_matches_colorsys():
     got = hsv_to_rgb(hsv)[0].T.numpy()
     want = np.array([colorsys.hsv_to_rgb(*p) for p in hsv[0].T.numpy()])
     assert np.abs(got - want).max() < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["gray28", "colour32"])
+def test_differentiable_render_is_the_batched_one_and_its_gradient_is_right(shape):
+    """``--refine grad`` climbs through this renderer: the same images as ``render_batch``
+    (same layout and arithmetic) and the gradient of finite differences."""
+    enc = CPPNEncoding(shape)
+    pop = mutated_population(enc, 40, seed=7)
+    weights = torch.from_numpy(enc.weights_of(pop).astype(np.float64)).requires_grad_(True)
+    images = enc.render_differentiable(pop, weights)
+    assert torch.equal(images.detach(), cppn_render.render_batch(pop, shape, "cpu", torch.float64, quantise=False))
+    # Other weights in their place render as the genomes that carry them.
+    moved = enc.with_weights(pop, enc.weights_of(pop) * 0.5)
+    assert torch.allclose(enc.render_differentiable(pop, weights.detach() * 0.5), enc.render_float(moved))
+    probe = torch.from_numpy(np.random.default_rng(1).standard_normal(images.shape))
+    (grad,) = torch.autograd.grad((images * probe).sum(), weights)
+    assert torch.isfinite(grad).all() and (grad != 0).any()
+    for i in np.random.default_rng(2).choice(len(weights), 5, replace=False):
+        step = torch.zeros_like(weights)
+        step[i] = 1e-6
+        with torch.no_grad():
+            up = (enc.render_differentiable(pop, weights + step) * probe).sum()
+            down = (enc.render_differentiable(pop, weights - step) * probe).sum()
+        assert abs(float((up - down) / 2e-6) - float(grad[i])) <= 1e-4 * max(1.0, abs(float(grad[i])))
