@@ -97,11 +97,16 @@ def generations_for(variant: str, budget: int) -> int:
 
     refined = 0
     if "--refine" in flags and flags[flags.index("--refine") + 1] == "grad":
-        from evofool.config import RunConfig  # the run's own defaults for the flags not given
+        # The run's own rule for its places, and its defaults for the flags not given.
+        from evofool.config import RunConfig
+        from evofool.emitters import EVALUATIONS_PER_GRADIENT_STEP
+        from evofool.job import emitter_sizes
 
         defaults = RunConfig()
-        refined = max(1, round(flag("--refine-share", defaults.refine_share) * population))
-        refined *= 3 * int(flag("--refine-steps", defaults.refine_steps))
+        config = RunConfig(population=population, refine="grad",
+                           refine_share=flag("--refine-share", defaults.refine_share),
+                           refine_steps=int(flag("--refine-steps", defaults.refine_steps)))
+        refined = emitter_sizes(config)[1] * EVALUATIONS_PER_GRADIENT_STEP * config.refine_steps
     return 1 + max(0, math.ceil((budget - population) / (population + refined)))
 
 
