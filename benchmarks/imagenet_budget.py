@@ -45,14 +45,29 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                         "curiosity selection, population 100, the paper's eta 15"),
     "curiosity-pop400-eta15": (400, ["--selection", "curiosity", "--param", "eta=15"],
                                "the paper's population 400 and eta 15, curiosity selection"),
+    "curiosity-eta100": (100, ["--selection", "curiosity", "--param", "eta=100"],
+                         "curiosity selection, population 100, eta 100 (smaller weight steps)"),
+    "curiosity-gentle": (100, ["--selection", "curiosity", "--param", "p_add_node=0.25", "--param",
+                               "p_add_link=0.25", "--param", "p_remove_node=0.1", "--param", "p_remove_link=0.15"],
+                         "curiosity selection, eta 40, half the paper's structural mutation rates"),
+    "curiosity-bold": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
+                             "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5"],
+                       "curiosity selection, eta 40, 1.6x the paper's structural mutation rates"),
+    "curiosity-bolder": (100, ["--selection", "curiosity", "--param", "p_add_node=1", "--param",
+                               "p_add_link=1", "--param", "p_remove_node=0.4", "--param", "p_remove_link=0.6"],
+                         "curiosity selection, eta 40, every child gains a node and a link"),
     "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
     # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations.
-    "curiosity-eta15-refine": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad"],
+    "curiosity-eta15-refine": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
+                                     "--refine-lr", "0.1"],
                                "curiosity-eta15, and 10 % of each batch champions refined by 4 gradient steps "
                                "on their CPPN weights (NOT black-box)"),
     "curiosity-eta15-refine30": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
-                                       "--refine-share", "0.3"],
+                                       "--refine-share", "0.3", "--refine-lr", "0.1"],
                                  "curiosity-eta15, and 30 % of each batch refined by 4 gradient steps (NOT black-box)"),
+    "curiosity-refine": (100, ["--selection", "curiosity", "--refine", "grad"],
+                         "curiosity selection (eta 40), and 10 % of each batch champions refined by 4 gradient "
+                         "steps at the default --refine-lr (NOT black-box)"),
 }
 DEFAULT_AT = (20_000, 50_000, 200_000)
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from evofool.crops import NUM_CROPS
 from evofool.encodings import RECORDED_ENCODINGS, check_params
-from evofool.emitters import REFINE_STEPS
+from evofool.emitters import FIRST_REFINE_LR, REFINE_LR, REFINE_STEPS
 from evofool.engine import SELECTIONS
 from evofool.errors import EvofoolError
 from evofool.evaluator import PRECISIONS
@@ -35,11 +35,14 @@ from evofool.values import (CLASS_NAMES, NO_LEGACY, ConfigError, Param, check_kn
 
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
-                "focus_below", "recombine", "weight_steps", "refine", "refine_share", "refine_steps")
+                "focus_below", "recombine", "weight_steps", "refine", "refine_share", "refine_steps",
+                "refine_lr")
 # Meaning keys added after runs were first recorded: they enter the hash only when they differ
 # from this value (what every earlier run computed), so the folders of earlier runs keep theirs.
 LATER_MEANING_DEFAULTS = {"weight_steps": 0.0, "refine": "off", "refine_share": 0.1,
-                          "refine_steps": REFINE_STEPS}
+                          "refine_steps": REFINE_STEPS, "refine_lr": FIRST_REFINE_LR}
+# Keys that mean something only for --refine grad: a black-box run's hash never holds them.
+REFINE_ONLY_KEYS = ("refine_lr",)
 # --refine: off (black-box: forward passes only), or grad (GradientRefineEmitter).
 REFINES = ("off", "grad")
 
@@ -116,6 +119,8 @@ class RunConfig:
             forward + backward pass counts as 3 evaluations).
         refine_share: Share of each generation ``--refine grad`` takes.
         refine_steps: Gradient steps per refined child.
+        refine_lr: Adam's learning rate on the CPPN weights (``REFINE_LR``; runs recorded
+            before this key stepped with ``FIRST_REFINE_LR``).
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -141,6 +146,7 @@ class RunConfig:
     refine: str = setting(str, "off", choices=REFINES, legacy="off")
     refine_share: float = setting(float, 0.1, low=0.0, high=0.9, low_open=True, legacy=0.1)
     refine_steps: int = setting(int, REFINE_STEPS, low=1, high=1000, legacy=REFINE_STEPS)
+    refine_lr: float = setting(float, REFINE_LR, low=0.0, high=10.0, low_open=True, legacy=FIRST_REFINE_LR)
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 
@@ -204,7 +210,8 @@ class RunConfig:
         """The part of the config that defines what the run computes."""
         d = self.to_dict()
         return {k: d[k] for k in MEANING_KEYS
-                if not (k in LATER_MEANING_DEFAULTS and d[k] == LATER_MEANING_DEFAULTS[k])}
+                if not (k in LATER_MEANING_DEFAULTS and d[k] == LATER_MEANING_DEFAULTS[k])
+                and not (k in REFINE_ONLY_KEYS and d["refine"] != "grad")}
 
     def hash(self) -> str:
         """sha256 of the canonical JSON of ``meaning()`` (first 16 hex digits)."""

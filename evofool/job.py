@@ -136,6 +136,7 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     extra = []
     if refined:
         extra.append(GradientRefineEmitter(encoding, refined, gradient_objective(classifier), config.refine_steps,
+                                           lr=config.refine_lr,
                                            selector=LaggingSelector(config.focus_below)))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,

@@ -114,6 +114,24 @@ def test_defaults_validate_and_hashes_are_those_of_existing_run_folders():
     assert RunConfig(weight_steps=0.5).differing_keys(RunConfig()) == ["weight_steps"]
 
 
+def test_refine_lr_is_part_of_a_refine_runs_meaning_only():
+    """--refine-lr came after the first --refine grad runs, which stepped at FIRST_REFINE_LR:
+    their recorded configs keep that rate and their hash; black-box runs ignore the key."""
+    from evofool.emitters import FIRST_REFINE_LR, REFINE_LR
+
+    assert REFINE_LR != FIRST_REFINE_LR
+    first = RunConfig(encoding="cppn", refine="grad").to_dict()
+    del first["refine_lr"]
+    recorded = RunConfig.from_dict(first)
+    assert recorded.refine_lr == FIRST_REFINE_LR
+    assert recorded.hash() == "9d8c393ae46e677f"  # what the code before the key recorded
+    assert RunConfig(encoding="cppn", refine="grad").hash() != recorded.hash()  # today's default rate
+    assert RunConfig(encoding="cppn", refine="grad", refine_lr=0.01).differing_keys(
+        RunConfig(encoding="cppn", refine="grad")) == ["refine_lr"]
+    # Black-box: the rate computes nothing, so it never changes the hash.
+    assert RunConfig(refine_lr=0.5).hash() == RunConfig().hash() == "792f242b2504801f"
+
+
 def test_a_config_recorded_before_runtimes_means_torch():
     """config.json files written before the runtime field existed were scored with torch."""
     recorded = {k: v for k, v in RunConfig().to_dict().items() if k not in ("runtime", "threads")}

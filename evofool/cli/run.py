@@ -21,7 +21,7 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
            "recombine": "recombine", "weight_steps": "weight_steps", "refine": "refine",
-           "refine_share": "refine_share", "refine_steps": "refine_steps"}
+           "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr"}
 
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
@@ -127,6 +127,9 @@ def _hooks(no_gallery: bool) -> list:
               help="Share of each generation --refine grad takes.")
 @click.option("--refine-steps", type=int, default=_DEFAULTS.refine_steps, show_default=True,
               help="Gradient steps per refined child.")
+@click.option("--refine-lr", type=float, default=_DEFAULTS.refine_lr, show_default=True,
+              help="Adam's learning rate on the CPPN weights for --refine grad (evolved champions are "
+                   "rugged: larger steps lose confidence).")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
@@ -137,7 +140,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
         resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
-        weight_steps, refine, refine_share, refine_steps, ray, workers, quiet, no_gallery) -> None:
+        weight_steps, refine, refine_share, refine_steps, refine_lr, ray, workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

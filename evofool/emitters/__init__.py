@@ -14,8 +14,8 @@ pass, updates the archive, and tells every emitter its own rows::
 """
 
 from evofool.emitters._emitter import Emitter
-from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, REFINE_LR, REFINE_STEPS,
-                                               GradientRefineEmitter)
+from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, FIRST_REFINE_LR, REFINE_LR,
+                                               REFINE_STEPS,                                               GradientRefineEmitter)
 from evofool.emitters._mutation import Lineage, MutationEmitter
 from evofool.emitters._selector import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS,
                                         CuriositySelector, LaggingSelector, Selector, UniformSelector,

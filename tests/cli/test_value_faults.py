@@ -67,6 +67,8 @@ CASES = [
      ["refine-share must be a finite number in (0, 0.9]", "0.0"]),
     ("refine_steps_zero", ["run", "--encoding", "cppn", "--refine", "grad", "--refine-steps", "0"],
      ["refine-steps must be an integer from 1 to 1000", "0"]),
+    ("refine_lr_zero", ["run", "--encoding", "cppn", "--refine", "grad", "--refine-lr", "0"],
+     ["refine-lr must be a finite number in (0, 10]", "0.0"]),
     ("refine_no_room", ["run", "--encoding", "cppn", "--refine", "grad", "--refine-share", "0.9", "--weight-steps",
                         "0.5", "--population", "10"], ["take 14 of the 10 places", "leave some for mutation"]),
     ("seed_negative", ["run", "--seed", "-1"], ["seed must be an integer from 0 to 18446744073709551615", "-1"]),
