@@ -54,6 +54,14 @@ SELECTION = RunConfig().selection  # the run's default parent choice; --selectio
 RECOMBINE = RunConfig().recombine  # the run's default step recombination; --recombine overrides
 
 
+def _value(text: str):
+    """A ``--param`` value as the CLI reads it: JSON (numbers, true...), else the text itself."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def make_engine(model, evaluator, encoding_name, params, population, seed) -> Engine:
     enc = make_encoding(encoding_name, model.input_shape, "cpu", **params)
     return Engine(enc, evaluator, ClassArchive(model.num_classes, enc), population, np.random.default_rng(seed),
@@ -182,7 +190,7 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
-    params = {k: json.loads(v) for k, v in (p.split("=", 1) for p in args.param)}
+    params = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
     global SELECTION, RECOMBINE
     SELECTION, RECOMBINE = args.selection, args.recombine
     if args.threads:

@@ -70,9 +70,10 @@ def bare_forward(classifier: Classifier, device: torch.device, batch: int, repea
 
 
 def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name: str, device: torch.device,
-               population: int, generations: int, seed: int = 0) -> dict:
-    """Evaluations/s and per-phase seconds of ``generations - 1`` timed generations."""
-    encoding = make_encoding(encoding_name, classifier.input_shape, device)
+               population: int, generations: int, seed: int = 0, **params) -> dict:
+    """Evaluations/s and per-phase seconds of ``generations - 1`` timed generations
+    (``params``: the encoding's parameters, as ``--param``)."""
+    encoding = make_encoding(encoding_name, classifier.input_shape, device, **params)
     archive = ClassArchive(classifier.num_classes, encoding, device)
     engine = Engine(encoding, evaluator, archive, population, np.random.default_rng(seed))
     totals: dict[str, float] = defaultdict(float)
@@ -120,6 +121,8 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=100, help="offspring per generation (= forward batch)")
     ap.add_argument("--generations", type=int, default=5, help="generations per engine run (first is warm-up)")
     ap.add_argument("--encodings", nargs="+", default=["direct", "cppn"])
+    ap.add_argument("--render-dtypes", nargs="+", default=["float64"], choices=("float64", "float32"),
+                    help="one cppn row per rendering dtype (the encoding's render_dtype parameter)")
     ap.add_argument("--devices", nargs="*", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--crops", type=int, choices=(1, 10), default=1, help="10: the original's 10-crop scoring")
     ap.add_argument("--max-batch", type=int, default=1024)
@@ -142,8 +145,12 @@ def main() -> None:
         _, evaluator = build_scoring(classifier, device=device, max_batch=args.max_batch, runtime=args.runtime)
         bare = bare_forward(classifier, device, args.population, args.repeats, args.max_batch)
         fastest = max(bare, key=bare.get)
-        for name in args.encodings:
-            row = engine_run(classifier, evaluator, name, device, args.population, args.generations)
+        runs = [(name, {"render_dtype": dtype} if name == "cppn" else {})
+                for name in args.encodings for dtype in (args.render_dtypes if name == "cppn" else [None])]
+        for name, params in runs:
+            row = engine_run(classifier, evaluator, name, device, args.population, args.generations, **params)
+            if params:
+                name = f"{name}-{params['render_dtype'].replace('float', 'f')}"
             row.update(device=str(device), encoding=name, runtime=evaluator.runtime, bare_forward_per_s=bare[fastest],
                        bare_runtime=fastest, bare_forward_by_runtime=bare,
                        engine_over_bare=row["engine_evals_per_s"] / bare[fastest])

@@ -17,12 +17,12 @@ import json
 import math
 import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from evofool.crops import NUM_CROPS
-from evofool.encodings import RECORDED_ENCODINGS, check_params
+from evofool.encodings import ENCODINGS, RECORDED_ENCODINGS, check_params, encoding_class
 from evofool.emitters import FIRST_REFINE_LR, REFINE_LR, REFINE_STEPS
 from evofool.engine import SELECTIONS
 from evofool.errors import EvofoolError
@@ -206,9 +206,32 @@ class RunConfig:
         predating = {k: p.legacy for k, p in params.items() if k not in data and p.legacy is not NO_LEGACY}
         return cls(**predating, **data).validate(source)
 
+    @classmethod
+    def from_record(cls, data: dict, source: str | Path | None = None) -> "RunConfig":
+        """``from_dict`` for a config a run folder recorded: encoding parameters recorded before
+        their default changed take their legacy value (``Encoding.recorded_params``)."""
+        if isinstance(data, dict) and isinstance(data.get("encoding_params"), dict) \
+                and data.get("encoding") in ENCODINGS:
+            data = {**data, "encoding_params": encoding_class(data["encoding"]).recorded_params(
+                data["encoding_params"])}
+        return cls.from_dict(data, source)
+
+    def for_new_run(self) -> "RunConfig":
+        """This config as a new run records it: encoding parameters whose default changed
+        after runs were first recorded are written out (``Encoding.params_to_record``)."""
+        if self.encoding not in ENCODINGS:
+            return self
+        return replace(self, encoding_params=encoding_class(self.encoding).params_to_record(self.encoding_params))
+
     def meaning(self) -> dict:
         """The part of the config that defines what the run computes."""
         d = self.to_dict()
+        if self.encoding in ENCODINGS:
+            # An encoding parameter at its legacy value is what earlier runs computed without
+            # recording it: left out, so their hash stays theirs.
+            legacy = encoding_class(self.encoding).legacy_params()
+            d["encoding_params"] = {k: v for k, v in d["encoding_params"].items()
+                                    if not (k in legacy and v == legacy[k])}
         return {k: d[k] for k in MEANING_KEYS
                 if not (k in LATER_MEANING_DEFAULTS and d[k] == LATER_MEANING_DEFAULTS[k])
                 and not (k in REFINE_ONLY_KEYS and d["refine"] != "grad")}

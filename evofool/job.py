@@ -218,7 +218,7 @@ class Job:
     def start(cls, config: RunConfig, out: str | Path | None, classifier=None,
               files: dict[str, bytes] | None = None, **kwargs) -> "Job":
         """A new run in a new folder (``out``, or ``runs/<model>-<encoding>-seed<S>``), locked for this job."""
-        config.validate()
+        config = config.validate().for_new_run()
         engine, classifier = build_engine(config, classifier)
         path = Path(out) if out is not None else RunFolder.default_path(config)
         folder = RunFolder.create(path, config, classifier.class_names,
@@ -482,6 +482,10 @@ def _merged_config(folder: RunFolder, stored: RunConfig, overrides: dict | None)
     """The stored config with the user's overrides, refusing ones that make it another run."""
     if not overrides:
         return stored
+    if isinstance(overrides.get("encoding_params"), dict):
+        # Parameters given again are compared one by one; one not given again stays as
+        # recorded (e.g. a render_dtype the run recorded, or took as legacy).
+        overrides = {**overrides, "encoding_params": {**stored.encoding_params, **overrides["encoding_params"]}}
     merged = RunConfig.from_dict({**stored.to_dict(), **overrides})
     differing = stored.differing_keys(merged)
     if differing:

@@ -281,7 +281,7 @@ class RunFolder:
     def read_config_doc(self) -> dict:
         try:
             doc = self.read_json(CONFIG)
-            RunConfig.from_dict(doc["config"], source=self.path / CONFIG)
+            RunConfig.from_record(doc["config"], source=self.path / CONFIG)
             return doc
         except FileNotFoundError:
             raise EvofoolError(f"{self.path} is not an evofool run folder (no {CONFIG})") from None
@@ -292,7 +292,7 @@ class RunFolder:
         safefs.write_json_atomic(self.path / CONFIG, doc, root=self.path)
 
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(self.read_config_doc()["config"], source=self.path / CONFIG)
+        return RunConfig.from_record(self.read_config_doc()["config"], source=self.path / CONFIG)
 
     def class_names(self) -> list[str]:
         return list(self.read_config_doc()["class_names"])

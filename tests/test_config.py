@@ -132,6 +132,21 @@ def test_refine_lr_is_part_of_a_refine_runs_meaning_only():
     assert RunConfig(refine_lr=0.5).hash() == RunConfig().hash() == "792f242b2504801f"
 
 
+def test_an_encoding_default_changed_after_runs_were_recorded_keeps_their_meaning_and_hash():
+    """render_dtype became float32 after CPPN runs had been recorded without the key (they
+    rendered in float64): a new run records it, a read one takes the legacy value, and a
+    legacy value stays out of the hash."""
+    given = RunConfig(encoding="cppn", encoding_params={"eta": 20}, seed=5)
+    new = given.for_new_run()
+    assert new.encoding_params == {"eta": 20, "render_dtype": "float32"}
+    assert new.hash() != given.hash() and new.differing_keys(given) == ["encoding_params"]
+    recorded = RunConfig.from_record(given.to_dict())
+    assert recorded.encoding_params == {"eta": 20, "render_dtype": "float64"}
+    assert recorded.hash() == "aecf877ef8a066b9"  # the hash such folders hold
+    assert RunConfig.from_record(new.to_dict()) == new  # recorded explicitly: read back as written
+    assert RunConfig().for_new_run().hash() == "792f242b2504801f"  # direct has no such parameter
+
+
 def test_a_config_recorded_before_runtimes_means_torch():
     """config.json files written before the runtime field existed were scored with torch."""
     recorded = {k: v for k, v in RunConfig().to_dict().items() if k not in ("runtime", "threads")}

@@ -358,6 +358,36 @@ def test_resume_with_more_generations_extends_a_finished_run(tmp_path, straight)
     assert_same_result(straight("direct", 40), out, 40)
 
 
+def test_a_cppn_run_recorded_before_float32_rendering_resumes_in_float64(tmp_path, model):
+    """CPPN runs render in float32 since that became the default; a run folder written before
+    (no render_dtype in its encoding_params) rendered in float64 and must resume as it ran,
+    under its own hash. A new run records float32 explicitly."""
+    def args(out, generations):
+        return [*run_args(model, out, encoding="cppn", generations=generations, population=20, every=2),
+                "--param", "render_dtype=float64"]
+
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    assert evofool(*args(straight, 6)).returncode == 0
+    assert evofool(*args(old, 3)).returncode == 0
+    doc = json.loads((old / "config.json").read_text())
+    del doc["config"]["encoding_params"]["render_dtype"]  # as evofool wrote it before the new default
+    (old / "config.json").write_text(json.dumps(doc))
+    proc = evofool("resume", old, "--generations", "6", "--quiet", "--no-gallery")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_result(straight, old, 6)
+    assert json.loads((old / "config.json").read_text())["config_hash"] == doc["config_hash"]
+
+    new = tmp_path / "new"
+    assert evofool(*run_args(model, new, encoding="cppn", generations=1, population=20)).returncode == 0
+    recorded = json.loads((new / "config.json").read_text())
+    assert recorded["config"]["encoding_params"] == {"render_dtype": "float32"}
+    assert recorded["encoding_resolved"]["render_dtype"] == "float32"
+    assert recorded["config_hash"] != doc["config_hash"]
+    # Given again on resume, the same flags are the same run; another dtype is another run.
+    again = evofool("run", "--resume", new, "--param", "render_dtype=float64", "--generations", "2", "--quiet")
+    assert again.returncode == 2 and "encoding_params" in again.stderr
+
+
 # --- 6. `evofool run --out` on a folder holding a run --------------------------------------------------
 @pytest.mark.slow
 def test_run_into_a_folder_holding_a_run_refuses_and_names_resume(tmp_path, model, straight):

@@ -63,6 +63,27 @@ class Encoding(ABC):
         return {name: param.default for name, param in cls.PARAMS.items()}
 
     @classmethod
+    def legacy_params(cls) -> dict:
+        """Parameters whose default changed after runs were first recorded: name -> what a
+        recorded run without the name computed (``Param.legacy``). A new run records them
+        explicitly (``params_to_record``), a read one gets the legacy value (``recorded_params``)."""
+        from evofool.values import NO_LEGACY
+
+        return {name: param.legacy for name, param in cls.PARAMS.items() if param.legacy is not NO_LEGACY}
+
+    @classmethod
+    def params_to_record(cls, params: dict) -> dict:
+        """``params`` of a new run, with every parameter that has a legacy value made explicit
+        (at its default), so reading the run back never mistakes it for an earlier one."""
+        return {**{name: cls.PARAMS[name].default for name in cls.legacy_params()}, **params}
+
+    @classmethod
+    def recorded_params(cls, params: dict) -> dict:
+        """``params`` as read from a run folder: a parameter that has a legacy value and is not
+        recorded takes that value (the run predates the parameter's present default)."""
+        return {**cls.legacy_params(), **params}
+
+    @classmethod
     def check_params(cls, params: dict) -> dict:
         """``params`` checked against ``PARAMS``, missing ones at their defaults.
 

@@ -28,7 +28,7 @@ def mutated_population(enc: CPPNEncoding, n: int, seed: int, max_rounds: int = 3
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["gray28", "colour32"])
 def test_batched_equals_reference_on_200_mutated_genomes(shape):
-    enc = CPPNEncoding(shape)
+    enc = CPPNEncoding(shape, render_dtype="float64")
     pop = mutated_population(enc, 200, seed=sum(shape))
     assert len({g.n_nodes for g in pop}) > 5 and max(g.n_hidden for g in pop) >= 5  # topologies differ
     ref = np.stack([render_one_reference(g, shape) for g in pop])
@@ -102,7 +102,7 @@ def test_hsv_to_rgb_matches_colorsys():
 def test_differentiable_render_is_the_batched_one_and_its_gradient_is_right(shape):
     """``--refine grad`` climbs through this renderer: the same images as ``render_batch``
     (same layout and arithmetic) and the gradient of finite differences."""
-    enc = CPPNEncoding(shape)
+    enc = CPPNEncoding(shape, render_dtype="float64")
     pop = mutated_population(enc, 40, seed=7)
     weights = torch.from_numpy(enc.weights_of(pop).astype(np.float64)).requires_grad_(True)
     images = enc.render_differentiable(pop, weights)
