@@ -36,6 +36,7 @@ import torch
 from deap import base, creator, tools
 
 from evofool.archive import ClassArchive
+from evofool.cli.run import parse_param
 from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.engine import SELECTIONS, Engine
@@ -52,14 +53,6 @@ creator.create("IndividualBench", list, fitness=creator.FitnessMaxBench)
 
 SELECTION = RunConfig().selection  # the run's default parent choice; --selection overrides
 RECOMBINE = RunConfig().recombine  # the run's default step recombination; --recombine overrides
-
-
-def _value(text: str):
-    """A ``--param`` value as the CLI reads it: JSON (numbers, true...), else the text itself."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def make_engine(model, evaluator, encoding_name, params, population, seed) -> Engine:
@@ -190,7 +183,7 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
-    params = {k: _value(v) for k, v in (p.split("=", 1) for p in args.param)}
+    params = dict(parse_param(p) for p in args.param)  # as evofool run --param reads them
     global SELECTION, RECOMBINE
     SELECTION, RECOMBINE = args.selection, args.recombine
     if args.threads:

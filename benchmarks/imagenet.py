@@ -36,6 +36,7 @@ import torch
 
 from evofool.archive import ClassArchive
 from evofool.encodings import make_encoding
+from evofool.encodings.cppn import CPPNEncoding
 from evofool.engine import Engine
 from evofool.evaluator import BatchEvaluator, forward_chunk
 from evofool.models import load_model
@@ -121,8 +122,10 @@ def main() -> None:
     ap.add_argument("--population", type=int, default=100, help="offspring per generation (= forward batch)")
     ap.add_argument("--generations", type=int, default=5, help="generations per engine run (first is warm-up)")
     ap.add_argument("--encodings", nargs="+", default=["direct", "cppn"])
-    ap.add_argument("--render-dtypes", nargs="+", default=["float64"], choices=("float64", "float32"),
-                    help="one cppn row per rendering dtype (the encoding's render_dtype parameter)")
+    render_dtype = CPPNEncoding.PARAMS["render_dtype"]
+    ap.add_argument("--render-dtypes", nargs="+", default=[render_dtype.default], choices=render_dtype.choices,
+                    help="one cppn row per rendering dtype (the encoding's render_dtype parameter; "
+                         "default: the encoding's default)")
     ap.add_argument("--devices", nargs="*", default=None, help="default: cpu, and cuda when available")
     ap.add_argument("--crops", type=int, choices=(1, 10), default=1, help="10: the original's 10-crop scoring")
     ap.add_argument("--max-batch", type=int, default=1024)
@@ -145,13 +148,13 @@ def main() -> None:
         _, evaluator = build_scoring(classifier, device=device, max_batch=args.max_batch, runtime=args.runtime)
         bare = bare_forward(classifier, device, args.population, args.repeats, args.max_batch)
         fastest = max(bare, key=bare.get)
-        runs = [(name, {"render_dtype": dtype} if name == "cppn" else {})
-                for name in args.encodings for dtype in (args.render_dtypes if name == "cppn" else [None])]
-        for name, params in runs:
+        # (row label, encoding, its parameters): one cppn row per rendering dtype.
+        runs = [run for name in args.encodings for run in (
+            [(f"cppn-{dtype.replace('float', 'f')}", name, {"render_dtype": dtype}) for dtype in args.render_dtypes]
+            if name == "cppn" else [(name, name, {})])]
+        for label, name, params in runs:
             row = engine_run(classifier, evaluator, name, device, args.population, args.generations, **params)
-            if params:
-                name = f"{name}-{params['render_dtype'].replace('float', 'f')}"
-            row.update(device=str(device), encoding=name, runtime=evaluator.runtime, bare_forward_per_s=bare[fastest],
+            row.update(device=str(device), encoding=label, runtime=evaluator.runtime, bare_forward_per_s=bare[fastest],
                        bare_runtime=fastest, bare_forward_by_runtime=bare,
                        engine_over_bare=row["engine_evals_per_s"] / bare[fastest])
             if args.extrapolate:

@@ -49,7 +49,7 @@ def _encodings_epilog() -> str:
                         for name, lines in describe_params().items())
 
 
-def _param(spec: str) -> tuple[str, object]:
+def parse_param(spec: str) -> tuple[str, object]:
     """``eta=20`` → ``("eta", 20)``; values are parsed as JSON where possible."""
     if "=" not in spec:
         raise EvofoolError(f"--param takes NAME=VALUE (got {spec!r})")
@@ -67,7 +67,7 @@ def _given(ctx: click.Context) -> dict:
         if ctx.get_parameter_source(opt) not in (None, click.core.ParameterSource.DEFAULT):
             out[key] = ctx.params[opt]
     if ctx.params.get("params"):
-        out["encoding_params"] = dict(_param(p) for p in ctx.params["params"])
+        out["encoding_params"] = dict(parse_param(p) for p in ctx.params["params"])
     return out
 
 
