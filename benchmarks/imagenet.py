@@ -8,10 +8,15 @@ measures in ONE process:
   (b) engine evaluations/s over ``--generations`` generations (the first, random one, is a
       warm-up and not counted): select + vary + render + one forward pass + archive update,
       scoring with ``--runtime`` (as ``evofool run --runtime``; default auto),
-and prints b/a (a: the fastest runtime's bare forward) and where a generation's time goes
+and prints b/a and where a generation's time goes
 (vary, render, forward, archive update): the render share is what the CPPN costs on top
 of the model (on ONNX Runtime streams, where each stream renders the chunks it scores,
 "forward" is the wall time of both and "render" rendering's thread time over all streams).
+For b/a, the fastest runtime's bare forward (a) is timed again beside every engine
+generation, in alternating order (one bare pass, one generation), so that a VM whose speed
+drifts by 10-40 % within minutes slows both alike: measured before this pairing, a bare
+forward timed once before the engine runs gave b/a of 0.92 (CPPN) and 1.39 (direct) on
+one run of this script.
 
     python benchmarks/imagenet.py [--population 100] [--generations 5] [--devices cpu cuda]
                                   [--encodings direct cppn] [--crops 1|10] [--json]
@@ -49,10 +54,11 @@ PHASES = ("vary", "render", "forward", "update")
 
 
 def bare_forward(classifier: Classifier, device: torch.device, batch: int, repeats: int,
-                 max_batch: int) -> dict[str, float]:
+                 max_batch: int) -> tuple[dict[str, float], dict]:
     """Runtime -> images/s of the plain scoring function on ``batch`` random images in that
     runtime's fixed chunks, padded as the evaluator pads them (inference mode, no softmax),
-    the runtimes timed in turn within each repeat."""
+    the runtimes timed in turn within each repeat; and runtime -> that call (the fastest one
+    is timed again beside the engine's generations)."""
     runtimes = ("torch", "onnxruntime") if device.type == "cpu" else ("torch",)
     chunks = {name: forward_chunk(classifier.input_shape, device, max_batch, name) for name in runtimes}
     calls = bare_forwards(classifier, batch, device, runtimes, chunks)
@@ -67,13 +73,15 @@ def bare_forward(classifier: Classifier, device: torch.device, batch: int, repea
                 call()
                 sync(device)
                 times[name].append(time.perf_counter() - start)
-    return {name: batch / statistics.median(t) for name, t in times.items()}
+    return {name: batch / statistics.median(t) for name, t in times.items()}, calls
 
 
 def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name: str, device: torch.device,
-               population: int, generations: int, seed: int = 0, **params) -> dict:
+               population: int, generations: int, seed: int = 0, bare_call=None, **params) -> dict:
     """Evaluations/s and per-phase seconds of ``generations - 1`` timed generations
-    (``params``: the encoding's parameters, as ``--param``)."""
+    (``params``: the encoding's parameters, as ``--param``); with ``bare_call`` (a bare
+    forward of ``population`` images), also its images/s, timed once beside each timed
+    generation (before it in even generations, after it in odd ones)."""
     encoding = make_encoding(encoding_name, classifier.input_shape, device, **params)
     archive = ClassArchive(classifier.num_classes, encoding, device)
     engine = Engine(encoding, evaluator, archive, population, np.random.default_rng(seed))
@@ -92,18 +100,30 @@ def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name:
     try:
         engine.step()  # warm-up generation (random genomes, first-call overheads)
         totals.clear()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(generations - 1):
-            engine.step()
-        sync(device)
-        wall = time.perf_counter() - start
+        wall = bare_wall = 0.0
+        for g in range(generations - 1):
+            for part in (("bare", "engine") if g % 2 == 0 else ("engine", "bare")):
+                if part == "bare" and bare_call is None:
+                    continue
+                sync(device)
+                start = time.perf_counter()
+                if part == "engine":
+                    engine.step()
+                else:
+                    with torch.inference_mode():
+                        bare_call()
+                sync(device)
+                if part == "engine":
+                    wall += time.perf_counter() - start
+                else:
+                    bare_wall += time.perf_counter() - start
     finally:
         del evaluator.log_probs  # the evaluator is shared by the next encoding's run
         if streamed:
             del evaluator.render_and_score
     evaluations = (generations - 1) * population
-    return {"engine_evals_per_s": evaluations / wall, "seconds": wall,
+    paired = {"paired_bare_per_s": evaluations / bare_wall} if bare_call is not None else {}
+    return {"engine_evals_per_s": evaluations / wall, "seconds": wall, **paired,
             "seconds_per_generation": wall / (generations - 1),
             "share": {p: totals[p] / wall for p in PHASES},
             "median_confidence": float(np.median(archive.confidences())),
@@ -146,17 +166,18 @@ def main() -> None:
             from evofool.crops import TenCropClassifier
             classifier = TenCropClassifier.wrap(classifier)
         _, evaluator = build_scoring(classifier, device=device, max_batch=args.max_batch, runtime=args.runtime)
-        bare = bare_forward(classifier, device, args.population, args.repeats, args.max_batch)
+        bare, calls = bare_forward(classifier, device, args.population, args.repeats, args.max_batch)
         fastest = max(bare, key=bare.get)
         # (row label, encoding, its parameters): one cppn row per rendering dtype.
         runs = [run for name in args.encodings for run in (
             [(f"cppn-{dtype.replace('float', 'f')}", name, {"render_dtype": dtype}) for dtype in args.render_dtypes]
             if name == "cppn" else [(name, name, {})])]
         for label, name, params in runs:
-            row = engine_run(classifier, evaluator, name, device, args.population, args.generations, **params)
-            row.update(device=str(device), encoding=label, runtime=evaluator.runtime, bare_forward_per_s=bare[fastest],
-                       bare_runtime=fastest, bare_forward_by_runtime=bare,
-                       engine_over_bare=row["engine_evals_per_s"] / bare[fastest])
+            row = engine_run(classifier, evaluator, name, device, args.population, args.generations,
+                             bare_call=calls[fastest], **params)
+            row.update(device=str(device), encoding=label, runtime=evaluator.runtime,
+                       bare_forward_per_s=row["paired_bare_per_s"], bare_runtime=fastest, bare_forward_by_runtime=bare,
+                       engine_over_bare=row["engine_evals_per_s"] / row["paired_bare_per_s"])
             if args.extrapolate:
                 row["extrapolated_minutes"] = args.extrapolate * row["seconds_per_generation"] / 60
             results.append(row)

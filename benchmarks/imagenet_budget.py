@@ -9,7 +9,7 @@ and >= 99.99 %; ``--plot`` writes one figure of the curves (median and classes >
 against evaluations, one line per variant, the paper's settings included).
 
     python benchmarks/imagenet_budget.py --budget 20000 [--variants paper default curiosity]
-        [--crops 1|10] [--model efficientnet-lite0] [--root runs/budget] [--parallel 2]
+        [--crops 1|10] [--seeds 0 1] [--model efficientnet-lite0] [--root runs/budget] [--parallel 2]
         [--at 20000 50000 200000] [--plot budget.png] [--json] [--no-run]
 
 ``--no-run`` only reads what the folders hold (e.g. while the runs go on elsewhere).
@@ -89,7 +89,7 @@ def read_log(folder: Path) -> list[dict]:
     return records
 
 
-def command(variant: str, folder: Path, generations: int, args: argparse.Namespace) -> list[str]:
+def command(variant: str, folder: Path, generations: int, seed: int, args: argparse.Namespace) -> list[str]:
     """The ``evofool`` command that brings ``folder`` to ``generations`` generations."""
     evofool = [sys.executable, "-m", "evofool"]
     common = ["--quiet", "--no-gallery"]
@@ -98,7 +98,7 @@ def command(variant: str, folder: Path, generations: int, args: argparse.Namespa
     population, flags, _ = VARIANTS[variant]
     encoding = [] if "--encoding" in flags else ["--encoding", "cppn"]
     return [*evofool, "run", "--model", args.model, *encoding, *flags, "--population", str(population),
-            "--generations", str(generations), "--seed", str(args.seed), "--crops", str(args.crops),
+            "--generations", str(generations), "--seed", str(seed), "--crops", str(args.crops),
             "--threads", "1", "--checkpoint-every", str(args.checkpoint_every), "--out", str(folder), *common]
 
 
@@ -128,13 +128,14 @@ def generations_for(variant: str, budget: int) -> int:
 def run_all(args: argparse.Namespace) -> None:
     """Brings every variant's folder to the budget, ``--parallel`` runs at a time."""
     todo = []
-    for variant in args.variants:
-        folder = folder_of(args.root, variant, args.crops, args.seed)
-        generations = generations_for(variant, args.budget)
-        records = read_log(folder)
-        if records and records[-1]["generation"] >= generations:
-            continue
-        todo.append((variant, command(variant, folder, generations, args)))
+    for seed in args.seeds:
+        for variant in args.variants:
+            folder = folder_of(args.root, variant, args.crops, seed)
+            generations = generations_for(variant, args.budget)
+            records = read_log(folder)
+            if records and records[-1]["generation"] >= generations:
+                continue
+            todo.append((variant, command(variant, folder, generations, seed, args)))
     running: list[tuple[str, subprocess.Popen, float]] = []
     while todo or running:
         while todo and len(running) < args.parallel:
@@ -164,13 +165,13 @@ def at_budget(records: list[dict], evaluations: int) -> dict | None:
 
 def table(args: argparse.Namespace) -> list[dict]:
     rows = []
-    for variant in args.variants:
-        folder = folder_of(args.root, variant, args.crops, args.seed)
+    for variant, seed in ((v, s) for v in args.variants for s in args.seeds):
+        folder = folder_of(args.root, variant, args.crops, seed)
         records = read_log(folder)
         seconds = sum(r.get("seconds", 0.0) for r in records)
         for budget in args.at:
             record = at_budget(records, budget)
-            rows.append({"variant": variant, "crops": args.crops, "budget": budget,
+            rows.append({"variant": variant, "seed": seed, "crops": args.crops, "budget": budget,
                          "evaluations": None if record is None else record["evaluations"],
                          "generation": None if record is None else record["generation"],
                          "median": None if record is None else record["median"],
@@ -183,20 +184,21 @@ def table(args: argparse.Namespace) -> list[dict]:
 
 def print_table(rows: list[dict]) -> None:
     w = max([len("variant"), *(len(r["variant"]) for r in rows)])
-    print(f"{'variant':<{w}} {'crops':>5} {'budget':>8} {'gen':>5} {'median':>9} {'>=99%':>6} {'>=99.99%':>8}"
+    print(f"{'variant':<{w}} {'seed':>4} {'crops':>5} {'budget':>8} {'gen':>5} {'median':>9} {'>=99%':>6} {'>=99.99%':>8}"
           f" {'done':>8} {'engine s':>9}")
     for r in rows:
         if r["median"] is None:
-            print(f"{r['variant']:<{w}} {r['crops']:>5} {r['budget']:>8} {'-':>5} {'(not reached)':>9}"
+            print(f"{r['variant']:<{w}} {r['seed']:>4} {r['crops']:>5} {r['budget']:>8} {'-':>5} {'(not reached)':>9}"
                   f" {'':>6} {'':>8} {r['done']:>8} {r['engine_seconds']:>9}")
         else:
-            print(f"{r['variant']:<{w}} {r['crops']:>5} {r['budget']:>8} {r['generation']:>5} "
+            print(f"{r['variant']:<{w}} {r['seed']:>4} {r['crops']:>5} {r['budget']:>8} {r['generation']:>5} "
                   f"{100 * r['median']:>8.2f}% {r['n99']:>6} {r['n9999']:>8} {r['done']:>8} "
                   f"{r['engine_seconds']:>9}")
 
 
 def plot(args: argparse.Namespace, path: Path) -> None:
-    """Median confidence and classes >= 99 % against evaluations, one line per variant."""
+    """Median confidence and classes >= 99 % against evaluations: one colour per variant, one
+    line style per seed."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -204,23 +206,32 @@ def plot(args: argparse.Namespace, path: Path) -> None:
 
     fig = Figure(figsize=(11, 4.2), dpi=120)
     left, right = fig.subplots(1, 2)
-    for variant in args.variants:
-        records = read_log(folder_of(args.root, variant, args.crops, args.seed))
-        if not records:
-            continue
-        x = [r["evaluations"] for r in records]
-        left.plot(x, [100 * r["median"] for r in records], label=variant)
-        right.plot(x, [r["n99"] for r in records], label=variant)
+    styles = ("-", "--", ":", "-.")
+    for i, variant in enumerate(args.variants):
+        for j, seed in enumerate(args.seeds):
+            records = [r for r in read_log(folder_of(args.root, variant, args.crops, seed))
+                       if r["evaluations"] <= args.budget]
+            if not records:
+                continue
+            x = [r["evaluations"] for r in records]
+            look = {"color": f"C{i % 10}", "linestyle": styles[j % len(styles)],
+                    "label": variant if len(args.seeds) == 1 else f"{variant}, seed {seed}"}
+            left.plot(x, [100 * r["median"] for r in records], **look)
+            right.plot(x, [r["n99"] for r in records], **look)
     left.axhline(88.11, color="grey", linestyle=":", linewidth=1)
-    left.text(0.01, 88.11, " paper, CPPN, 2M evaluations: 88.11 %", color="grey", fontsize=7,
-              va="bottom", transform=left.get_yaxis_transform())
-    for axes, label in ((left, "median champion confidence (%)"), (right, "classes >= 99 %")):
+    left.text(0.99, 88.11, "paper, CPPN, 2M evaluations: 88.11 % ", color="grey", fontsize=7,
+              va="bottom", ha="right", transform=left.get_yaxis_transform())
+    # Legends top left, where the curves have not risen yet (the paper's line is labelled right).
+    for axes, label, where in ((left, "median champion confidence (%)", "upper left"),
+                               (right, "classes >= 99 %", "upper left")):
         axes.set_xlabel("evaluations (genomes scored)")
         axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k"))
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    fig.suptitle(f"{args.model}, {args.crops} crop(s), seed {args.seed}: sample efficiency on 1,000 classes")
+        axes.legend(fontsize=8, loc=where)
+    seeds = ", ".join(str(seed) for seed in args.seeds)
+    fig.suptitle(f"{args.model}, {args.crops} crop(s), seed{'s' if len(args.seeds) > 1 else ''} {seeds}: "
+                 f"sample efficiency on 1,000 classes")
     fig.tight_layout()
     fig.savefig(path)
     print(f"plot: {path}", file=sys.stderr)
@@ -232,13 +243,14 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["paper", "default", "curiosity"], choices=VARIANTS)
     ap.add_argument("--model", default="efficientnet-lite0")
     ap.add_argument("--crops", type=int, choices=(1, 10), default=1)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", "--seeds", dest="seeds", type=int, nargs="+", default=[0],
+                    help="one run folder per variant and seed")
     ap.add_argument("--root", type=Path, default=Path("runs/budget"))
     ap.add_argument("--parallel", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--checkpoint-every", type=int, default=25)
     ap.add_argument("--at", type=int, nargs="+", default=None, help="budgets of the table (default: 20k 50k 200k "
                     "up to --budget)")
-    ap.add_argument("--plot", type=Path, default=None, help="write the curves here (PNG)")
+    ap.add_argument("--plot", type=Path, default=None, help="write the curves up to --budget here (PNG)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     ap.add_argument("--no-run", action="store_true", help="only read the folders")
     args = ap.parse_args()
