@@ -168,9 +168,11 @@ def table(args: argparse.Namespace) -> list[dict]:
     for variant, seed in ((v, s) for v in args.variants for s in args.seeds):
         folder = folder_of(args.root, variant, args.crops, seed)
         records = read_log(folder)
-        seconds = sum(r.get("seconds", 0.0) for r in records)
         for budget in args.at:
             record = at_budget(records, budget)
+            # Engine time to this budget (a longer run's folder serves every smaller budget).
+            seconds = 0.0 if record is None else sum(r.get("seconds", 0.0) for r in records
+                                                     if r["evaluations"] <= record["evaluations"])
             rows.append({"variant": variant, "seed": seed, "crops": args.crops, "budget": budget,
                          "evaluations": None if record is None else record["evaluations"],
                          "generation": None if record is None else record["generation"],
