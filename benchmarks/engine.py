@@ -199,6 +199,7 @@ def main() -> None:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = ap.parse_args()
+    args.block = max(1, args.block)
     params = dict(parse_param(p) for p in args.param)  # as evofool run --param reads them
     global SELECTION, RECOMBINE
     SELECTION, RECOMBINE = args.selection, args.recombine
@@ -208,7 +209,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = load_model(args.model)
     evaluators = {name: build_scoring(model, device="cpu", runtime=name)[1] for name in args.runtimes}
-    out: dict = {"model": args.model, "encoding": args.encoding, "population": args.population, "block": max(1, args.block),
+    out: dict = {"model": args.model, "encoding": args.encoding, "population": args.population, "block": args.block,
                  "params": params, "selection": SELECTION, "recombine": RECOMBINE, "threads": torch.get_num_threads(),
                  "bare_chunks": {name: forward_chunk(model.input_shape, torch.device("cpu"), runtime=name)
                                  for name in RUNTIMES},
@@ -217,7 +218,7 @@ def main() -> None:
         for name, evaluator in evaluators.items():
             bare, b, phases = engine_and_bare_throughput(model, evaluator, args.encoding, params,
                                                          args.population, args.throughput_generations,
-                                                         block=max(1, args.block))
+                                                         block=args.block)
             fastest = max(bare, key=bare.get)
             out["runtimes"][name] = {"engine_evals_per_s": b, "bare_forward_per_s": bare, "fastest_bare": fastest,
                                      "ms_per_generation": phases,
@@ -251,7 +252,7 @@ def main() -> None:
         return
     print(f"model {args.model}, encoding {args.encoding}, population {args.population} (chunks {out['chunks']}), "
           f"params {params}, selection {SELECTION}, recombine {RECOMBINE}, {out['threads']} threads, "
-          f"{args.throughput_generations - 1} interleaved generations in blocks of {max(1, args.block)}")
+          f"{args.throughput_generations - 1} interleaved generations in blocks of {args.block}")
     for name, row in out["runtimes"].items():
         bare = row["bare_forward_per_s"]
         print(f"\nengine scoring with {name}")

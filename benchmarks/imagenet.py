@@ -77,10 +77,10 @@ def bare_forward(classifier: Classifier, device: torch.device, batch: int, repea
 
 
 def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name: str, device: torch.device,
-               population: int, generations: int, seed: int = 0, bare_call=None, **params) -> dict:
+               population: int, generations: int, bare_call, seed: int = 0, **params) -> dict:
     """Evaluations/s and per-phase seconds of ``generations - 1`` timed generations
-    (``params``: the encoding's parameters, as ``--param``); with ``bare_call`` (a bare
-    forward of ``population`` images), also its images/s, timed once beside each timed
+    (``params``: the encoding's parameters, as ``--param``), and the images/s of
+    ``bare_call`` (a bare forward of ``population`` images), timed once beside each timed
     generation (before it in even generations, after it in odd ones)."""
     encoding = make_encoding(encoding_name, classifier.input_shape, device, **params)
     archive = ClassArchive(classifier.num_classes, encoding, device)
@@ -100,30 +100,27 @@ def engine_run(classifier: Classifier, evaluator: BatchEvaluator, encoding_name:
     try:
         engine.step()  # warm-up generation (random genomes, first-call overheads)
         totals.clear()
-        wall = bare_wall = 0.0
+        def bare() -> None:
+            with torch.inference_mode():
+                bare_call()
+
+        parts = {"bare": bare, "engine": engine.step}
+        seconds = dict.fromkeys(parts, 0.0)
         for g in range(generations - 1):
-            for part in (("bare", "engine") if g % 2 == 0 else ("engine", "bare")):
-                if part == "bare" and bare_call is None:
-                    continue
+            for name in (parts if g % 2 == 0 else reversed(parts)):
                 sync(device)
                 start = time.perf_counter()
-                if part == "engine":
-                    engine.step()
-                else:
-                    with torch.inference_mode():
-                        bare_call()
+                parts[name]()
                 sync(device)
-                if part == "engine":
-                    wall += time.perf_counter() - start
-                else:
-                    bare_wall += time.perf_counter() - start
+                seconds[name] += time.perf_counter() - start
+        wall = seconds["engine"]
     finally:
         del evaluator.log_probs  # the evaluator is shared by the next encoding's run
         if streamed:
             del evaluator.render_and_score
     evaluations = (generations - 1) * population
-    paired = {"paired_bare_per_s": evaluations / bare_wall} if bare_call is not None else {}
-    return {"engine_evals_per_s": evaluations / wall, "seconds": wall, **paired,
+    return {"engine_evals_per_s": evaluations / wall, "seconds": wall,
+            "paired_bare_per_s": evaluations / seconds["bare"],
             "seconds_per_generation": wall / (generations - 1),
             "share": {p: totals[p] / wall for p in PHASES},
             "median_confidence": float(np.median(archive.confidences())),
@@ -174,7 +171,7 @@ def main() -> None:
             if name == "cppn" else [(name, name, {})])]
         for label, name, params in runs:
             row = engine_run(classifier, evaluator, name, device, args.population, args.generations,
-                             bare_call=calls[fastest], **params)
+                             calls[fastest], **params)
             row.update(device=str(device), encoding=label, runtime=evaluator.runtime,
                        bare_forward_per_s=row["paired_bare_per_s"], bare_runtime=fastest, bare_forward_by_runtime=bare,
                        engine_over_bare=row["engine_evals_per_s"] / row["paired_bare_per_s"])
