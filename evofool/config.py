@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from evofool.crops import NUM_CROPS
 from evofool.encodings import ENCODINGS, RECORDED_ENCODINGS, check_params, encoding_class
-from evofool.emitters import FIRST_REFINE_LR, REFINE_LR, REFINE_STEPS
+from evofool.emitters import FIRST_REFINE_LR, REFINE_STEPS
 from evofool.engine import SELECTIONS
 from evofool.errors import EvofoolError
 from evofool.evaluator import PRECISIONS
@@ -113,14 +113,16 @@ class RunConfig:
             champion's weights, with their step sizes adapted by the 1/5 success rule
             (``evofool.emitters.WeightStepEmitter``; cppn only); 0: none.
         refine: ``off`` (black-box), or ``grad``: a share ``refine_share`` of each
-            generation is champions whose CPPN weights took ``refine_steps`` gradient steps
+            generation is champions whose weights (CPPN links, or pixels) took ``refine_steps`` gradient steps
             up their class's log-probability through the differentiable renderer and the
             torch model (``evofool.emitters.GradientRefineEmitter``; not black-box; each
             forward + backward pass counts as 3 evaluations).
         refine_share: Share of each generation ``--refine grad`` takes.
         refine_steps: Gradient steps per refined child.
-        refine_lr: Adam's learning rate on the CPPN weights (``REFINE_LR``; runs recorded
-            before this key stepped with ``FIRST_REFINE_LR``).
+        refine_lr: Adam's learning rate on the weights; ``None``: the encoding's own
+            (``refine_lr`` of its class: cppn 3e-4, direct 0.01),
+            which a new run records. Runs recorded before this key stepped with
+            ``FIRST_REFINE_LR``.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -146,7 +148,8 @@ class RunConfig:
     refine: str = setting(str, "off", choices=REFINES, legacy="off")
     refine_share: float = setting(float, 0.1, low=0.0, high=0.9, low_open=True, legacy=0.1)
     refine_steps: int = setting(int, REFINE_STEPS, low=1, high=1000, legacy=REFINE_STEPS)
-    refine_lr: float = setting(float, REFINE_LR, low=0.0, high=10.0, low_open=True, legacy=FIRST_REFINE_LR)
+    refine_lr: float | None = setting(float, None, low=0.0, high=10.0, low_open=True, optional=True,
+                                      legacy=FIRST_REFINE_LR)
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 
@@ -218,14 +221,23 @@ class RunConfig:
 
     def for_new_run(self) -> "RunConfig":
         """This config as a new run records it: encoding parameters whose default changed
-        after runs were first recorded are written out (``Encoding.params_to_record``)."""
+        after runs were first recorded are written out (``Encoding.params_to_record``), and
+        the refine learning rate resolved (``resolved_refine_lr``)."""
         if self.encoding not in ENCODINGS:
             return self
-        return replace(self, encoding_params=encoding_class(self.encoding).params_to_record(self.encoding_params))
+        return replace(self, encoding_params=encoding_class(self.encoding).params_to_record(self.encoding_params),
+                       refine_lr=self.resolved_refine_lr())
+
+    def resolved_refine_lr(self) -> float | None:
+        """``refine_lr``, or where it is ``None`` the encoding's own (its class's ``refine_lr``:
+        a step that suits its weights' scale)."""
+        if self.refine_lr is not None or self.encoding not in ENCODINGS:
+            return self.refine_lr
+        return float(encoding_class(self.encoding).refine_lr)
 
     def meaning(self) -> dict:
         """The part of the config that defines what the run computes."""
-        d = self.to_dict()
+        d = {**self.to_dict(), "refine_lr": self.resolved_refine_lr()}
         if self.encoding in ENCODINGS:
             # An encoding parameter at its legacy value is what earlier runs computed without
             # recording it: left out, so their hash stays theirs.

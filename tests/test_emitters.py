@@ -485,8 +485,33 @@ def test_gradient_refine_moves_only_weights_and_climbs_each_childs_own_class():
     after = evaluator.log_probs(enc.render(refined))[np.arange(12), classes]
     # Gradient steps up the class, seen through quantised, re-rendered, re-scored images.
     assert (after > before).float().mean() >= 0.75 and (after - before).median() > 0
-    with pytest.raises(ValueError, match="no weights to refine"):
-        GradientRefineEmitter(direct(), 4, stand_in_objective(clf))
+
+
+def test_gradient_refine_of_direct_genomes_steps_the_pixels_up_each_childs_class():
+    """Direct genomes: the pixels are the weights (``x / 255 - 1/2``, clamped to the image's
+    range); a child is its parent's image after the steps, quantised to 8 bits."""
+    from evofool.emitters import GradientRefineEmitter
+    from evofool.encodings.direct import DirectEncoding
+
+    enc, clf = DirectEncoding((3, 16, 16)), thousand_class_stand_in()
+    archive = ClassArchive(1000, enc)
+    rng = np.random.default_rng(0)
+    first = enc.random(64, rng)
+    evaluator = BatchEvaluator(clf, "cpu")
+    archive.update(first, first, evaluator.log_probs(first), 1)
+    emitter = GradientRefineEmitter(enc, 12, stand_in_objective(clf), steps=3, lr=0.02)
+    classes = rng.choice(1000, 12, replace=False)
+    parents = archive.genomes_of(classes)
+    refined = enc.with_weights(parents, emitter.refine(parents, classes))
+    assert refined.dtype == torch.uint8 and refined.shape == parents.shape
+    # Adam's first steps move nearly every pixel by about lr (5 grey levels) per step.
+    moved = (refined.int() - parents.int()).abs()
+    assert moved.max() <= 3 * 0.02 * 255 + 1 and (moved > 0).float().mean() > 0.5
+    before = evaluator.log_probs(parents)[np.arange(12), classes]
+    after = evaluator.log_probs(refined)[np.arange(12), classes]
+    assert (after > before).all()
+    children = emitter.ask(archive, 12, rng, 2)
+    assert children.shape == (12, 3, 16, 16) and emitter.extra_evaluations == 3 * 3 * 12
 
 
 def test_gradient_steps_count_three_evaluations_each_and_resume_exactly():

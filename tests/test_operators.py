@@ -193,3 +193,34 @@ def test_bernoulli_positions_rate_and_gaps_are_geometric():
     assert abs(gaps.mean().item() - 1 / p) < 0.1          # geometric mean 1/p
     assert abs(gaps.var().item() - (1 - p) / p**2) < 3.0  # and variance (1-p)/p²
     assert (gaps == 1).double().mean().item() == pytest.approx(p, abs=0.005)
+
+
+# --- squares (the direct encoding's mutation=squares) ---------------------------------------
+def test_paint_squares_paints_exactly_each_images_square_and_leaves_the_input():
+    from evofool.operators import paint_squares
+
+    pixels = torch.arange(2 * 3 * 7 * 9, dtype=torch.int64).remainder(200).to(torch.uint8).view(2, 3, 7, 9)
+    before = pixels.clone()
+    colour = np.array([[0, 255, 0], [255, 255, 255]])
+    out = paint_squares(pixels, np.array([1, 4]), np.array([2, 6]), np.array([3, 3]), colour)
+    assert torch.equal(pixels, before) and out.dtype == torch.uint8
+    expected = before.clone()
+    expected[0, :, 1:4, 2:5] = torch.tensor([0, 255, 0], dtype=torch.uint8).view(3, 1, 1)
+    expected[1, :, 4:7, 6:9] = 255
+    assert torch.equal(out, expected)
+
+
+def test_random_squares_are_seeded_in_range_and_of_extreme_colours():
+    from evofool.operators import random_squares
+
+    grey = torch.full((200, 3, 40, 60), 128, dtype=torch.uint8)
+    a = random_squares(grey, 1, 0.1, 0.5, np.random.default_rng(3))
+    assert torch.equal(a, random_squares(grey, 1, 0.1, 0.5, np.random.default_rng(3)))
+    assert not torch.equal(a, random_squares(grey, 1, 0.1, 0.5, np.random.default_rng(4)))
+    changed = (a != grey).any(1)  # every painted pixel leaves grey: 0 or 255 in each channel
+    assert set(torch.unique(a[(a != 128)]).tolist()) <= {0, 255}
+    rows, cols = changed.any(2).sum(1), changed.any(1).sum(1)
+    assert torch.equal(rows, cols) and torch.equal(changed.sum((1, 2)), rows * cols)  # one square each
+    assert rows.min() >= 4 and rows.max() <= 20 and len(torch.unique(rows)) > 8  # 10-50 % of the 40-pixel side
+    several = random_squares(grey, 3, 0.1, 0.5, np.random.default_rng(3))
+    assert (several != grey).any(1).sum() > changed.sum()

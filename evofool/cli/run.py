@@ -120,16 +120,17 @@ def _hooks(no_gallery: bool) -> list:
               help="Share of each generation given to per-class Gaussian steps on a champion's CPPN weights, "
                    "step sizes adapted by the 1/5 success rule (cppn; 0: off).")
 @click.option("--refine", type=click.Choice(_CHOICES["refine"]), default=_DEFAULTS.refine, show_default=True,
-              help="grad: NOT black-box; a share of each generation is champions whose CPPN weights took "
-                   "gradient steps up their class through the torch model (each forward+backward counts as "
-                   "3 evaluations; cppn, torch-loadable class models).")
+              help="grad: NOT black-box; a share of each generation is champions whose weights (CPPN links, "
+                   "or pixels) took gradient steps up their class through the torch model (each "
+                   "forward+backward counts as 3 evaluations; torch-loadable class models).")
 @click.option("--refine-share", type=float, default=_DEFAULTS.refine_share, show_default=True,
               help="Share of each generation --refine grad takes.")
 @click.option("--refine-steps", type=int, default=_DEFAULTS.refine_steps, show_default=True,
               help="Gradient steps per refined child.")
 @click.option("--refine-lr", type=float, default=_DEFAULTS.refine_lr, show_default=True,
-              help="Adam's learning rate on the CPPN weights for --refine grad (evolved champions are "
-                   "rugged: larger steps lose confidence).")
+              help="Adam's learning rate for --refine grad [default: the encoding's: cppn 3e-4 on link "
+                   "weights (evolved champions are rugged: larger steps lose confidence), direct 0.01 on "
+                   "pixels in [0, 1]].")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")

@@ -14,8 +14,8 @@ pass, updates the archive, and tells every emitter its own rows::
 """
 
 from evofool.emitters._emitter import Emitter
-from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, FIRST_REFINE_LR, REFINE_LR,
-                                               REFINE_STEPS,                                               GradientRefineEmitter)
+from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, FIRST_REFINE_LR, REFINE_STEPS,
+                                               GradientRefineEmitter)
 from evofool.emitters._mutation import Lineage, MutationEmitter
 from evofool.emitters._selector import (CURIOSITY_DECAY, LAGGING_UNIFORM_SHARE, SELECTIONS, SELECTORS,
                                         CuriositySelector, LaggingSelector, Selector, UniformSelector,
@@ -25,6 +25,6 @@ from evofool.emitters._step_recombination import (DEFAULT_SCALES, StepRecombinat
 from evofool.emitters._weight_step import WEIGHT_STEP_SIGMA0, WeightStepEmitter
 
 __all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "EVALUATIONS_PER_GRADIENT_STEP", "Emitter",
-           "GradientRefineEmitter", "LAGGING_UNIFORM_SHARE", "REFINE_LR", "REFINE_STEPS",
+           "GradientRefineEmitter", "LAGGING_UNIFORM_SHARE", "REFINE_STEPS",
            "LaggingSelector", "Lineage", "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
            "UniformSelector", "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_scales"]

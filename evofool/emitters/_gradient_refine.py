@@ -1,10 +1,10 @@
-"""``GradientRefineEmitter``: champions' CPPN weights moved uphill by gradients (not black-box).
+"""``GradientRefineEmitter``: champions' weights moved uphill by gradients (not black-box).
 
 Evolution only sees scores; this emitter also reads the model's gradients. For each chosen
-cell it takes the champion's graph as it is, renders it with the differentiable renderer
-(``CPPNEncoding.render_differentiable``), and takes a few Adam steps on all of its link
-weights up the log-probability of the cell's class, through the renderer and the torch
-model. The moved genome joins the batch like any offspring (one more evaluation) and takes
+cell it takes the champion as it is, renders it differentiably (``render_differentiable``:
+a CPPN's graph with its link weights as variables, or a direct genome's pixels), and takes
+a few Adam steps on those weights up the log-probability of the cell's class, through the
+renderer and the torch model. The moved genome joins the batch like any offspring (one more evaluation) and takes
 every cell it beats.
 
 It is a hybrid, labelled as such wherever a run records it (``--refine grad``): each
@@ -30,15 +30,7 @@ from evofool.encodings.base import Encoding, Genomes
 # A forward + backward pass costs about three forward passes (the backward pass is about
 # twice the forward): what the issue that asked for the hybrid fixed for every budget.
 EVALUATIONS_PER_GRADIENT_STEP = 3
-# Adam's step on a weight (weights live in [-10, 10]). The first refine runs used 0.1,
-# measured on *random* 7-9-node CPPNs (EfficientNet-Lite0, 40 steps, their top class as
-# target: 0.52 -> 0.86 within 4 steps). Evolved champions are far more rugged: on the
-# 1,000 champions of a 20k-evaluation ImageNet run, a weight step of norm 1e-4 along the
-# gradient already gained 5x less log-probability than the gradient predicted, and
-# 4 steps at lr 0.1 *lost* confidence in every band (mean -0.16 for champions at 50-99 %);
-# lr 1e-2 and 2e-3 were about neutral, 3e-4 gained a little everywhere (median x1.02-1.14
-# per child; AMD EPYC Zen 1, 12 champions per band, /tmp probe of 2026-12-05).
-REFINE_LR = 3e-4
+# Adam's default step is the encoding's (``refine_lr`` of its class: it suits its weights' scale).
 FIRST_REFINE_LR = 0.1  # what runs recorded before --refine-lr existed stepped with
 REFINE_STEPS = 4
 
@@ -50,29 +42,30 @@ class GradientRefineEmitter(Emitter):
 
     Args:
         encoding: An encoding with ``render_differentiable(genomes, weights)``,
-            ``weights_of(genomes)`` and ``with_weights(parents, weights)`` (``cppn``).
+            ``weights_of(genomes)``, ``with_weights(parents, weights)`` and ``weight_bound``
+            (``cppn``: link weights; ``direct``: pixels).
         size: Places this emitter takes in each batch.
         objective: Images ``B×C×H×W`` in [0, 1] (float, differentiable) -> per-class
             log-probabilities ``B×K`` (differentiable): the torch model, preprocessing
             included (``evofool.job`` builds it from the run's classifier).
         steps: Forward + backward passes per child.
-        lr: Adam's learning rate on the weights.
+        lr: Adam's learning rate on the weights; default: the encoding's ``refine_lr``.
         selector: Chooses the cells; default: ``LaggingSelector`` (cells not yet fooled).
     """
 
     name = "gradient_refine"
 
     def __init__(self, encoding: Encoding, size: int, objective: Objective, steps: int = REFINE_STEPS,
-                 lr: float = REFINE_LR, selector: Selector | None = None) -> None:
+                 lr: float | None = None, selector: Selector | None = None) -> None:
         super().__init__(encoding)
         if not hasattr(encoding, "render_differentiable"):
-            raise ValueError(f"the {encoding.name} encoding has no weights to refine by gradient (use cppn)")
+            raise ValueError(f"the {encoding.name} encoding has no weights to refine by gradient (use cppn or direct)")
         if int(steps) < 1:
             raise ValueError("gradient refinement needs at least one step")
         self.size = int(size)
         self.objective = objective
         self.steps = int(steps)
-        self.lr = float(lr)
+        self.lr = float(encoding.refine_lr if lr is None else lr)
         self.selector = selector if selector is not None else LaggingSelector()
 
     @property

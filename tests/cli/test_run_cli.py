@@ -53,11 +53,12 @@ def test_same_seed_gives_identical_archive(tmp_path):
     assert not np.array_equal(a["archive.images"], c["archive.images"])
 
 
-def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_resume(tmp_path):
+@pytest.mark.parametrize("encoding, lr", [("cppn", 3e-4), ("direct", 0.01)])
+def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_resume(tmp_path, encoding, lr):
     """--refine grad: gradient steps on one torch thread, so --threads 1 and 2 and a stopped
     and resumed run give the same archive; the config says it is not black-box, and each
-    gradient step counts as 3 evaluations."""
-    common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "40", "--seed", "2", "--refine",
+    gradient step counts as 3 evaluations; the learning rate is the encoding's own."""
+    common = ["--model", "lenet-mnist", "--encoding", encoding, "--population", "40", "--seed", "2", "--refine",
               "grad", "--refine-share", "0.25", "--refine-steps", "2", "--quiet", "--no-gallery"]
     for name, threads in (("one", "1"), ("two", "2")):
         result = run_cli("run", *common, "--generations", "6", "--threads", threads, "--out", str(tmp_path / name))
@@ -72,6 +73,7 @@ def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_re
     doc = json.loads((tmp_path / "one" / "config.json").read_text())
     refine = doc["emitters_resolved"][-1]
     assert refine["type"] == "gradient_refine" and refine["black_box"] is False and refine["size"] == 10
+    assert refine["lr"] == lr and doc["config"]["refine_lr"] == lr
     log = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     assert [r["evaluations"] for r in log] == [40 + g * (40 + 3 * 2 * 10) for g in range(6)]
 

@@ -57,3 +57,28 @@ def test_unknown_encoding_and_bad_params_are_user_errors():
         make_encoding("direct", (1, 28, 28), etaa=3)
     with pytest.raises(EvofoolError, match="eta must be a finite number > 0"):
         make_encoding("direct", (1, 28, 28), eta=0)
+
+
+def test_squares_mutation_paints_one_square_per_child_and_flat_init_is_one_colour_each():
+    enc = DirectEncoding((3, 32, 32), mutation="squares", init="flat", square_min=0.25, square_max=0.5)
+    assert enc.config()["mutation"] == "squares" and enc.config()["init"] == "flat"
+    rng = np.random.default_rng(0)
+    parents = enc.random(50, rng)
+    flat = parents.reshape(50, 3, -1)
+    assert torch.equal(flat, flat[:, :, :1].expand_as(flat)) and len(torch.unique(flat[:, :, 0], dim=0)) > 40
+    children = enc.vary(parents, rng, generation=1)
+    changed = (children != parents).any(1)
+    rows, cols = changed.any(2).sum(1), changed.any(1).sum(1)
+    # A square of 8-16 pixels, unless its corner colour happened to equal the flat one in places.
+    assert torch.equal(changed.sum((1, 2)), rows * cols) and ((rows == 0) | (rows == cols)).all()
+    assert (rows <= 16).all() and (rows >= 8).float().mean() > 0.9
+
+
+def test_pixels_as_weights_round_trip_for_gradient_refinement():
+    enc = DirectEncoding((3, 8, 8))
+    genomes = enc.random(4, np.random.default_rng(0))
+    weights = enc.weights_of(genomes)
+    assert weights.shape == (4 * 3 * 8 * 8,) and weights.min() >= -enc.weight_bound and weights.max() <= 0.5
+    assert torch.equal(enc.with_weights(genomes, weights), genomes)
+    images = enc.render_differentiable(genomes, torch.as_tensor(weights))
+    assert torch.allclose(images * 255, genomes.float(), atol=1e-4)
