@@ -120,9 +120,8 @@ class RunConfig:
         refine_share: Share of each generation ``--refine grad`` takes.
         refine_steps: Gradient steps per refined child.
         refine_lr: Adam's learning rate on the weights; ``None``: the encoding's own
-            (``refine_lr`` of its class: cppn 3e-4, direct 0.01),
-            which a new run records. Runs recorded before this key stepped with
-            ``FIRST_REFINE_LR``.
+            (``refine_lr`` of its class), which a new run records. Runs recorded before
+            this key stepped with ``FIRST_REFINE_LR``.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """

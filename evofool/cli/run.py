@@ -128,9 +128,10 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--refine-steps", type=int, default=_DEFAULTS.refine_steps, show_default=True,
               help="Gradient steps per refined child.")
 @click.option("--refine-lr", type=float, default=_DEFAULTS.refine_lr, show_default=True,
-              help="Adam's learning rate for --refine grad [default: the encoding's: cppn 3e-4 on link "
-                   "weights (evolved champions are rugged: larger steps lose confidence), direct 0.01 on "
-                   "pixels in [0, 1]].")
+              help="Adam's learning rate for --refine grad [default: the encoding's: "
+                   + ", ".join(f"{name} {encoding_class(name).refine_lr:g}" for name in ENCODINGS
+                               if hasattr(encoding_class(name), "refine_lr"))
+                   + " (CPPN link weights in [-10, 10] of evolved champions are rugged; pixels in [0, 1])].")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
