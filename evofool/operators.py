@@ -273,11 +273,11 @@ def random_squares(pixels: torch.Tensor, count: int, smallest: float, largest: f
     """
     n, c, h, w = pixels.shape
     short = min(h, w)
+    # 1 <= lo <= hi <= short (shares are at most 1), so every rounded side is in [1, short].
     lo, hi = max(1.0, smallest * short), max(1.0, largest * short)
     out = pixels
     for _ in range(count):
-        side = np.minimum(np.exp(rng.uniform(np.log(lo), np.log(hi), n)).round().astype(np.int64), short)
-        side = np.maximum(side, 1)
+        side = np.exp(rng.uniform(np.log(lo), np.log(hi), n)).round().astype(np.int64)
         top = np.floor(rng.random(n) * (h - side + 1)).astype(np.int64)
         left = np.floor(rng.random(n) * (w - side + 1)).astype(np.int64)
         # Corners of the colour cube, not uniform colours: measured (EfficientNet-Lite0, flat

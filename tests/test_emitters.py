@@ -491,7 +491,6 @@ def test_gradient_refine_of_direct_genomes_steps_the_pixels_up_each_childs_class
     """Direct genomes: the pixels are the weights (``x / 255 - 1/2``, clamped to the image's
     range); a child is its parent's image after the steps, quantised to 8 bits."""
     from evofool.emitters import GradientRefineEmitter
-    from evofool.encodings.direct import DirectEncoding
 
     enc, clf = DirectEncoding((3, 16, 16)), thousand_class_stand_in()
     archive = ClassArchive(1000, enc)

@@ -133,7 +133,7 @@ class DirectEncoding(Encoding):
 
     def weights_of(self, genomes: torch.Tensor) -> np.ndarray:
         """Every pixel of ``genomes`` as ``x / 255 - 1/2``, genome by genome (float32)."""
-        return (genomes.to(torch.float32).div_(255.0).sub_(0.5)).reshape(-1).cpu().numpy()
+        return self.to_vectors(genomes).div_(255.0).sub_(0.5).reshape(-1).cpu().numpy()
 
     def render_differentiable(self, genomes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights`` (laid out as ``weights_of``) as ``B×C×H×W`` images in [0, 1]."""
@@ -142,8 +142,7 @@ class DirectEncoding(Encoding):
     def with_weights(self, parents: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
         """The 8-bit images of ``weights`` (laid out as ``weights_of``)."""
         pixels = torch.as_tensor(np.asarray(weights, dtype=np.float32), device=self.device)
-        pixels = pixels.add(0.5).mul_(255.0).clamp_(0.0, 255.0).round_().to(torch.uint8)
-        return pixels.view(len(parents), *self.image_shape)
+        return self.from_vectors(pixels.add(0.5).mul_(255.0)).view(len(parents), *self.image_shape)
 
     def to_vectors(self, genomes: torch.Tensor) -> torch.Tensor:
         return genomes.to(torch.float32)  # in 0-255 pixel units
