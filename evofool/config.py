@@ -36,15 +36,18 @@ from evofool.values import (CLASS_NAMES, NO_LEGACY, ConfigError, Param, check_kn
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
                 "focus_below", "recombine", "weight_steps", "refine", "refine_share", "refine_steps",
-                "refine_lr")
+                "refine_lr", "refine_adapt")
 # Meaning keys added after runs were first recorded: they enter the hash only when they differ
 # from this value (what every earlier run computed), so the folders of earlier runs keep theirs.
 LATER_MEANING_DEFAULTS = {"weight_steps": 0.0, "refine": "off", "refine_share": 0.1,
-                          "refine_steps": REFINE_STEPS, "refine_lr": FIRST_REFINE_LR}
+                          "refine_steps": REFINE_STEPS, "refine_lr": FIRST_REFINE_LR,
+                          "refine_adapt": "off"}
 # Keys that mean something only for --refine grad: a black-box run's hash never holds them.
-REFINE_ONLY_KEYS = ("refine_lr",)
+REFINE_ONLY_KEYS = ("refine_lr", "refine_adapt")
 # --refine: off (black-box: forward passes only), or grad (GradientRefineEmitter).
 REFINES = ("off", "grad")
+# --refine-adapt: off (every cell steps at refine_lr), or on (a step per cell, 1/5 success rule).
+REFINE_ADAPTS = ("off", "on")
 
 # numpy's default_rng takes any seed >= 0, torch.manual_seed any seed < 2**64: both hold here.
 SEED_LIMIT = 2**64
@@ -122,6 +125,9 @@ class RunConfig:
         refine_lr: Adam's learning rate on the weights; ``None``: the encoding's own
             (``refine_lr`` of its class), which a new run records. Runs recorded before
             this key stepped with ``FIRST_REFINE_LR``.
+        refine_adapt: ``on``: each cell keeps its own refine step, adapted by the 1/5 success
+            rule between a tenth of ``refine_lr`` and ``refine_lr``; ``off``: every cell
+            steps at ``refine_lr`` (what runs recorded before this key did).
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -149,6 +155,7 @@ class RunConfig:
     refine_steps: int = setting(int, REFINE_STEPS, low=1, high=1000, legacy=REFINE_STEPS)
     refine_lr: float | None = setting(float, None, low=0.0, high=10.0, low_open=True, optional=True,
                                       legacy=FIRST_REFINE_LR)
+    refine_adapt: str = setting(str, "off", choices=REFINE_ADAPTS, legacy="off")
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 

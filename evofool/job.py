@@ -137,7 +137,8 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     if refined:
         extra.append(GradientRefineEmitter(encoding, refined, gradient_objective(classifier), config.refine_steps,
                                            lr=config.resolved_refine_lr(),
-                                           selector=LaggingSelector(config.focus_below)))
+                                           selector=LaggingSelector(config.focus_below),
+                                           adapt=config.refine_adapt == "on"))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
                   recombination=recombination, weight_steps=weight_steps, extra_emitters=extra), classifier

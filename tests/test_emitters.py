@@ -536,3 +536,47 @@ def test_gradient_steps_count_three_evaluations_each_and_resume_exactly():
     with pytest.raises(ValueError, match="not both"):
         Engine(cppn(), BatchEvaluator(thousand_class_stand_in(), "cpu"), ClassArchive(1000, cppn()), 8,
                np.random.default_rng(0), emitters=[MutationEmitter(cppn())], extra_emitters=[a.emitters[1]])
+
+
+def test_gradient_refine_adapt_steps_each_genome_at_its_cells_lr_and_follows_the_one_fifth_rule():
+    """--refine-adapt on: a cell's factor on lr is Adam's step scaled for its genomes (their
+    moments do not depend on lr), and moves by the 1/5 success rule between ADAPT_FLOOR and 1."""
+    from evofool.emitters import GradientRefineEmitter
+    from evofool.emitters._gradient_refine import ADAPT_FLOOR
+    from evofool.emitters._weight_step import SUCCESS_TARGET, WEIGHT_STEP_GAIN
+
+    enc, clf = DirectEncoding((3, 16, 16)), thousand_class_stand_in()
+    emitter = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02, adapt=True)
+    parent = enc.random(1, np.random.default_rng(0)).repeat(3, 1, 1, 1)
+    start = enc.weights_of(parent).reshape(3, -1)
+    moved = emitter.refine(parent, np.array([7, 7, 7]), np.array([1.0, 0.25, ADAPT_FLOOR])).reshape(3, -1) - start
+    inside = (np.abs(start + moved) < enc.weight_bound - 1e-3).all(axis=0)  # not clamped in any row
+    assert inside.mean() > 0.5 and (np.abs(moved[0][inside]) > 0.01).all()  # Adam's first step ~ lr
+    np.testing.assert_allclose(moved[1][inside], 0.25 * moved[0][inside], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(moved[2][inside], ADAPT_FLOOR * moved[0][inside], rtol=1e-4, atol=1e-7)
+    # Without adapt (and before it), one lr: the same bits as before per-cell steps existed.
+    plain = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02)
+    assert np.array_equal(plain.refine(parent, np.array([7, 7, 7])),
+                          emitter.refine(parent, np.array([7, 7, 7]), np.ones(3)))
+
+    archive = ClassArchive(1000, enc)
+    rng = np.random.default_rng(0)
+    first = enc.random(64, rng)
+    archive.update(first, first, BatchEvaluator(clf, "cpu").log_probs(first), 1)
+    for generation in (2, 3, 4):
+        children = emitter.ask(archive, 4, rng, generation)
+        classes, before = emitter._asked
+        assert emitter.extra_evaluations == 3 * 1 * 4
+        fitness = torch.full((4, 1000), -50.0, dtype=torch.float64)
+        fitness[0, classes[0]] = before[0] + 0.1  # the first child beats its parent, the others do not
+        log = np.log(emitter.lr_scale if emitter.lr_scale is not None else np.ones(1000))
+        np.add.at(log, classes, WEIGHT_STEP_GAIN * (np.arange(4) == 0) - WEIGHT_STEP_GAIN * SUCCESS_TARGET)
+        emitter.tell(archive, children, children, fitness, rng)
+        np.testing.assert_allclose(emitter.lr_scale, np.exp(np.clip(log, np.log(ADAPT_FLOOR), 0.0)))
+    assert emitter.lr_scale.max() == 1.0 and emitter.lr_scale.min() < 1.0
+    assert emitter.config()["adapt"]["floor"] == ADAPT_FLOOR and "adapt" not in plain.config()
+    state, arrays = emitter.state_dict()
+    restored = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02, adapt=True)
+    restored.load_state_dict(json.loads(json.dumps(state)), arrays)
+    assert np.array_equal(restored.lr_scale, emitter.lr_scale)
+    assert plain.state_dict() == ({}, {})  # a run without adapt checkpoints what it did before

@@ -21,7 +21,8 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
            "recombine": "recombine", "weight_steps": "weight_steps", "refine": "refine",
-           "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr"}
+           "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr",
+           "refine_adapt": "refine_adapt"}
 
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
@@ -132,6 +133,10 @@ def _hooks(no_gallery: bool) -> list:
                    + ", ".join(f"{name} {encoding_class(name).refine_lr:g}" for name in ENCODINGS
                                if hasattr(encoding_class(name), "refine_lr"))
                    + " (CPPN link weights in [-10, 10] of evolved champions are rugged; pixels in [0, 1])].")
+@click.option("--refine-adapt", type=click.Choice(_CHOICES["refine_adapt"]), default=_DEFAULTS.refine_adapt,
+              show_default=True,
+              help="on: each class keeps its own --refine grad step, adapted by the 1/5 success rule "
+                   "between a tenth of --refine-lr and --refine-lr (champions near the top need finer steps).")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
@@ -142,7 +147,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
         resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
-        weight_steps, refine, refine_share, refine_steps, refine_lr, ray, workers, quiet, no_gallery) -> None:
+        weight_steps, refine, refine_share, refine_steps, refine_lr, refine_adapt, ray, workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

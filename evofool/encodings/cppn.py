@@ -131,6 +131,10 @@ class CPPNEncoding(Encoding):
         """Every link weight of ``genomes``, concatenated genome by genome (float32)."""
         return np.concatenate([g.link_weight for g in genomes]) if genomes else np.zeros(0, np.float32)
 
+    def weight_counts(self, genomes: list[Genome]) -> np.ndarray:
+        """How many of ``weights_of``'s values each genome has: its links."""
+        return np.array([len(g.link_weight) for g in genomes], dtype=np.int64)
+
     def with_weights(self, parents: list[Genome], weights: np.ndarray) -> list[Genome]:
         """Children with the parents' graphs and these weights (as ``weights_of`` lays
         them out), clipped to the bound; new genome ids."""

@@ -7,6 +7,8 @@ archive says. Variation works on the batch in [0, 1] floats and re-quantises.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -134,6 +136,10 @@ class DirectEncoding(Encoding):
     def weights_of(self, genomes: torch.Tensor) -> np.ndarray:
         """Every pixel of ``genomes`` as ``x / 255 - 1/2``, genome by genome (float32)."""
         return self.to_vectors(genomes).div_(255.0).sub_(0.5).reshape(-1).cpu().numpy()
+
+    def weight_counts(self, genomes: torch.Tensor) -> np.ndarray:
+        """How many of ``weights_of``'s values each genome has: its pixels."""
+        return np.full(len(genomes), math.prod(self.image_shape), dtype=np.int64)
 
     def render_differentiable(self, genomes: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """``weights`` (laid out as ``weights_of``) as ``B×C×H×W`` images in [0, 1]."""

@@ -53,13 +53,17 @@ def test_same_seed_gives_identical_archive(tmp_path):
     assert not np.array_equal(a["archive.images"], c["archive.images"])
 
 
-@pytest.mark.parametrize("encoding, lr", [("cppn", 3e-4), ("direct", 0.01)])
-def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_resume(tmp_path, encoding, lr):
+@pytest.mark.parametrize("encoding, lr, adapt", [("cppn", 3e-4, "off"), ("direct", 0.01, "off"),
+                                                 ("direct", 0.4, "on")])
+def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_resume(tmp_path, encoding, lr, adapt):
     """--refine grad: gradient steps on one torch thread, so --threads 1 and 2 and a stopped
     and resumed run give the same archive; the config says it is not black-box, and each
-    gradient step counts as 3 evaluations; the learning rate is the encoding's own."""
+    gradient step counts as 3 evaluations; the learning rate is the encoding's own. With
+    --refine-adapt on (and an lr so coarse that children fail), the per-class steps shrink
+    and are checkpointed, so a resume is exact too."""
     common = ["--model", "lenet-mnist", "--encoding", encoding, "--population", "40", "--seed", "2", "--refine",
-              "grad", "--refine-share", "0.25", "--refine-steps", "2", "--quiet", "--no-gallery"]
+              "grad", "--refine-share", "0.25", "--refine-steps", "2", "--refine-adapt", adapt,
+              "--quiet", "--no-gallery"] + (["--refine-lr", str(lr)] if adapt == "on" else [])
     for name, threads in (("one", "1"), ("two", "2")):
         result = run_cli("run", *common, "--generations", "6", "--threads", threads, "--out", str(tmp_path / name))
         assert result.exit_code == 0, result.output
@@ -74,6 +78,10 @@ def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_re
     refine = doc["emitters_resolved"][-1]
     assert refine["type"] == "gradient_refine" and refine["black_box"] is False and refine["size"] == 10
     assert refine["lr"] == lr and doc["config"]["refine_lr"] == lr
+    assert doc["config"]["refine_adapt"] == adapt and ("adapt" in refine) == (adapt == "on")
+    if adapt == "on":
+        scales = one["emitters.2.lr_scale"]  # mutation, step recombination, then gradient_refine
+        assert scales.shape == (10,) and scales.max() <= 1.0 and scales.min() < 1.0
     log = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     assert [r["evaluations"] for r in log] == [40 + g * (40 + 3 * 2 * 10) for g in range(6)]
 

@@ -36,6 +36,7 @@ TOMLS: dict[str, str | bytes] = {
     "params_eta": "[encoding_params]\neta = -1.0\n",
     "params_scalar": "encoding_params = 5\n",
     "recombine_bool": "recombine = [true, 2]\n",
+    "refine_adapt": 'refine = "grad"\nrefine_adapt = "yes"\n',
 }
 
 GOOD_SIDECAR = {"input_shape": [1, 28, 28], "class_names": ["a", "b"]}
@@ -96,6 +97,8 @@ CASES = [
      ["crossover_rate applies to mutation=polynomial"]),
     ("param_mutation_choice", ["run", "--param", "mutation=gauss"], ["mutation must be one of polynomial, squares"]),
     # --- run.toml ----------------------------------------------------------------------------
+    ("toml_refine_adapt", ["run", "--config", "refine_adapt.toml"],
+     ["refine_adapt.toml: refine_adapt must be one of off, on", "'yes'"]),
     ("toml_pop_str", ["run", "--config", "pop_str.toml"], ["pop_str.toml: population must be an integer", "'abc'"]),
     ("toml_gen_str", ["run", "--config", "gen_str.toml"], ["gen_str.toml: generations must be an integer", "'5'"]),
     ("toml_pop_float", ["run", "--config", "pop_float.toml"], ["pop_float.toml: population must be", "2.5"]),
