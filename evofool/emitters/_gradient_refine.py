@@ -58,7 +58,8 @@ class GradientRefineEmitter(Emitter):
     Args:
         encoding: An encoding with ``render_differentiable(genomes, weights)``,
             ``weights_of(genomes)``, ``with_weights(parents, weights)`` and ``weight_bound``
-            (``cppn``: link weights; ``direct``: pixels).
+            (``cppn``: link weights; ``direct``: pixels); with ``adapt``, also
+            ``weight_counts(genomes)`` (each genome's share of ``weights_of``).
         size: Places this emitter takes in each batch.
         objective: Images ``B×C×H×W`` in [0, 1] (float, differentiable) -> per-class
             log-probabilities ``B×K`` (differentiable): the torch model, preprocessing
