@@ -77,29 +77,33 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "direct-squares-large": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
                                    "square_min=0.05", "--param", "square_max=0.5"],
                              "direct-squares, sides 5-50 % of the image"),
-    # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations.
+    # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations. Those measured
+    # before --refine-adapt existed keep their one lr ("off"), so a new folder computes what they did.
     "curiosity-eta15-refine": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
-                                     "--refine-lr", "0.1"],
+                                     "--refine-lr", "0.1", "--refine-adapt", "off"],
                                "curiosity-eta15, and 10 % of each batch champions refined by 4 gradient steps "
                                "on their CPPN weights (NOT black-box)"),
     "curiosity-eta15-refine30": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
-                                       "--refine-share", "0.3", "--refine-lr", "0.1"],
+                                       "--refine-share", "0.3", "--refine-lr", "0.1", "--refine-adapt", "off"],
                                  "curiosity-eta15, and 30 % of each batch refined by 4 gradient steps (NOT black-box)"),
-    "direct-refine": (100, ["--encoding", "direct", "--refine", "grad"],
+    "direct-refine": (100, ["--encoding", "direct", "--refine", "grad", "--refine-adapt", "off"],
                       "the direct encoding, and 10 % of each batch champions whose pixels took 4 Adam steps "
                       "(the default lr 0.01) up their class's log-probability (NOT black-box)"),
     "direct-refine30": (100, ["--encoding", "direct", "--refine", "grad", "--refine-lr", "0.01",
-                              "--refine-share", "0.3"],
+                              "--refine-share", "0.3", "--refine-adapt", "off"],
                         "the direct encoding, and 30 % of each batch champions whose pixels took 4 Adam steps "
                         "(lr 0.01) up their class's log-probability (NOT black-box)"),
-    "direct-refine60": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6"],
+    "direct-refine60": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6",
+                              "--refine-adapt", "off"],
                         "direct-refine with 60 % of each batch refined (NOT black-box)"),
     "direct-refine60-adapt": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6",
                                     "--refine-adapt", "on"],
-                              "direct-refine60 with a refine step per class, 1/5 success rule (NOT black-box)"),
-    "direct-refine90": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.9"],
+                              "direct-refine60 with a refine step per class, 1/5 success rule (today's "
+                              "default; NOT black-box)"),
+    "direct-refine90": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.9",
+                              "--refine-adapt", "off"],
                         "direct-refine with 90 % of each batch refined (NOT black-box)"),
-    "curiosity-refine": (100, ["--selection", "curiosity", "--refine", "grad"],
+    "curiosity-refine": (100, ["--selection", "curiosity", "--refine", "grad", "--refine-adapt", "off"],
                          "curiosity selection (eta 40), and 10 % of each batch champions refined by 4 gradient "
                          "steps at the default --refine-lr (NOT black-box)"),
 }

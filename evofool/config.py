@@ -125,9 +125,9 @@ class RunConfig:
         refine_lr: Adam's learning rate on the weights; ``None``: the encoding's own
             (``refine_lr`` of its class), which a new run records. Runs recorded before
             this key stepped with ``FIRST_REFINE_LR``.
-        refine_adapt: ``on``: each cell keeps its own refine step, adapted by the 1/5 success
-            rule between a tenth of ``refine_lr`` and ``refine_lr``; ``off``: every cell
-            steps at ``refine_lr`` (what runs recorded before this key did).
+        refine_adapt: ``on`` (default): each cell keeps its own refine step, adapted by the
+            1/5 success rule between a tenth of ``refine_lr`` and ``refine_lr``; ``off``: every
+            cell steps at ``refine_lr`` (what runs recorded before this key did).
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -155,7 +155,7 @@ class RunConfig:
     refine_steps: int = setting(int, REFINE_STEPS, low=1, high=1000, legacy=REFINE_STEPS)
     refine_lr: float | None = setting(float, None, low=0.0, high=10.0, low_open=True, optional=True,
                                       legacy=FIRST_REFINE_LR)
-    refine_adapt: str = setting(str, "off", choices=REFINE_ADAPTS, legacy="off")
+    refine_adapt: str = setting(str, "on", choices=REFINE_ADAPTS, legacy="off")
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 

@@ -122,7 +122,7 @@ def test_refine_lr_is_part_of_a_refine_runs_meaning_only():
 
     assert CPPNEncoding.refine_lr != FIRST_REFINE_LR
     first = RunConfig(encoding="cppn", refine="grad").to_dict()
-    del first["refine_lr"]
+    del first["refine_lr"], first["refine_adapt"]  # neither existed then
     recorded = RunConfig.from_dict(first)
     assert recorded.refine_lr == FIRST_REFINE_LR
     assert recorded.hash() == "9d8c393ae46e677f"  # what the code before the key recorded
@@ -146,20 +146,21 @@ def test_refine_lr_defaults_to_the_encodings_own_and_a_new_run_records_it():
         assert given.for_new_run().refine_lr == own and "refine_lr" not in given.for_new_run().differing_keys(given)
         assert RunConfig(encoding=encoding, refine="grad", refine_lr=own).hash() == given.hash()
     assert DirectEncoding.refine_lr != CPPNEncoding.refine_lr
-    assert RunConfig(encoding="cppn", refine="grad").hash() == "feb634326e3247ff"  # as before the change
+    # As before the change (one lr for every cell, as then).
+    assert RunConfig(encoding="cppn", refine="grad", refine_adapt="off").hash() == "feb634326e3247ff"
 
 
 def test_refine_adapt_is_off_for_recorded_runs_and_part_of_a_refine_runs_meaning_only():
     """--refine-adapt came after the first refine runs: a config recorded without it steps
-    every cell at one lr (its hash unchanged); on, it changes a refine run's meaning and
-    nothing else's; a bad value is one line."""
+    every cell at one lr (its hash unchanged); a new refine run adapts by default, which is
+    part of its meaning; a black-box run's hash never holds it; a bad value is one line."""
     first = RunConfig(encoding="direct", refine="grad").for_new_run().to_dict()
     del first["refine_adapt"]
     recorded = RunConfig.from_dict(first)
     assert recorded.refine_adapt == "off"
-    assert recorded.hash() == RunConfig(encoding="direct", refine="grad").hash()
-    adapted = RunConfig(encoding="direct", refine="grad", refine_adapt="on")
-    assert adapted.differing_keys(recorded) == ["refine_adapt"]
+    assert recorded.hash() == RunConfig(encoding="direct", refine="grad", refine_adapt="off").hash()
+    adapted = RunConfig(encoding="direct", refine="grad")
+    assert adapted.refine_adapt == "on" and adapted.differing_keys(recorded) == ["refine_adapt"]
     assert RunConfig(refine_adapt="on").hash() == RunConfig().hash()  # black-box: no refine step to adapt
     with pytest.raises(ConfigError, match=r"refine-adapt must be one of off, on \(got 'yes'\)"):
         RunConfig.check_values({"refine_adapt": "yes"})

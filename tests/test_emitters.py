@@ -546,7 +546,7 @@ def test_gradient_refine_adapt_steps_each_genome_at_its_cells_lr_and_follows_the
     from evofool.emitters._weight_step import SUCCESS_TARGET, WEIGHT_STEP_GAIN
 
     enc, clf = DirectEncoding((3, 16, 16)), thousand_class_stand_in()
-    emitter = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02, adapt=True)
+    emitter = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02)  # adapt: the default
     parent = enc.random(1, np.random.default_rng(0)).repeat(3, 1, 1, 1)
     start = enc.weights_of(parent).reshape(3, -1)
     moved = emitter.refine(parent, np.array([7, 7, 7]), np.array([1.0, 0.25, ADAPT_FLOOR])).reshape(3, -1) - start
@@ -555,7 +555,7 @@ def test_gradient_refine_adapt_steps_each_genome_at_its_cells_lr_and_follows_the
     np.testing.assert_allclose(moved[1][inside], 0.25 * moved[0][inside], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(moved[2][inside], ADAPT_FLOOR * moved[0][inside], rtol=1e-4, atol=1e-7)
     # Without adapt (and before it), one lr: the same bits as before per-cell steps existed.
-    plain = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02)
+    plain = GradientRefineEmitter(enc, 4, stand_in_objective(clf), steps=1, lr=0.02, adapt=False)
     assert np.array_equal(plain.refine(parent, np.array([7, 7, 7])),
                           emitter.refine(parent, np.array([7, 7, 7]), np.ones(3)))
 

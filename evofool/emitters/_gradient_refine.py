@@ -68,13 +68,13 @@ class GradientRefineEmitter(Emitter):
         lr: Adam's learning rate on the weights; default: the encoding's ``refine_lr``.
         selector: Chooses the cells; default: ``LaggingSelector`` (cells not yet fooled).
         adapt: Keep a step per cell, adapted by the 1/5 success rule (``lr`` is then the
-            largest step).
+            largest step); False: every cell steps at ``lr``.
     """
 
     name = "gradient_refine"
 
     def __init__(self, encoding: Encoding, size: int, objective: Objective, steps: int = REFINE_STEPS,
-                 lr: float | None = None, selector: Selector | None = None, adapt: bool = False) -> None:
+                 lr: float | None = None, selector: Selector | None = None, adapt: bool = True) -> None:
         super().__init__(encoding)
         if not hasattr(encoding, "render_differentiable"):
             raise ValueError(f"the {encoding.name} encoding has no weights to refine by gradient (use cppn or direct)")
