@@ -34,7 +34,7 @@ import torch
 from evofool.devices import torch_threads
 from evofool.emitters._emitter import Emitter
 from evofool.emitters._selector import LaggingSelector, Selector
-from evofool.emitters._weight_step import SUCCESS_TARGET, WEIGHT_STEP_GAIN
+from evofool.emitters._weight_step import WEIGHT_STEP_GAIN, one_fifth_rule
 from evofool.encodings.base import Encoding, Genomes
 
 # A forward + backward pass costs about three forward passes (the backward pass is about
@@ -144,17 +144,9 @@ class GradientRefineEmitter(Emitter):
 
     def tell(self, archive, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
              rng: np.random.Generator) -> None:
-        if self._asked is None:
-            return
-        classes, before = self._asked
+        if self._asked is not None:  # with adapt
+            self.lr_scale = one_fifth_rule(self._scales(archive.num_classes), self._asked, fitness, ADAPT_FLOOR, 1.0)
         self._asked = None
-        index = torch.from_numpy(classes).to(fitness.device)
-        own = fitness.to(torch.float64).gather(1, index.unsqueeze(1)).squeeze(1)
-        success = (own > before.to(own.device)).cpu().numpy().astype(np.float64)
-        # Several children of one cell: each moves its step, in batch order (as WeightStepEmitter).
-        log_scale = np.log(self._scales(archive.num_classes))
-        np.add.at(log_scale, classes, WEIGHT_STEP_GAIN * (success - SUCCESS_TARGET))
-        self.lr_scale = np.exp(np.clip(log_scale, np.log(ADAPT_FLOOR), 0.0))
 
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         return {}, ({} if self.lr_scale is None else {"lr_scale": self.lr_scale.copy()})

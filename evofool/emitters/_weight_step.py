@@ -28,6 +28,21 @@ WEIGHT_STEP_GAIN = 0.5
 SUCCESS_TARGET = 0.2
 
 
+def one_fifth_rule(steps: np.ndarray, asked: tuple[np.ndarray, torch.Tensor], fitness: torch.Tensor,
+                   low: float, high: float) -> np.ndarray:
+    """Per-cell step sizes after Rechenberg's 1/5 success rule: each child made for a cell
+    (``asked``: those cells, and their champions' fitness then) that beats that fitness for
+    the cell's class widens its step, one that does not narrows it (several children of one
+    cell: each moves it, in batch order); clipped to ``[low, high]``."""
+    classes, before = asked
+    index = torch.from_numpy(classes).to(fitness.device)
+    own = fitness.to(torch.float64).gather(1, index.unsqueeze(1)).squeeze(1)
+    success = (own > before.to(own.device)).cpu().numpy().astype(np.float64)
+    log_steps = np.log(steps)
+    np.add.at(log_steps, classes, WEIGHT_STEP_GAIN * (success - SUCCESS_TARGET))
+    return np.clip(np.exp(log_steps), low, high)
+
+
 class WeightStepEmitter(Emitter):
     """Children that move every weight of a chosen champion by a Gaussian step of its
     cell's step size; the step sizes follow the 1/5 success rule.
@@ -73,18 +88,9 @@ class WeightStepEmitter(Emitter):
 
     def tell(self, archive, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
              rng: np.random.Generator) -> None:
-        if self._asked is None:
-            return
-        classes, before = self._asked
+        if self._asked is not None:
+            self.sigma = one_fifth_rule(self._sigmas(archive.num_classes), self._asked, fitness, *WEIGHT_STEP_BOUNDS)
         self._asked = None
-        index = torch.from_numpy(classes).to(fitness.device)
-        own = fitness.to(torch.float64).gather(1, index.unsqueeze(1)).squeeze(1)
-        success = (own > before.to(own.device)).cpu().numpy().astype(np.float64)
-        # Several children of one cell: each try moves its step size, in batch order.
-        change = WEIGHT_STEP_GAIN * (success - SUCCESS_TARGET)
-        log_sigma = np.log(self._sigmas(archive.num_classes))
-        np.add.at(log_sigma, classes, change)
-        self.sigma = np.clip(np.exp(log_sigma), *WEIGHT_STEP_BOUNDS)
 
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         return {}, ({} if self.sigma is None else {"sigma": self.sigma.copy()})
