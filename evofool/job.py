@@ -336,6 +336,7 @@ class Job:
             EvofoolError: when a file cannot be written (disk full...); the last checkpoint
                 is then intact and no temp file is left.
         """
+        self.folder.check_held()  # files are written by path: never into a folder another process may own
         archive = self.engine.archive
         with self._reporting("the champions"):
             self.folder.write_champions(archive.images.cpu().numpy(), archive.confidences(),

@@ -250,6 +250,12 @@ class RunFolder:
         if self._lock is None or not self._lock.held:
             self._lock = safefs.lock_folder(self.path)
 
+    def check_held(self) -> None:
+        """Raises ``EvofoolError`` if the folder this process locked was removed or replaced
+        (``safefs.FolderLock.check``); a no-op when it holds no lock."""
+        if self._lock is not None:
+            self._lock.check()
+
     def release(self) -> None:
         if self._lock is not None:
             self._lock.release()

@@ -448,6 +448,21 @@ class FolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def check(self, what: str = "run folder") -> None:
+        """Raises ``EvofoolError`` unless ``path`` is still the file this lock holds: a folder
+        removed (or replaced by another at the same path) under a running process must not
+        get its files, which are written by path, while another process may lock the new one."""
+        if self._fd is None:
+            return
+        held = os.fstat(self._fd)
+        try:
+            now = os.lstat(self.path)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            raise EvofoolError(f"{what} {self.path.parent} was removed or replaced while this process "
+                               f"held it; stopping without writing there")
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:

@@ -67,6 +67,30 @@ def test_the_folder_is_unlocked_after_a_run_and_after_a_failing_one(tmp_path):
     safefs.lock_folder(out).release()
 
 
+def test_a_run_whose_folder_was_removed_or_replaced_writes_nothing_more(tmp_path):
+    """Files are written by path: a run whose folder was moved away (or deleted) and replaced by
+    another run's at the same path must not write into the new one, whose own writer holds its
+    lock; it stops at its next checkpoint with one line."""
+    import shutil
+
+    config, out = small_run(tmp_path)
+    first = Job.start(config, out, progress=False)
+    (out).rename(tmp_path / "moved")
+    second = Job.start(config, out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(EvofoolError, match=f"run folder {out} was removed or replaced while this process held it"):
+        first.save()
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert second.run() == 0  # the new folder's own writer is unaffected
+    first.close()
+
+    config, out = small_run(tmp_path, "deleted")  # deleted at its first checkpoint (generation 2 of 4)
+    job = Job.start(config, out, progress=False, hooks=[lambda j: shutil.rmtree(out)])
+    with pytest.raises(EvofoolError, match="was removed or replaced"):
+        job.run()
+    assert job.engine.generation == 4 and not out.exists()
+
+
 def test_resume_says_where_it_continues_and_when_there_is_nothing_to_do(tmp_path, capsys):
     config, out = small_run(tmp_path)
     assert Job.start(config, out, progress=False).run() == 0
