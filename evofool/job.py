@@ -444,6 +444,11 @@ class Job:
         engine, total = self.engine, self.config.generations
         every = self.config.checkpoint_every
         self.folder.acquire()  # held already, unless run() is called again
+        try:
+            self.folder.check_held()  # removed since Job.start/resume: say so before opening its log
+        except EvofoolError:
+            self.close()
+            raise
         idle = self._nothing_to_do()
         if idle is None and self._resumed:
             print(f"resuming at generation {engine.generation} of {total}", file=sys.stderr)

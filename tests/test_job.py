@@ -89,6 +89,12 @@ def test_a_run_whose_folder_was_removed_or_replaced_writes_nothing_more(tmp_path
     with pytest.raises(EvofoolError, match="was removed or replaced"):
         job.run()
     assert job.engine.generation == 4 and not out.exists()
+    config, out = small_run(tmp_path, "gone")  # removed before it ran at all
+    job = Job.start(config, out, progress=False)
+    shutil.rmtree(out)
+    with pytest.raises(EvofoolError, match="was removed or replaced"):
+        job.run()
+    assert not out.exists()
 
 
 def test_resume_says_where_it_continues_and_when_there_is_nothing_to_do(tmp_path, capsys):
