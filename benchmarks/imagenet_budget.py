@@ -15,6 +15,8 @@ against evaluations, one line per variant, the paper's settings included).
 ``--no-run`` only reads what the folders hold (e.g. while the runs go on elsewhere).
 Runs use ``--threads 1`` each and ``--parallel`` of them at once: on 2 cores, two
 single-thread runs score more images per second in total than one run on both.
+Ctrl-C or ``kill`` on this script stops its runs at the end of their generation, with a
+checkpoint; the same command resumes them.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -175,11 +178,24 @@ def run_all(args: argparse.Namespace) -> None:
                 continue
             todo.append((variant, command(variant, folder, generations, seed, args)))
     running: list[tuple[str, subprocess.Popen, float]] = []
+
+    def forward(signum, frame) -> None:
+        # A run stops at the end of its generation on SIGINT/SIGTERM and saves a checkpoint.
+        # Passing the signal on lets ``kill`` or Ctrl-C on this script stop every run it started
+        # (they used to go on alone); the runs have their own session, so a terminal's Ctrl-C
+        # reaches them once, from here (a second one would abandon their generation).
+        todo.clear()
+        for _, proc, _ in running:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
     while todo or running:
         while todo and len(running) < args.parallel:
             variant, cmd = todo.pop(0)
             print(f"[{variant}] {' '.join(cmd[1:])}", file=sys.stderr)
-            running.append((variant, subprocess.Popen(cmd), time.perf_counter()))
+            running.append((variant, subprocess.Popen(cmd, start_new_session=True), time.perf_counter()))
         time.sleep(2)
         for entry in list(running):
             variant, proc, start = entry
