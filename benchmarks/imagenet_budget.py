@@ -166,8 +166,9 @@ def generations_for(variant: str, budget: int) -> int:
     return 1 + max(0, math.ceil((budget - population) / (population + refined)))
 
 
-def run_all(args: argparse.Namespace) -> None:
-    """Brings every variant's folder to the budget, ``--parallel`` runs at a time."""
+def run_all(args: argparse.Namespace) -> int | None:
+    """Brings every variant's folder to the budget, ``--parallel`` runs at a time; returns
+    the signal that stopped them, if one did."""
     todo = []
     for seed in args.seeds:
         for variant in args.variants:
@@ -178,12 +179,14 @@ def run_all(args: argparse.Namespace) -> None:
                 continue
             todo.append((variant, command(variant, folder, generations, seed, args)))
     running: list[tuple[str, subprocess.Popen, float]] = []
+    stopped: list[int] = []
 
     def forward(signum, frame) -> None:
         # A run stops at the end of its generation on SIGINT/SIGTERM and saves a checkpoint.
         # Passing the signal on lets ``kill`` or Ctrl-C on this script stop every run it started
         # (they used to go on alone); the runs have their own session, so a terminal's Ctrl-C
         # reaches them once, from here (a second one would abandon their generation).
+        stopped.append(signum)
         todo.clear()
         for _, proc, _ in running:
             if proc.poll() is None:
@@ -203,6 +206,7 @@ def run_all(args: argparse.Namespace) -> None:
                 running.remove(entry)
                 print(f"[{variant}] exit {proc.returncode} after {time.perf_counter() - start:.0f} s",
                       file=sys.stderr)
+    return stopped[0] if stopped else None
 
 
 def at_budget(records: list[dict], evaluations: int) -> dict | None:
@@ -312,8 +316,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.at is None:
         args.at = [b for b in DEFAULT_AT if b <= args.budget] or [args.budget]
-    if not args.no_run:
-        run_all(args)
+    stopped = None if args.no_run else run_all(args)
     rows = table(args)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -323,6 +326,8 @@ def main() -> None:
         print_table(rows)
     if args.plot:
         plot(args, args.plot)
+    if stopped is not None:
+        sys.exit(128 + stopped)  # the shell's code for a process stopped by that signal
 
 
 if __name__ == "__main__":
