@@ -62,6 +62,17 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "curiosity-bolder": (100, ["--selection", "curiosity", "--param", "p_add_node=1", "--param",
                                "p_add_link=1", "--param", "p_remove_node=0.4", "--param", "p_remove_link=0.6"],
                          "curiosity selection, eta 40, every child gains a node and a link"),
+    "curiosity-bold-refine": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
+                                    "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5",
+                                    "--refine", "grad"],
+                              "curiosity-bold, and a tenth of each batch gradient steps on the links into the "
+                              "output nodes (not black-box)"),
+    "curiosity-bold-balance": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
+                                     "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param",
+                                     "p_remove_link=0.5", "--refine", "grad", "--refine-steps", "1",
+                                     "--refine-lr", "0.03", "--refine-balance", "on"],
+                               "curiosity-bold, and one gradient step (lr 0.03) on the links into the output nodes "
+                               "for a share of each batch that follows gain per evaluation (not black-box)"),
     "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
     "direct-squares": (100, ["--encoding", "direct", "--param", "mutation=squares"],
                        "the direct encoding, each child one painted square (Square Attack's step)"),
@@ -81,13 +92,15 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                    "square_min=0.05", "--param", "square_max=0.5"],
                              "direct-squares, sides 5-50 % of the image"),
     # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations. Those measured
-    # before --refine-adapt existed keep their one lr ("off"), so a new folder computes what they did.
+    # before --refine-adapt and refine_links existed keep their one lr ("off") and step every CPPN
+    # link, so a new folder computes what they did.
     "curiosity-eta15-refine": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
-                                     "--refine-lr", "0.1", "--refine-adapt", "off"],
+                                     "--refine-lr", "0.1", "--refine-adapt", "off", "--param", "refine_links=all"],
                                "curiosity-eta15, and 10 % of each batch champions refined by 4 gradient steps "
                                "on their CPPN weights (NOT black-box)"),
     "curiosity-eta15-refine30": (100, ["--selection", "curiosity", "--param", "eta=15", "--refine", "grad",
-                                       "--refine-share", "0.3", "--refine-lr", "0.1", "--refine-adapt", "off"],
+                                       "--refine-share", "0.3", "--refine-lr", "0.1", "--refine-adapt", "off",
+                                       "--param", "refine_links=all"],
                                  "curiosity-eta15, and 30 % of each batch refined by 4 gradient steps (NOT black-box)"),
     "direct-refine": (100, ["--encoding", "direct", "--refine", "grad", "--refine-adapt", "off"],
                       "the direct encoding, and 10 % of each batch champions whose pixels took 4 Adam steps "
@@ -166,6 +179,17 @@ def generations_for(variant: str, budget: int) -> int:
     return 1 + max(0, math.ceil((budget - population) / (population + refined)))
 
 
+def more_generations(folder: Path, budget: int) -> int | None:
+    """For a run that stopped short of ``budget`` evaluations (its generations spend a varying
+    number: ``--refine-balance on``), the generations to go on to, at its last generation's
+    rate; None when it is there."""
+    records = read_log(folder)
+    if not records or records[-1]["evaluations"] >= budget:
+        return None
+    last = records[-1]["evaluations"] - (records[-2]["evaluations"] if len(records) > 1 else 0)
+    return records[-1]["generation"] + max(1, math.ceil((budget - records[-1]["evaluations"]) / max(last, 1)))
+
+
 def run_all(args: argparse.Namespace) -> int | None:
     """Brings every variant's folder to the budget, ``--parallel`` runs at a time; returns
     the signal that stopped them, if one did."""
@@ -173,12 +197,11 @@ def run_all(args: argparse.Namespace) -> int | None:
     for seed in args.seeds:
         for variant in args.variants:
             folder = folder_of(args.root, variant, args.crops, seed)
-            generations = generations_for(variant, args.budget)
             records = read_log(folder)
-            if records and records[-1]["generation"] >= generations:
+            if records and records[-1]["evaluations"] >= args.budget:
                 continue
-            todo.append((variant, command(variant, folder, generations, seed, args)))
-    running: list[tuple[str, subprocess.Popen, float]] = []
+            todo.append((variant, folder, command(variant, folder, generations_for(variant, args.budget), seed, args)))
+    running: list[tuple[str, Path, subprocess.Popen, float]] = []
     stopped: list[int] = []
 
     def forward(signum, frame) -> None:
@@ -188,7 +211,7 @@ def run_all(args: argparse.Namespace) -> int | None:
         # reaches them once, from here (a second one would abandon their generation).
         stopped.append(signum)
         todo.clear()
-        for _, proc, _ in running:
+        for _, _, proc, _ in running:
             if proc.poll() is None:
                 proc.send_signal(signum)
 
@@ -196,16 +219,19 @@ def run_all(args: argparse.Namespace) -> int | None:
         signal.signal(signum, forward)
     while todo or running:
         while todo and len(running) < args.parallel:
-            variant, cmd = todo.pop(0)
+            variant, folder, cmd = todo.pop(0)
             print(f"[{variant}] {' '.join(cmd[1:])}", file=sys.stderr)
-            running.append((variant, subprocess.Popen(cmd, start_new_session=True), time.perf_counter()))
+            running.append((variant, folder, subprocess.Popen(cmd, start_new_session=True), time.perf_counter()))
         time.sleep(2)
         for entry in list(running):
-            variant, proc, start = entry
+            variant, folder, proc, start = entry
             if proc.poll() is not None:
                 running.remove(entry)
                 print(f"[{variant}] exit {proc.returncode} after {time.perf_counter() - start:.0f} s",
                       file=sys.stderr)
+                more = None if proc.returncode or stopped else more_generations(folder, args.budget)
+                if more is not None:  # --refine-balance: evaluations per generation vary
+                    todo.append((variant, folder, command(variant, folder, more, 0, args)))  # a resume: its own seed
     return stopped[0] if stopped else None
 
 

@@ -45,6 +45,8 @@ class ClassArchive:
         self.images = torch.zeros((self.num_classes, *encoding.image_shape), dtype=torch.uint8,
                                   device=self.device)
         self.genomes: Genomes = encoding.empty_store(self.num_classes)
+        # For each class the last update improved (in its order), the batch row that took it.
+        self.last_winners = np.empty(0, dtype=np.int64)
 
     # --- queries ------------------------------------------------------------------
     @property
@@ -92,13 +94,16 @@ class ClassArchive:
             The classes whose champion changed, sorted.
         """
         if fitness.shape[0] == 0:
+            self.last_winners = np.empty(0, dtype=np.int64)
             return np.empty(0, dtype=np.int64)
         best, who = fitness.to(self.device, torch.float64).max(dim=0)
         improved = best > self.fitness
         cells = torch.nonzero(improved).flatten()
         if cells.numel() == 0:
+            self.last_winners = np.empty(0, dtype=np.int64)
             return np.empty(0, dtype=np.int64)
         winners = who[cells]
+        self.last_winners = winners.cpu().numpy()  # the batch row that took each improved cell
         self.fitness[cells] = best[cells]
         self.generation[cells] = generation
         cells_np = cells.cpu().numpy()

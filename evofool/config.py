@@ -36,18 +36,20 @@ from evofool.values import (CLASS_NAMES, NO_LEGACY, ConfigError, Param, check_kn
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
                 "focus_below", "recombine", "weight_steps", "refine", "refine_share", "refine_steps",
-                "refine_lr", "refine_adapt")
+                "refine_lr", "refine_adapt", "refine_balance")
 # Meaning keys added after runs were first recorded: they enter the hash only when they differ
 # from this value (what every earlier run computed), so the folders of earlier runs keep theirs.
 LATER_MEANING_DEFAULTS = {"weight_steps": 0.0, "refine": "off", "refine_share": 0.1,
                           "refine_steps": REFINE_STEPS, "refine_lr": FIRST_REFINE_LR,
-                          "refine_adapt": "off"}
+                          "refine_adapt": "off", "refine_balance": "off"}
 # Keys that mean something only for --refine grad: a black-box run's hash never holds them.
-REFINE_ONLY_KEYS = ("refine_lr", "refine_adapt")
+REFINE_ONLY_KEYS = ("refine_lr", "refine_adapt", "refine_balance")
 # --refine: off (black-box: forward passes only), or grad (GradientRefineEmitter).
 REFINES = ("off", "grad")
 # --refine-adapt: off (every cell steps at refine_lr), or on (a step per cell, 1/5 success rule).
 REFINE_ADAPTS = ("off", "on")
+# --refine-balance: off (a fixed --refine-share), or on (the share follows gain per evaluation).
+REFINE_BALANCES = ("off", "on")
 
 # numpy's default_rng takes any seed >= 0, torch.manual_seed any seed < 2**64: both hold here.
 SEED_LIMIT = 2**64
@@ -123,11 +125,15 @@ class RunConfig:
         refine_share: Share of each generation ``--refine grad`` takes.
         refine_steps: Gradient steps per refined child.
         refine_lr: Adam's learning rate on the weights; ``None``: the encoding's own
-            (``refine_lr`` of its class), which a new run records. Runs recorded before
+            (``default_refine_lr`` of its class), which a new run records. Runs recorded before
             this key stepped with ``FIRST_REFINE_LR``.
         refine_adapt: ``on`` (default): each cell keeps its own refine step, adapted by the
             1/5 success rule between a tenth of ``refine_lr`` and ``refine_lr``; ``off``: every
             cell steps at ``refine_lr`` (what runs recorded before this key did).
+        refine_balance: ``off`` (default): refined children take ``refine_share`` of each
+            generation; ``on``: that share is where they start, and each generation it moves
+            (x1.1 or /1.1, between 1 % and 90 %) towards the side of the batch, refined
+            children or the rest, whose archive gain per evaluation is higher on average.
         ray: ``None`` (evaluate in this process), ``"auto"`` or a Ray cluster address.
         workers: Ray evaluation workers (0: one per GPU, else 2 CPU workers).
     """
@@ -156,6 +162,7 @@ class RunConfig:
     refine_lr: float | None = setting(float, None, low=0.0, high=10.0, low_open=True, optional=True,
                                       legacy=FIRST_REFINE_LR)
     refine_adapt: str = setting(str, "on", choices=REFINE_ADAPTS, legacy="off")
+    refine_balance: str = setting(str, "off", choices=REFINE_BALANCES, legacy="off")
     ray: str | None = setting(str, None, optional=True)
     workers: int = setting(int, 0, low=0, high=MAX_WORKERS)
 
@@ -235,11 +242,11 @@ class RunConfig:
                        refine_lr=self.resolved_refine_lr())
 
     def resolved_refine_lr(self) -> float | None:
-        """``refine_lr``, or where it is ``None`` the encoding's own (its class's ``refine_lr``:
-        a step that suits its weights' scale)."""
+        """``refine_lr``, or where it is ``None`` the encoding's own (``default_refine_lr`` of
+        its class for the run's encoding parameters: a step that suits its weights' scale)."""
         if self.refine_lr is not None or self.encoding not in ENCODINGS:
             return self.refine_lr
-        return float(encoding_class(self.encoding).refine_lr)
+        return float(encoding_class(self.encoding).default_refine_lr(self.encoding_params))
 
     def meaning(self) -> dict:
         """The part of the config that defines what the run computes."""
@@ -248,8 +255,11 @@ class RunConfig:
             # An encoding parameter at its legacy value is what earlier runs computed without
             # recording it: left out, so their hash stays theirs.
             legacy = encoding_class(self.encoding).legacy_params()
+            # A parameter of --refine grad (cppn's refine_links) computes nothing in a black-box run.
+            refine_only = () if d["refine"] == "grad" else getattr(encoding_class(self.encoding),
+                                                                    "REFINE_ONLY_PARAMS", ())
             d["encoding_params"] = {k: v for k, v in d["encoding_params"].items()
-                                    if not (k in legacy and v == legacy[k])}
+                                    if not (k in legacy and v == legacy[k]) and k not in refine_only}
         return {k: d[k] for k in MEANING_KEYS
                 if not (k in LATER_MEANING_DEFAULTS and d[k] == LATER_MEANING_DEFAULTS[k])
                 and not (k in REFINE_ONLY_KEYS and d["refine"] != "grad")}

@@ -190,6 +190,8 @@ class Engine:
         self.generation += 1
         # The batch, and what emitters spent beyond it (gradient steps, 3 evaluations each).
         self.evaluations += n + sum(int(emitter.extra_evaluations) for emitter in self.emitters)
+        observing = [i for i, emitter in enumerate(self.emitters) if emitter.observes_gains]
+        before = self.archive.fitness.clone() if observing else None
         improved = self.archive.update(genomes, images, log_probs, self.generation)
         start = 0
         for emitter, share in zip(self.emitters, shares):
@@ -197,7 +199,24 @@ class Engine:
             rows = genomes if share == n else self.encoding.rows(genomes, start, stop)
             emitter.tell(self.archive, rows, images[start:stop], log_probs[start:stop], self.rng)
             start = stop
+        if observing:
+            self._report_gains(observing, shares, before, improved)
         return improved
+
+    def _report_gains(self, observing: list[int], shares: list[int], before: torch.Tensor,
+                      improved: np.ndarray) -> None:
+        """Tells the emitters that observe gains what each side of the batch gained and cost."""
+        gains = np.zeros(len(self.emitters))
+        if len(improved):
+            cells = torch.from_numpy(improved).to(before.device)
+            old = before[cells]
+            rise = torch.where(torch.isfinite(old), self.archive.fitness[cells] - old, torch.zeros_like(old))
+            owner = np.searchsorted(np.cumsum(shares), self.archive.last_winners, side="right")
+            gains = np.bincount(owner, weights=rise.cpu().numpy(), minlength=len(self.emitters))
+        costs = np.array([share + int(emitter.extra_evaluations) for emitter, share in zip(self.emitters, shares)])
+        for i in observing:
+            self.emitters[i].observe((float(gains[i]), int(costs[i])),
+                                     (float(gains.sum() - gains[i]), int(costs.sum() - costs[i])))
 
     def score_locally(self, genomes: Genomes) -> tuple[torch.Tensor, torch.Tensor]:
         """Renders the batch and scores it in one (chunked) forward pass, in this process.

@@ -138,7 +138,9 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
         extra.append(GradientRefineEmitter(encoding, refined, gradient_objective(classifier), config.refine_steps,
                                            lr=config.resolved_refine_lr(),
                                            selector=LaggingSelector(config.focus_below),
-                                           adapt=config.refine_adapt == "on"))
+                                           adapt=config.refine_adapt == "on",
+                                           balance=(config.population - weight_steps
+                                                    if config.refine_balance == "on" else None)))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
                   recombination=recombination, weight_steps=weight_steps, extra_emitters=extra), classifier

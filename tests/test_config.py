@@ -127,27 +127,50 @@ def test_refine_lr_is_part_of_a_refine_runs_meaning_only():
     assert recorded.refine_lr == FIRST_REFINE_LR
     assert recorded.hash() == "9d8c393ae46e677f"  # what the code before the key recorded
     assert RunConfig(encoding="cppn", refine="grad").hash() != recorded.hash()  # today's default rate
-    assert RunConfig(encoding="cppn", refine="grad", refine_lr=0.01).differing_keys(
+    assert RunConfig(encoding="cppn", refine="grad", refine_lr=0.03).differing_keys(
         RunConfig(encoding="cppn", refine="grad")) == ["refine_lr"]
     # Black-box: the rate computes nothing, so it never changes the hash.
     assert RunConfig(refine_lr=0.5).hash() == RunConfig().hash() == "792f242b2504801f"
 
 
 def test_refine_lr_defaults_to_the_encodings_own_and_a_new_run_records_it():
-    """No --refine-lr: each encoding's step for its weights' scale (cppn 3e-4 on link weights,
-    direct 0.01 on pixels), written into a new run's config; a cppn refine run's hash is
-    what it was when the default was one number for all."""
+    """No --refine-lr: each encoding's step for its weights' scale (cppn 0.01 on the links into
+    its outputs, 3e-4 with refine_links=all; direct 0.01 on pixels), written into a new run's
+    config; a cppn refine run of every link has the hash it had before refine_links existed."""
     from evofool.encodings.cppn import CPPNEncoding
     from evofool.encodings.direct import DirectEncoding
 
-    for encoding, own in (("cppn", CPPNEncoding.refine_lr), ("direct", DirectEncoding.refine_lr)):
-        given = RunConfig(encoding=encoding, refine="grad")
+    every_link = {"refine_links": "all"}
+    for encoding, params, own in (("cppn", {}, 0.01), ("cppn", every_link, 3e-4), ("direct", {}, 0.01)):
+        given = RunConfig(encoding=encoding, refine="grad", encoding_params=params)
         assert given.refine_lr is None and given.resolved_refine_lr() == own
         assert given.for_new_run().refine_lr == own and "refine_lr" not in given.for_new_run().differing_keys(given)
-        assert RunConfig(encoding=encoding, refine="grad", refine_lr=own).hash() == given.hash()
-    assert DirectEncoding.refine_lr != CPPNEncoding.refine_lr
-    # As before the change (one lr for every cell, as then).
-    assert RunConfig(encoding="cppn", refine="grad", refine_adapt="off").hash() == "feb634326e3247ff"
+        assert RunConfig(encoding=encoding, refine="grad", refine_lr=own, encoding_params=params).hash() == given.hash()
+    assert CPPNEncoding.refine_lr == CPPNEncoding.default_refine_lr({}) == DirectEncoding.refine_lr
+    # As before refine_links and --refine-adapt (every link, one lr for every cell, as then).
+    assert RunConfig(encoding="cppn", refine="grad", refine_adapt="off",
+                     encoding_params=every_link).hash() == "feb634326e3247ff"
+
+
+def test_refine_links_is_all_for_recorded_cppn_runs_and_output_for_new_ones():
+    """refine_links came after the first cppn refine runs, which stepped every link: a config
+    read back without it keeps that (and its recorded lr and hash); a new run records
+    ``output`` and its lr; a bad value is one line that lists the choices."""
+    from evofool.encodings.cppn import CPPNEncoding
+
+    old = RunConfig(encoding="cppn", refine="grad", refine_lr=3e-4, encoding_params={"eta": 15})
+    recorded = RunConfig.from_record(old.to_dict())
+    assert recorded.encoding_params["refine_links"] == "all" and recorded.resolved_refine_lr() == 3e-4
+    assert recorded.hash() == old.hash() == RunConfig(
+        encoding="cppn", refine="grad", refine_lr=3e-4, encoding_params={"eta": 15, "refine_links": "all"}).hash()
+    new = RunConfig(encoding="cppn", refine="grad", encoding_params={"eta": 15}).for_new_run()
+    assert new.encoding_params["refine_links"] == "output" and new.refine_lr == 0.01
+    assert new.hash() != recorded.hash() and RunConfig.from_record(new.to_dict()) == new
+    # Black-box, the parameter computes nothing: not part of the hash.
+    assert RunConfig(encoding="cppn", encoding_params={"refine_links": "output"}).hash() == RunConfig(
+        encoding="cppn").hash() == RunConfig(encoding="cppn", encoding_params={"refine_links": "all"}).hash()
+    with pytest.raises(ConfigError, match=r"refine_links.*output, all.*'some'"):
+        CPPNEncoding((3, 8, 8), refine_links="some")
 
 
 def test_refine_adapt_is_off_for_recorded_runs_and_part_of_a_refine_runs_meaning_only():
@@ -173,10 +196,10 @@ def test_an_encoding_default_changed_after_runs_were_recorded_keeps_their_meanin
     legacy value stays out of the hash."""
     given = RunConfig(encoding="cppn", encoding_params={"eta": 20}, seed=5)
     new = given.for_new_run()
-    assert new.encoding_params == {"eta": 20, "render_dtype": "float32"}
+    assert new.encoding_params == {"eta": 20, "render_dtype": "float32", "refine_links": "output"}
     assert new.hash() != given.hash() and new.differing_keys(given) == ["encoding_params"]
     recorded = RunConfig.from_record(given.to_dict())
-    assert recorded.encoding_params == {"eta": 20, "render_dtype": "float64"}
+    assert recorded.encoding_params == {"eta": 20, "render_dtype": "float64", "refine_links": "all"}
     assert recorded.hash() == "aecf877ef8a066b9"  # the hash such folders hold
     assert RunConfig.from_record(new.to_dict()) == new  # recorded explicitly: read back as written
     assert RunConfig().for_new_run().hash() == "792f242b2504801f"  # direct has no such parameter
@@ -342,3 +365,19 @@ def test_host_memory_is_measured():
     check_batch_memory(1, (1, 28, 28), 10, 1024)  # measured: a tiny run fits on any machine
     with pytest.raises(ConfigError, match="needs about"):
         check_batch_memory(MAX_POPULATION, (3, 4096, 4096), 10, 1024)
+
+
+def test_refine_balance_is_off_unless_asked_and_part_of_a_refine_runs_meaning_only():
+    """--refine-balance came after the first refine runs: a config recorded without it has a
+    fixed share (and its hash); on, it is part of a refine run's meaning, never of a
+    black-box run's; a bad value is one line listing the choices."""
+    first = RunConfig(encoding="direct", refine="grad").for_new_run().to_dict()
+    del first["refine_balance"]
+    recorded = RunConfig.from_dict(first)
+    assert recorded.refine_balance == "off" == RunConfig().refine_balance
+    assert recorded.hash() == RunConfig(encoding="direct", refine="grad").for_new_run().hash()
+    on = RunConfig(encoding="direct", refine="grad", refine_balance="on")
+    assert on.differing_keys(RunConfig(encoding="direct", refine="grad")) == ["refine_balance"]
+    assert RunConfig(refine_balance="on").hash() == RunConfig().hash()  # black-box: computes nothing
+    with pytest.raises(ConfigError, match=r"refine-balance must be one of off, on \(got 'yes'\)"):
+        RunConfig.check_values({"refine_balance": "yes"})

@@ -487,6 +487,40 @@ def test_gradient_refine_moves_only_weights_and_climbs_each_childs_own_class():
     assert (after > before).float().mean() >= 0.75 and (after - before).median() > 0
 
 
+def test_cppn_refine_moves_only_the_links_into_the_outputs_unless_told_every_link():
+    """refine_links=output (the default): a refined child's links into its output nodes move
+    (Adam's first step ~ lr each), every inner link keeps its parent's bits; refine_links=all
+    moves inner links too. Either way the children climb their parents' classes."""
+    from evofool.emitters import GradientRefineEmitter
+    from evofool.encodings.cppn import CPPNEncoding
+    from evofool.encodings.cppn_genome import N_INPUTS
+
+    clf, rng = thousand_class_stand_in(), np.random.default_rng(1)
+    evaluator = BatchEvaluator(clf, "cpu")
+    for links in ("output", "all"):
+        enc = CPPNEncoding((3, 16, 16), refine_links=links)
+        parents = enc.random(16, np.random.default_rng(3))
+        for _ in range(3):  # grow inner nodes and links, as evolution does
+            parents = enc.vary(parents, rng, 1)
+        classes = evaluator.log_probs(enc.render(parents)).argmin(1).numpy()  # far from the top
+        emitter = GradientRefineEmitter(enc, 16, stand_in_objective(clf), steps=2, adapt=False)
+        assert emitter.lr == {"output": 0.01, "all": 3e-4}[links]
+        children = enc.with_weights(parents, emitter.refine(parents, classes))
+        into_output = np.concatenate([(p.link_dst >= N_INPUTS) & (p.link_dst < N_INPUTS + 3) for p in parents])
+        mask = enc.refine_mask(parents)
+        assert (mask is None) == (links == "all") and (mask is None or np.array_equal(mask, into_output))
+        moved = enc.weights_of(children) != enc.weights_of(parents)
+        # (a few have no gradient: a source at zero, or a channel clipped at |v| >= 1)
+        assert into_output.any() and (~into_output).any() and moved[into_output].mean() > 0.75
+        if links == "output":
+            assert not moved[~into_output].any()
+        else:
+            assert moved[~into_output].mean() > 0.5
+        before = evaluator.log_probs(enc.render(parents))[np.arange(16), classes]
+        after = evaluator.log_probs(enc.render(children))[np.arange(16), classes]
+        assert (after > before).float().mean() >= 0.75
+
+
 def test_gradient_refine_of_direct_genomes_steps_the_pixels_up_each_childs_class():
     """Direct genomes: the pixels are the weights (``x / 255 - 1/2``, clamped to the image's
     range); a child is its parent's image after the steps, quantised to 8 bits."""
@@ -580,3 +614,66 @@ def test_gradient_refine_adapt_steps_each_genome_at_its_cells_lr_and_follows_the
     restored.load_state_dict(json.loads(json.dumps(state)), arrays)
     assert np.array_equal(restored.lr_scale, emitter.lr_scale)
     assert plain.state_dict() == ({}, {})  # a run without adapt checkpoints what it did before
+
+
+def test_refine_balance_moves_the_share_towards_the_side_that_gains_more_per_evaluation():
+    """--refine-balance on: the share starts at size / population, moves x1.1 per generation
+    towards whichever side's averaged gain per evaluation is higher, stays within
+    [BALANCE_LOW, BALANCE_HIGH] (at least one place), and is checkpointed exactly."""
+    from evofool.emitters import GradientRefineEmitter
+    from evofool.emitters._gradient_refine import BALANCE_GAIN, BALANCE_HIGH, BALANCE_LOW
+
+    enc, clf = cppn(), thousand_class_stand_in()
+    fixed = GradientRefineEmitter(enc, 10, stand_in_objective(clf))
+    assert fixed.batch_size == 10 and not fixed.observes_gains and "balance" not in fixed.config()
+    emitter = GradientRefineEmitter(enc, 10, stand_in_objective(clf), balance=100)
+    assert emitter.observes_gains and emitter.batch_size == 10 and emitter.config()["balance"]["population"] == 100
+    emitter.observe((5.0, 130), (1.0, 90))  # nothing refined this generation (the first): ignored
+    assert emitter.share == 0.1 and emitter.rates is None
+    emitter.extra_evaluations = 30
+    emitter.observe((5.0, 40), (1.0, 90))  # the refined side gains more per evaluation: it grows
+    assert emitter.share == pytest.approx(0.1 * BALANCE_GAIN) and emitter.batch_size == 11
+    state, arrays = emitter.state_dict()
+    for _ in range(3):  # an average: a few poor generations do not turn it at once
+        emitter.observe((0.0, 40), (1.0, 90))
+    assert emitter.share == pytest.approx(0.1 * BALANCE_GAIN ** 4) and emitter.rates[0] > emitter.rates[1]
+    for _ in range(100):
+        emitter.observe((0.0, 40), (1.0, 90))
+    assert emitter.share == BALANCE_LOW and emitter.batch_size == 1
+    for _ in range(200):
+        emitter.observe((9.0, 40), (1.0, 90))
+    assert emitter.share == BALANCE_HIGH and emitter.batch_size == 90
+    again = GradientRefineEmitter(enc, 10, stand_in_objective(clf), balance=100)
+    again.load_state_dict(json.loads(json.dumps(state)), arrays)
+    assert again.share == 0.1 * BALANCE_GAIN and again.rates == [5.0 / 40, 1.0 / 90]
+    with pytest.raises(ValueError, match="refine share"):
+        again.load_state_dict({"share": 0.95, "rates": None}, {})
+
+
+def test_the_engine_tells_observers_what_each_side_of_the_batch_gained_and_cost():
+    """The gains an emitter observes are the archive's: over a generation, its rows' and the
+    rest's add up to the rise of every cell that was occupied before, and the costs to the
+    evaluations the generation spent."""
+    from evofool.emitters import GradientRefineEmitter
+
+    seen = []
+
+    class Watching(GradientRefineEmitter):
+        def observe(self, own, rest):
+            seen.append((own, rest))
+            super().observe(own, rest)
+
+    enc, clf = cppn(), thousand_class_stand_in()
+    refine = Watching(enc, 6, stand_in_objective(clf), steps=1, balance=24)
+    engine = Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(1000, enc), 24, np.random.default_rng(2),
+                    selection="curiosity", extra_emitters=[refine])
+    engine.step()
+    for _ in range(4):
+        before, evaluations, places = engine.archive.fitness.clone(), engine.evaluations, refine.batch_size
+        engine.step()
+        rise = engine.archive.fitness - before
+        own, rest = seen[-1]
+        assert own[0] + rest[0] == pytest.approx(float(rise[torch.isfinite(before)].sum()))
+        assert own[1] == places + 3 * places and own[1] + rest[1] == engine.evaluations - evaluations
+        assert own[0] >= 0 and rest[0] >= 0
+    assert len(seen) == 5 and any(own[0] > 0 for own, _ in seen[1:])

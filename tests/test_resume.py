@@ -380,7 +380,7 @@ def test_a_cppn_run_recorded_before_float32_rendering_resumes_in_float64(tmp_pat
     new = tmp_path / "new"
     assert evofool(*run_args(model, new, encoding="cppn", generations=1, population=20)).returncode == 0
     recorded = json.loads((new / "config.json").read_text())
-    assert recorded["config"]["encoding_params"] == {"render_dtype": "float32"}
+    assert recorded["config"]["encoding_params"] == {"render_dtype": "float32", "refine_links": "output"}
     assert recorded["encoding_resolved"]["render_dtype"] == "float32"
     assert recorded["config_hash"] != doc["config_hash"]
     # Given again on resume, the same flags are the same run; another dtype is another run.

@@ -22,7 +22,7 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
            "recombine": "recombine", "weight_steps": "weight_steps", "refine": "refine",
            "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr",
-           "refine_adapt": "refine_adapt"}
+           "refine_adapt": "refine_adapt", "refine_balance": "refine_balance"}
 
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
@@ -130,13 +130,19 @@ def _hooks(no_gallery: bool) -> list:
               help="Gradient steps per refined child.")
 @click.option("--refine-lr", type=float, default=_DEFAULTS.refine_lr, show_default=True,
               help="Adam's learning rate for --refine grad [default: the encoding's: "
-                   + ", ".join(f"{name} {encoding_class(name).refine_lr:g}" for name in ENCODINGS
-                               if hasattr(encoding_class(name), "refine_lr"))
-                   + " (CPPN link weights in [-10, 10] of evolved champions are rugged; pixels in [0, 1])].")
+                   + ", ".join(f"{name} {encoding_class(name).default_refine_lr({}):g}" for name in ENCODINGS
+                               if hasattr(encoding_class(name), "default_refine_lr"))
+                   + " (cppn with --param refine_links=all: "
+                   + f"{encoding_class('cppn').default_refine_lr({'refine_links': 'all'}):g}"
+                   + ": evolved champions are rugged in their inner link weights; pixels live in [0, 1])].")
 @click.option("--refine-adapt", type=click.Choice(_CHOICES["refine_adapt"]), default=_DEFAULTS.refine_adapt,
               show_default=True,
               help="on: each class keeps its own --refine grad step, adapted by the 1/5 success rule "
                    "between a tenth of --refine-lr and --refine-lr (champions near the top need finer steps).")
+@click.option("--refine-balance", type=click.Choice(_CHOICES["refine_balance"]), default=_DEFAULTS.refine_balance,
+              show_default=True,
+              help="on: --refine-share is only where the share starts; each generation it moves towards "
+                   "refined children or the rest of the batch, whichever gains the archive more per evaluation.")
 @click.option("--ray", default=None, metavar="auto|local|ADDRESS|off",
               help="Evaluate on Ray workers (pip install 'evofool[ray]'): attach/start locally, a private "
                    "local instance, a cluster address, or off.")
@@ -147,7 +153,8 @@ def _hooks(no_gallery: bool) -> list:
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
         resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
-        weight_steps, refine, refine_share, refine_steps, refine_lr, refine_adapt, ray, workers, quiet, no_gallery) -> None:
+        weight_steps, refine, refine_share, refine_steps, refine_lr, refine_adapt, refine_balance, ray,
+        workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job
 

@@ -64,6 +64,17 @@ class Emitter(ABC):
             rng: The run's generator.
         """
 
+    # True: the engine calls ``observe`` after each generation's tells (it then keeps track
+    # of which rows took which cells; free for emitters that do not ask).
+    observes_gains: bool = False
+
+    def observe(self, own: tuple[float, int], rest: tuple[float, int]) -> None:
+        """After every emitter was told: what this emitter's rows gained the archive this
+        generation and what they cost, and the same for the rest of the batch. A gain is the
+        sum, over the cells a row took, of the rise of their fitness (a cell empty before
+        counts 0); a cost is rows plus ``extra_evaluations``. Only called where
+        ``observes_gains``."""
+
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         """JSON-able state and named arrays that restore this emitter between generations."""
         return {}, {}

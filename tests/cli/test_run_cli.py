@@ -53,7 +53,7 @@ def test_same_seed_gives_identical_archive(tmp_path):
     assert not np.array_equal(a["archive.images"], c["archive.images"])
 
 
-@pytest.mark.parametrize("encoding, lr, adapt", [("cppn", 3e-4, "off"), ("direct", 0.01, "off"),
+@pytest.mark.parametrize("encoding, lr, adapt", [("cppn", 0.01, "off"), ("direct", 0.01, "off"),
                                                  ("direct", 0.4, "on")])
 def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_resume(tmp_path, encoding, lr, adapt):
     """--refine grad: gradient steps on one torch thread, so --threads 1 and 2 and a stopped
@@ -84,6 +84,32 @@ def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_re
         assert scales.shape == (10,) and scales.max() <= 1.0 and scales.min() < 1.0
     log = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     assert [r["evaluations"] for r in log] == [40 + g * (40 + 3 * 2 * 10) for g in range(6)]
+
+
+def test_refine_balance_runs_record_it_vary_their_share_and_resume_exactly(tmp_path):
+    """--refine-balance on: the refined share moves from generation to generation (so does
+    each generation's evaluation count); a stopped and resumed run gives the same archive and
+    log, the share included; the config records the rule."""
+    common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "30", "--seed", "4", "--refine", "grad",
+              "--refine-share", "0.2", "--refine-steps", "1", "--refine-balance", "on", "--quiet", "--no-gallery"]
+    assert run_cli("run", *common, "--generations", "8", "--out", str(tmp_path / "straight")).exit_code == 0
+    assert run_cli("run", *common, "--generations", "4", "--out", str(tmp_path / "stopped")).exit_code == 0
+    assert run_cli("resume", str(tmp_path / "stopped"), "--generations", "8", "--quiet", "--no-gallery").exit_code == 0
+    state, straight, _ = checkpoint.load(tmp_path / "straight")
+    resumed_state, resumed, _ = checkpoint.load(tmp_path / "stopped")
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+    assert state["engine"]["emitters"] == resumed_state["engine"]["emitters"]
+    logs = [[json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
+            for name in ("straight", "stopped")]
+    strip = [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in logs[0]]
+    assert strip == [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in logs[1]]
+    spent = np.diff([0] + [r["evaluations"] for r in logs[0]])
+    assert spent[0] == 30 and len(set(spent[1:].tolist())) > 1  # 30 rows + 3 per refined row, which varies
+    doc = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert doc["config"]["refine_balance"] == "on" and doc["emitters_resolved"][-1]["balance"]["population"] == 30
+    bad = run_cli("run", *common[:-4], "--refine-balance", "maybe", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "maybe" in bad.output
 
 
 def test_direct_encoding_fools_lenet_on_all_ten_classes(tmp_path):
