@@ -112,6 +112,9 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "direct-refine60": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6",
                               "--refine-adapt", "off"],
                         "direct-refine with 60 % of each batch refined (NOT black-box)"),
+    "direct-refine-balance": (100, ["--encoding", "direct", "--refine", "grad", "--refine-balance", "on"],
+                              "direct-refine starting at 10 % of each batch, the share following gain per "
+                              "evaluation (NOT black-box)"),
     "direct-refine60-adapt": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6",
                                     "--refine-adapt", "on"],
                               "direct-refine60 with a refine step per class, 1/5 success rule (today's "
