@@ -24,6 +24,9 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr",
            "refine_adapt": "refine_adapt", "refine_balance": "refine_balance"}
 
+# Options that compute nothing without --refine grad (a new run says so when they are given).
+_REFINE_ONLY = ("refine_share", "refine_steps", "refine_lr", "refine_adapt", "refine_balance")
+
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
 _PARAMS = RunConfig.params()
@@ -164,12 +167,16 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
     else:
         # Defaults < run.toml < options typed on the command line.
         values = RunConfig().to_dict()
-        if config_file:
-            values.update(load_toml(config_file))
+        toml = load_toml(config_file) if config_file else {}
+        values.update(toml)
         encoding_params = {**values.get("encoding_params", {}), **given.pop("encoding_params", {})}
         values.update(given)
         values["encoding_params"] = encoding_params
         config = RunConfig.from_dict(values)  # checks every value, whatever its source
+        ignored = [key for key in _REFINE_ONLY if key in given or key in toml]
+        if config.refine != "grad" and ignored:
+            click.echo("note: " + ", ".join("--" + key.replace("_", "-") for key in ignored)
+                       + " only apply with --refine grad; ignored", err=True)
         job = Job.start(config, out, progress=not quiet, hooks=_hooks(no_gallery))
         click.echo(f"run folder: {job.folder.path}", err=True)
     ctx.exit(_finish(job))

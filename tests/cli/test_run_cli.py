@@ -170,3 +170,21 @@ def test_python_dash_m_entry_point_reports_errors_without_traceback(tmp_path):
                            str(tmp_path / "p")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_refine_options_without_refine_grad_are_named_as_ignored(tmp_path):
+    """--refine-lr and friends compute nothing in a black-box run: the run goes on (exit 0)
+    and says so in one line, naming them, whether typed or in run.toml; with --refine grad
+    there is no such line."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("refine-steps = 2\n")
+    args = ["--generations", "1", "--population", "20", "--quiet", "--no-gallery"]
+    result = run_cli("run", *args, "--refine-lr", "0.5", "--refine-balance", "on", "--config", str(toml),
+                     "--out", str(tmp_path / "a"))
+    assert result.exit_code == 0
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert notes == ["note: --refine-steps, --refine-lr, --refine-balance only apply with --refine grad; ignored"]
+    plain = run_cli("run", *args, "--out", str(tmp_path / "b"))
+    hybrid = run_cli("run", *args, "--refine", "grad", "--refine-lr", "0.5", "--out", str(tmp_path / "c"))
+    assert plain.exit_code == hybrid.exit_code == 0
+    assert "only apply with --refine grad" not in plain.output + hybrid.output
