@@ -108,7 +108,7 @@ class ClassArchive:
         self.generation[cells] = generation
         cells_np = cells.cpu().numpy()
         copy_rows_(self.images, cells_np, images.index_select(0, winners.to(images.device)))
-        self.genomes = self.encoding.put(self.genomes, cells_np, genomes, winners.cpu().numpy())
+        self.genomes = self.encoding.put(self.genomes, cells_np, genomes, self.last_winners)
         return cells_np
 
     # --- saving ---------------------------------------------------------------------------

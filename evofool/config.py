@@ -44,6 +44,9 @@ LATER_MEANING_DEFAULTS = {"weight_steps": 0.0, "refine": "off", "refine_share": 
                           "refine_adapt": "off", "refine_balance": "off"}
 # Keys that mean something only for --refine grad: a black-box run's hash never holds them.
 REFINE_ONLY_KEYS = ("refine_lr", "refine_adapt", "refine_balance")
+# Every key that computes nothing without --refine grad (refine_share and refine_steps enter a
+# black-box run's hash where they differ from their defaults, as they always have: not above).
+REFINE_OPTION_KEYS = ("refine_share", "refine_steps", *REFINE_ONLY_KEYS)
 # --refine: off (black-box: forward passes only), or grad (GradientRefineEmitter).
 REFINES = ("off", "grad")
 # --refine-adapt: off (every cell steps at refine_lr), or on (a step per cell, 1/5 success rule).

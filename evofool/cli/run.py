@@ -10,7 +10,7 @@ import json
 
 import click
 
-from evofool.config import RunConfig, load_toml
+from evofool.config import REFINE_OPTION_KEYS, RunConfig, load_toml
 from evofool.encodings import ENCODINGS, describe_params, encoding_class
 from evofool.errors import EvofoolError
 
@@ -23,9 +23,6 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "recombine": "recombine", "weight_steps": "weight_steps", "refine": "refine",
            "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr",
            "refine_adapt": "refine_adapt", "refine_balance": "refine_balance"}
-
-# Options that compute nothing without --refine grad (a new run says so when they are given).
-_REFINE_ONLY = ("refine_share", "refine_steps", "refine_lr", "refine_adapt", "refine_balance")
 
 # Defaults and choice lists come from RunConfig's declarations, never restated here.
 _DEFAULTS = RunConfig()
@@ -173,7 +170,7 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
         values.update(given)
         values["encoding_params"] = encoding_params
         config = RunConfig.from_dict(values)  # checks every value, whatever its source
-        ignored = [key for key in _REFINE_ONLY if key in given or key in toml]
+        ignored = [key for key in REFINE_OPTION_KEYS if key in given or key in toml]
         if config.refine != "grad" and ignored:
             click.echo("note: " + ", ".join("--" + key.replace("_", "-") for key in ignored)
                        + " only apply with --refine grad; ignored", err=True)

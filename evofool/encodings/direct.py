@@ -138,10 +138,6 @@ class DirectEncoding(Encoding):
         """Adam's default step for ``--refine grad`` (the same for any parameters)."""
         return cls.refine_lr
 
-    def refine_mask(self, genomes) -> None:
-        """``--refine grad`` moves every pixel."""
-        return None
-
     def weights_of(self, genomes: torch.Tensor) -> np.ndarray:
         """Every pixel of ``genomes`` as ``x / 255 - 1/2``, genome by genome (float32)."""
         return self.to_vectors(genomes).div_(255.0).sub_(0.5).reshape(-1).cpu().numpy()
