@@ -172,8 +172,8 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
         config = RunConfig.from_dict(values)  # checks every value, whatever its source
         ignored = [key for key in REFINE_OPTION_KEYS if key in given or key in toml]
         if config.refine != "grad" and ignored:
-            click.echo("note: " + ", ".join("--" + key.replace("_", "-") for key in ignored)
-                       + " only apply with --refine grad; ignored", err=True)
+            click.echo("note: ignored without --refine grad: "
+                       + ", ".join("--" + key.replace("_", "-") for key in ignored), err=True)
         job = Job.start(config, out, progress=not quiet, hooks=_hooks(no_gallery))
         click.echo(f"run folder: {job.folder.path}", err=True)
     ctx.exit(_finish(job))

@@ -183,8 +183,8 @@ def test_refine_options_without_refine_grad_are_named_as_ignored(tmp_path):
                      "--out", str(tmp_path / "a"))
     assert result.exit_code == 0
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    assert notes == ["note: --refine-steps, --refine-lr, --refine-balance only apply with --refine grad; ignored"]
+    assert notes == ["note: ignored without --refine grad: --refine-steps, --refine-lr, --refine-balance"]
     plain = run_cli("run", *args, "--out", str(tmp_path / "b"))
     hybrid = run_cli("run", *args, "--refine", "grad", "--refine-lr", "0.5", "--out", str(tmp_path / "c"))
     assert plain.exit_code == hybrid.exit_code == 0
-    assert "only apply with --refine grad" not in plain.output + hybrid.output
+    assert "ignored without --refine grad" not in plain.output + hybrid.output
