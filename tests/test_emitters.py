@@ -521,6 +521,38 @@ def test_cppn_refine_moves_only_the_links_into_the_outputs_unless_told_every_lin
         assert (after > before).float().mean() >= 0.75
 
 
+def test_cppn_dense_refine_steps_the_read_out_links_it_adds():
+    """refine_links=dense: the children ask hands the batch carry a link from every input and
+    hidden node into every output (``refine_graphs``), only links into outputs moved, and
+    they climb their parents' classes."""
+    from evofool.emitters import GradientRefineEmitter
+    from evofool.encodings.cppn import CPPNEncoding
+    from evofool.encodings.cppn_genome import N_INPUTS
+
+    clf, rng = thousand_class_stand_in(), np.random.default_rng(1)
+    evaluator = BatchEvaluator(clf, "cpu")
+    enc = CPPNEncoding((3, 16, 16), refine_links="dense")
+    parents = enc.random(16, np.random.default_rng(3))
+    for _ in range(3):  # grow inner nodes and links, as evolution does
+        parents = enc.vary(parents, rng, 1)
+    emitter = GradientRefineEmitter(enc, 16, stand_in_objective(clf), steps=2, adapt=False)
+    assert emitter.lr == 0.01
+    archive = ClassArchive(1000, enc)
+    archive.update(parents, enc.render(parents), evaluator.log_probs(enc.render(parents)), 1)
+    for c in emitter.ask(archive, 16, np.random.default_rng(5), 2):
+        into = (c.link_dst >= N_INPUTS) & (c.link_dst < N_INPUTS + 3)
+        assert into.sum() == 3 * (c.n_nodes - 3)  # every input and hidden node into every output
+    classes = evaluator.log_probs(enc.render(parents)).argmin(1).numpy()  # far from the top
+    dense = enc.refine_graphs(parents)
+    children = enc.with_weights(dense, emitter.refine(dense, classes))
+    into_output = np.concatenate([(d.link_dst >= N_INPUTS) & (d.link_dst < N_INPUTS + 3) for d in dense])
+    moved = enc.weights_of(children) != enc.weights_of(dense)
+    assert not moved[~into_output].any() and moved[into_output].mean() > 0.5
+    before = evaluator.log_probs(enc.render(parents))[np.arange(16), classes]
+    after = evaluator.log_probs(enc.render(children))[np.arange(16), classes]
+    assert (after > before).float().mean() >= 0.75
+
+
 def test_gradient_refine_of_direct_genomes_steps_the_pixels_up_each_childs_class():
     """Direct genomes: the pixels are the weights (``x / 255 - 1/2``, clamped to the image's
     range); a child is its parent's image after the steps, quantised to 8 bits."""

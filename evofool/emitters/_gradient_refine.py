@@ -73,7 +73,9 @@ class GradientRefineEmitter(Emitter):
             (``cppn``: link weights; ``direct``: pixels); with ``adapt``, also
             ``weight_counts(genomes)`` (each genome's share of ``weights_of``); optionally
             ``refine_mask(genomes)`` (which weights move; ``None``: all; ``cppn``'s
-            ``refine_links=output``: the links into its output nodes).
+            ``refine_links=output``: the links into its output nodes); optionally
+            ``refine_graphs(genomes)`` (the graphs to step; ``cppn``'s ``refine_links=dense``
+            links every node into every output first).
         size: Places this emitter takes in each batch.
         objective: Images ``B×C×H×W`` in [0, 1] (float, differentiable) -> per-class
             log-probabilities ``B×K`` (differentiable): the torch model, preprocessing
@@ -140,6 +142,8 @@ class GradientRefineEmitter(Emitter):
             return self.encoding.random(n, rng) if n else self.empty(archive)
         classes = self.selector.select(archive, n, rng)
         parents = archive.genomes_of(classes)
+        if hasattr(self.encoding, "refine_graphs"):  # cppn's refine_links=dense adds read-out links first
+            parents = self.encoding.refine_graphs(parents)
         scales = None
         if self.adapt:
             scales = self._scales(archive.num_classes)[classes]

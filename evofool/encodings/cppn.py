@@ -22,6 +22,7 @@ from evofool.encodings.cppn_genome import (
     MutationRates,
     check_genome,
     compute_layers,
+    densify_outputs,
     mutate_batch,
     random_genome,
     step_weights,
@@ -32,7 +33,7 @@ from evofool.encodings.cppn_render import (DEFAULT_CHUNK_ELEMENTS, render_batch,
 
 __all__ = ["CPPNEncoding", "Genome", "render_one_reference"]
 
-REFINE_LINKS = ("output", "all")  # --param refine_links: which link weights --refine grad moves
+REFINE_LINKS = ("output", "all", "dense")  # --param refine_links: which link weights --refine grad moves
 
 
 def _probability(default: float, what: str) -> Param:
@@ -88,8 +89,15 @@ class CPPNEncoding(Encoding):
         # every link at its best lr (1e-4) improved 73 % of them, median +0.031 log-probability;
         # output links at lr 0.01 improved all 60, median +0.18 (the image is a smooth function of
         # those weights, a rugged one of the weights inside sin and Gaussian nodes).
+        # dense: the child first gets a link at weight 0 from every input and hidden node into
+        # every output node it lacks (the image is unchanged), then steps the output links:
+        # a linear read-out of all the CPPN's node values. Measured on 40 champions below 99 %
+        # of a 10k-evaluation run (curiosity-bold, seed 0; AMD EPYC Zen 4): median 9 output
+        # links -> 30; 4 steps at lr 0.01 gained a mean 0.36 log-probability (output: 0.18),
+        # 0.028 per evaluation (0.014); 1 step 0.031 (0.019).
         "refine_links": Param(str, "output", choices=REFINE_LINKS, legacy="all",
-                              help="--refine grad steps every link weight or only those into the output nodes"),
+                              help="--refine grad steps every link weight, those into the output nodes, or "
+                                   "(dense) those after linking every node into every output"),
         "render_chunk_elements": Param(int, DEFAULT_CHUNK_ELEMENTS, low=1,
                                        help="GPU memory knob: node values one rendering pass may hold"),
     }
@@ -104,7 +112,7 @@ class CPPNEncoding(Encoding):
     # probe of 2026-12-05).
     # With refine_links=output (the default), 0.01: of 1e-3 .. 0.3 on the 60 champions above,
     # 0.01 improved all (median +0.18), 0.03 83 % (+0.28), 0.1 half (+0.002).
-    REFINE_LRS = {"all": 3e-4, "output": 0.01}
+    REFINE_LRS = {"all": 3e-4, "output": 0.01, "dense": 0.01}
     refine_lr = REFINE_LRS["output"]
     REFINE_ONLY_PARAMS = ("refine_links",)  # part of a run's meaning only with --refine grad
     PROBABILITIES = ("p_weight", "p_activation", "p_add_link", "p_remove_link", "p_add_node", "p_remove_node")
@@ -157,9 +165,17 @@ class CPPNEncoding(Encoding):
         """Adam's default step for ``--refine grad`` with these encoding parameters."""
         return cls.REFINE_LRS[params.get("refine_links", cls.PARAMS["refine_links"].default)]
 
+    def refine_graphs(self, genomes: list[Genome]) -> list[Genome]:
+        """The graphs ``--refine grad`` steps: the genomes themselves, or with
+        ``refine_links=dense`` each with a link at weight 0 from every input and hidden node
+        into every output node it lacks (new innovation ids; the same image)."""
+        if self.refine_links != "dense":
+            return list(genomes)
+        return [densify_outputs(g, self.counters) for g in genomes]
+
     def refine_mask(self, genomes: list[Genome]) -> np.ndarray | None:
         """Which of ``weights_of``'s values ``--refine grad`` moves: ``None`` for all of them,
-        else a bool array (``refine_links=output``: the links into the output nodes)."""
+        else a bool array (``refine_links=output`` or ``dense``: the links into the output nodes)."""
         if self.refine_links == "all":
             return None
         if not genomes:

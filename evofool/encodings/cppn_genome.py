@@ -389,6 +389,31 @@ def with_weights(parents: list[Genome], weights: np.ndarray, counters: Counters,
     return children
 
 
+def densify_outputs(g: Genome, counters: Counters) -> Genome:
+    """``g`` with a link at weight 0 from every input and hidden node into every output node
+    it does not already link to (new innovation ids, in (output, source) order): the same
+    image, and every node value a term of each output's weighted sum. Outputs are sinks, so
+    no link can close a cycle; the layers are recomputed (an output may sit deeper)."""
+    first_out, stop_out = N_INPUTS, N_INPUTS + g.n_out
+    sources = np.concatenate([np.arange(N_INPUTS), np.arange(stop_out, g.n_nodes)])
+    dst = np.repeat(np.arange(first_out, stop_out), sources.size)
+    src = np.tile(sources, g.n_out)
+    have = np.zeros((g.n_nodes, g.n_nodes), dtype=bool)
+    have[g.link_src, g.link_dst] = True
+    new = ~have[src, dst]
+    src, dst = src[new], dst[new]
+    if not src.size:
+        return g
+    first = counters.next_link
+    counters.next_link += int(src.size)
+    link_src = np.concatenate([g.link_src, src.astype(np.int32)])
+    link_dst = np.concatenate([g.link_dst, dst.astype(np.int32)])
+    return replace(g, link_id=np.concatenate([g.link_id, np.arange(first, first + src.size)]),
+                   link_src=link_src, link_dst=link_dst,
+                   link_weight=np.concatenate([g.link_weight, np.zeros(src.size, np.float32)]),
+                   node_layer=compute_layers(g.n_nodes, link_src.astype(np.int64), link_dst.astype(np.int64)))
+
+
 def step_weights(parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator, counters: Counters,
                  bound: float) -> list[Genome]:
     """One child per parent with the same graph and activations: every link weight moved by

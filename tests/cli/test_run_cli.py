@@ -86,11 +86,14 @@ def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_re
     assert [r["evaluations"] for r in log] == [40 + g * (40 + 3 * 2 * 10) for g in range(6)]
 
 
-def test_refine_balance_runs_record_it_vary_their_share_and_resume_exactly(tmp_path):
+@pytest.mark.parametrize("links", ["output", "dense"])
+def test_refine_balance_runs_record_it_vary_their_share_and_resume_exactly(tmp_path, links):
     """--refine-balance on: the refined share moves from generation to generation (so does
     each generation's evaluation count); a stopped and resumed run gives the same archive and
-    log, the share included; the config records the rule."""
+    log, the share included; the config records the rule. With refine_links=dense the
+    refined children carry the read-out links they were given (the link counter resumes)."""
     common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "30", "--seed", "4", "--refine", "grad",
+              "--param", f"refine_links={links}",
               "--refine-share", "0.2", "--refine-steps", "1", "--refine-balance", "on", "--quiet", "--no-gallery"]
     assert run_cli("run", *common, "--generations", "8", "--out", str(tmp_path / "straight")).exit_code == 0
     assert run_cli("run", *common, "--generations", "4", "--out", str(tmp_path / "stopped")).exit_code == 0
@@ -107,6 +110,7 @@ def test_refine_balance_runs_record_it_vary_their_share_and_resume_exactly(tmp_p
     spent = np.diff([0] + [r["evaluations"] for r in logs[0]])
     assert spent[0] == 30 and len(set(spent[1:].tolist())) > 1  # 30 rows + 3 per refined row, which varies
     doc = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert doc["config"]["encoding_params"]["refine_links"] == links
     assert doc["config"]["refine_balance"] == "on" and doc["emitters_resolved"][-1]["balance"]["population"] == 30
     bad = run_cli("run", *common[:-4], "--refine-balance", "maybe", "--out", str(tmp_path / "bad"))
     assert bad.exit_code == 2 and "maybe" in bad.output

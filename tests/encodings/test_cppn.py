@@ -139,3 +139,34 @@ def test_config_state_and_parameter_checks():
         CPPNEncoding((1, 8, 8), render_dtype="float16")
     with pytest.raises(EvofoolError, match="unknown parameter 'p_add_nodes' for encoding cppn; valid: p_weight=0.1"):
         make_encoding("cppn", (1, 28, 28), p_add_nodes=0.1)
+
+
+def test_refine_graphs_links_every_node_into_every_output_only_when_dense():
+    """refine_links=dense: each genome gains a link at weight 0 from every input and hidden
+    node into every output it lacks (new innovation ids from the run's counter, the same
+    graph otherwise), so its image is bit for bit the same; a dense genome gains nothing;
+    output and all return the genomes as they are."""
+    rng = np.random.default_rng(2)
+    for links in ("output", "all"):
+        enc = CPPNEncoding((3, 16, 16), refine_links=links)
+        pop = evolve(enc, rng, enc.random(6, rng), 3)
+        assert all(a is b for a, b in zip(enc.refine_graphs(pop), pop))
+    enc = CPPNEncoding((3, 16, 16), refine_links="dense")
+    pop = evolve(enc, rng, enc.random(12, rng), 4)
+    first_new = enc.counters.next_link
+    dense = enc.refine_graphs(pop)
+    assert enc.counters.next_link > first_new
+    for p, d in zip(pop, dense):
+        check_genome(d, enc.weight_bound)
+        into = (d.link_dst >= N_INPUTS) & (d.link_dst < N_INPUTS + 3)
+        sources = set(range(N_INPUTS)) | set(range(N_INPUTS + 3, d.n_nodes))
+        for out in range(N_INPUTS, N_INPUTS + 3):
+            assert set(d.link_src[into & (d.link_dst == out)].tolist()) == sources
+        assert np.array_equal(d.link_id[:p.n_links], p.link_id) and (d.link_id[p.n_links:] >= first_new).all()
+        assert (d.link_weight[p.n_links:] == 0).all() and d.gid == p.gid and d.n_nodes == p.n_nodes
+    assert torch.equal(enc.render(dense), enc.render(pop))
+    assert np.array_equal(enc.refine_mask(dense), np.concatenate(
+        [(d.link_dst >= N_INPUTS) & (d.link_dst < N_INPUTS + 3) for d in dense]))
+    counter = enc.counters.next_link
+    assert [g.n_links for g in enc.refine_graphs(dense)] == [g.n_links for g in dense]
+    assert enc.counters.next_link == counter
