@@ -80,6 +80,12 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                      "curiosity-bold, and one gradient step (lr 0.01) on a dense read-out (every node "
                                      "linked into every output) for a share of each batch that follows gain per "
                                      "evaluation (not black-box)"),
+    "curiosity-bold-dense5": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
+                                    "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5",
+                                    "--refine", "grad", "--param", "refine_links=dense", "--refine-steps", "1",
+                                    "--refine-share", "0.05"],
+                              "curiosity-bold, and one gradient step (lr 0.01) on a dense read-out for a fixed 5 % "
+                              "of each batch (not black-box)"),
     "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
     "direct-squares": (100, ["--encoding", "direct", "--param", "mutation=squares"],
                        "the direct encoding, each child one painted square (Square Attack's step)"),
