@@ -90,8 +90,8 @@ def test_refine_grad_runs_are_recorded_as_hybrid_and_exact_across_threads_and_re
 def test_refine_balance_runs_record_it_vary_their_share_and_resume_exactly(tmp_path, links):
     """--refine-balance on: the refined share moves from generation to generation (so does
     each generation's evaluation count); a stopped and resumed run gives the same archive and
-    log, the share included; the config records the rule. With refine_links=dense the
-    refined children carry the read-out links they were given (the link counter resumes)."""
+    log, the share included; the config records the rule. With refine_links=dense too: the
+    read-out links it adds take ids from the link counter, which the checkpoint keeps."""
     common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "30", "--seed", "4", "--refine", "grad",
               "--param", f"refine_links={links}",
               "--refine-share", "0.2", "--refine-steps", "1", "--refine-balance", "on", "--quiet", "--no-gallery"]
