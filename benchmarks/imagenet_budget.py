@@ -31,6 +31,11 @@ import sys
 import time
 from pathlib import Path
 
+# The best black-box CPPN setting measured on ImageNet (curiosity-bold): curiosity selection and
+# 1.6x the paper's structural mutation rates; the variants built on it add to these flags.
+BOLD = ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param", "p_add_link=0.8", "--param",
+        "p_remove_node=0.3", "--param", "p_remove_link=0.5"]
+
 # name -> (population, extra `evofool run` flags, what it is)
 VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "paper": (400, ["--selection", "uniform", "--param", "eta=15"],
@@ -53,36 +58,30 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "curiosity-gentle": (100, ["--selection", "curiosity", "--param", "p_add_node=0.25", "--param",
                                "p_add_link=0.25", "--param", "p_remove_node=0.1", "--param", "p_remove_link=0.15"],
                          "curiosity selection, eta 40, half the paper's structural mutation rates"),
-    "curiosity-bold": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
-                             "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5"],
-                       "curiosity selection, eta 40, 1.6x the paper's structural mutation rates"),
-    "curiosity-bold-pop50": (50, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
-                                  "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5"],
-                             "curiosity-bold at population 50 (twice the generations per evaluation)"),
+    "curiosity-bold": (100, BOLD, "curiosity selection, eta 40, 1.6x the paper's structural mutation rates"),
+    "curiosity-bold-pop50": (50, BOLD, "curiosity-bold at population 50 (twice the generations per evaluation)"),
+    "curiosity-bold-cross": (100, [*BOLD, "--param", "crossover_rate=0.3"],
+                             "curiosity-bold, and 30 % of the parents first take half the genes they share "
+                             "with another parent of the batch (NEAT's uniform crossover)"),
+    "curiosity-bold-line": (100, [*BOLD, "--param", "crossover_rate=0.3", "--param", "crossover=line"],
+                            "curiosity-bold, and 30 % of the parents first move their shared weights along the "
+                            "line to another parent's (iso+line variation)"),
     "curiosity-bolder": (100, ["--selection", "curiosity", "--param", "p_add_node=1", "--param",
                                "p_add_link=1", "--param", "p_remove_node=0.4", "--param", "p_remove_link=0.6"],
                          "curiosity selection, eta 40, every child gains a node and a link"),
-    "curiosity-bold-refine": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
-                                    "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5",
-                                    "--refine", "grad"],
+    "curiosity-bold-refine": (100, [*BOLD, "--refine", "grad"],
                               "curiosity-bold, and a tenth of each batch gradient steps on the links into the "
                               "output nodes (not black-box)"),
-    "curiosity-bold-balance": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
-                                     "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param",
-                                     "p_remove_link=0.5", "--refine", "grad", "--refine-steps", "1",
-                                     "--refine-lr", "0.03", "--refine-balance", "on"],
+    "curiosity-bold-balance": (100, [*BOLD, "--refine", "grad", "--refine-steps", "1", "--refine-lr", "0.03",
+                                     "--refine-balance", "on"],
                                "curiosity-bold, and one gradient step (lr 0.03) on the links into the output nodes "
                                "for a share of each batch that follows gain per evaluation (not black-box)"),
-    "curiosity-bold-dense-balance": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
-                                           "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param",
-                                           "p_remove_link=0.5", "--refine", "grad", "--param", "refine_links=dense",
+    "curiosity-bold-dense-balance": (100, [*BOLD, "--refine", "grad", "--param", "refine_links=dense",
                                            "--refine-steps", "1", "--refine-balance", "on"],
                                      "curiosity-bold, and one gradient step (lr 0.01) on a dense read-out (every node "
                                      "linked into every output) for a share of each batch that follows gain per "
                                      "evaluation (not black-box)"),
-    "curiosity-bold-dense5": (100, ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param",
-                                    "p_add_link=0.8", "--param", "p_remove_node=0.3", "--param", "p_remove_link=0.5",
-                                    "--refine", "grad", "--param", "refine_links=dense", "--refine-steps", "1",
+    "curiosity-bold-dense5": (100, [*BOLD, "--refine", "grad", "--param", "refine_links=dense", "--refine-steps", "1",
                                     "--refine-share", "0.05"],
                               "curiosity-bold, and one gradient step (lr 0.01) on a dense read-out for a fixed 5 % "
                               "of each batch (not black-box)"),

@@ -259,8 +259,7 @@ class RunConfig:
             # recording it: left out, so their hash stays theirs.
             legacy = encoding_class(self.encoding).legacy_params()
             # A parameter of --refine grad (cppn's refine_links) computes nothing in a black-box run.
-            refine_only = () if d["refine"] == "grad" else getattr(encoding_class(self.encoding),
-                                                                    "REFINE_ONLY_PARAMS", ())
+            refine_only = () if d["refine"] == "grad" else encoding_class(self.encoding).REFINE_ONLY_PARAMS
             d["encoding_params"] = {k: v for k, v in d["encoding_params"].items()
                                     if not (k in legacy and v == legacy[k]) and k not in refine_only}
         return {k: d[k] for k in MEANING_KEYS

@@ -170,10 +170,13 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
         values.update(given)
         values["encoding_params"] = encoding_params
         config = RunConfig.from_dict(values)  # checks every value, whatever its source
-        ignored = [key for key in REFINE_OPTION_KEYS if key in given or key in toml]
+        # Every setting typed or in run.toml that computes nothing without --refine grad:
+        # the --refine-* options, and the encoding's refine-only parameters (cppn's refine_links).
+        ignored = ["--" + key.replace("_", "-") for key in REFINE_OPTION_KEYS if key in given or key in toml]
+        ignored += [f"--param {name}" for name in encoding_class(config.encoding).REFINE_ONLY_PARAMS
+                    if name in encoding_params]
         if config.refine != "grad" and ignored:
-            click.echo("note: ignored without --refine grad: "
-                       + ", ".join("--" + key.replace("_", "-") for key in ignored), err=True)
+            click.echo("note: ignored without --refine grad: " + ", ".join(ignored), err=True)
         job = Job.start(config, out, progress=not quiet, hooks=_hooks(no_gallery))
         click.echo(f"run folder: {job.folder.path}", err=True)
     ctx.exit(_finish(job))

@@ -142,8 +142,7 @@ class GradientRefineEmitter(Emitter):
             return self.encoding.random(n, rng) if n else self.empty(archive)
         classes = self.selector.select(archive, n, rng)
         parents = archive.genomes_of(classes)
-        if hasattr(self.encoding, "refine_graphs"):  # cppn's refine_links=dense adds read-out links first
-            parents = self.encoding.refine_graphs(parents)
+        parents = self.encoding.refine_graphs(parents)  # cppn's refine_links=dense adds read-out links
         scales = None
         if self.adapt:
             scales = self._scales(archive.num_classes)[classes]
@@ -163,7 +162,7 @@ class GradientRefineEmitter(Emitter):
         optimiser = torch.optim.Adam([weights], lr=self.lr)
         bound = self.encoding.weight_bound
         per_weight = None
-        mask = self.encoding.refine_mask(parents) if hasattr(self.encoding, "refine_mask") else None
+        mask = self.encoding.refine_mask(parents)
         if mask is not None:  # weights outside the mask keep their values (Adam moves no zero-gradient weight)
             mask = torch.as_tensor(mask, dtype=torch.float32, device=device)
         if scales is not None:

@@ -51,6 +51,9 @@ class Encoding(ABC):
     # The encoding's parameters (``--param NAME=VALUE``), each declared once: name ->
     # ``evofool.config.Param`` (kind, default, range, help). ``check_params`` checks them.
     PARAMS: dict = {}
+    # Parameters that change only what ``--refine grad`` computes (cppn's refine_links): a
+    # black-box run leaves them out of its hash, and the CLI names them as ignored there.
+    REFINE_ONLY_PARAMS: tuple[str, ...] = ()
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu") -> None:
         self.image_shape = tuple(int(s) for s in image_shape)
@@ -149,6 +152,17 @@ class Encoding(ABC):
     @abstractmethod
     def unpack(self, arrays: dict[str, np.ndarray], slots: np.ndarray, size: int) -> Genomes:
         """A store of ``size`` slots with the packed genomes placed at ``slots``."""
+
+    # --- gradient refinement (``--refine grad``; encodings with ``render_differentiable``) ---
+    def refine_graphs(self, genomes: Genomes) -> Genomes:
+        """The genomes the refine emitter steps, made from the champions it picked: by
+        default the champions themselves (cppn's ``refine_links=dense`` adds read-out links)."""
+        return genomes
+
+    def refine_mask(self, genomes: Genomes) -> np.ndarray | None:
+        """Which of ``weights_of(genomes)``'s values the refine emitter moves: ``None`` for
+        all of them (the default), else a bool array."""
+        return None
 
     # --- vector view (only where ``vector_genomes``) -----------------------------------
     def to_vectors(self, genomes: Genomes) -> torch.Tensor:

@@ -16,12 +16,14 @@ from evofool.values import Param
 from evofool.encodings.base import Encoding
 from evofool.encodings.cppn_genome import (
     ACTIVATIONS,
+    CROSSOVERS,
     N_INPUTS,
     Counters,
     Genome,
     MutationRates,
     check_genome,
     compute_layers,
+    cross_batch,
     densify_outputs,
     mutate_batch,
     random_genome,
@@ -98,6 +100,15 @@ class CPPNEncoding(Encoding):
         "refine_links": Param(str, "output", choices=REFINE_LINKS, legacy="all",
                               help="--refine grad steps every link weight, those into the output nodes, or "
                                    "(dense) those after linking every node into every output"),
+        # Crossover between champions of the batch, before mutation (cppn_genome.cross_batch):
+        # off by default, as in the paper, whose runs had none.
+        "crossover_rate": _probability(0.0, "share of offspring whose parent is first crossed with "
+                                            "another parent of the batch (0: off)"),
+        "crossover": Param(str, "uniform", choices=CROSSOVERS,
+                           help="uniform: each shared gene from either parent (NEAT); line: shared "
+                                "weights moved along the line to the mate's"),
+        "crossover_sigma": Param(float, 1.0, low=0.0, low_open=True,
+                                 help="spread of the line crossover's step (in mate distances)"),
         "render_chunk_elements": Param(int, DEFAULT_CHUNK_ELEMENTS, low=1,
                                        help="GPU memory knob: node values one rendering pass may hold"),
     }
@@ -128,6 +139,9 @@ class CPPNEncoding(Encoding):
         self.render_dtype = p["render_dtype"]
         self.render_chunk_elements = int(p["render_chunk_elements"])
         self.refine_links = p["refine_links"]
+        self.crossover_rate = float(p["crossover_rate"])
+        self.crossover = p["crossover"]
+        self.crossover_sigma = float(p["crossover_sigma"])
         self.refine_lr = self.REFINE_LRS[self.refine_links]
         self.counters = Counters()
 
@@ -140,7 +154,10 @@ class CPPNEncoding(Encoding):
         return [random_genome(self.n_out, rng, self.counters, self.rates.weight_bound) for _ in range(n)]
 
     def vary(self, parents: list[Genome], rng: np.random.Generator, generation: int) -> list[Genome]:
-        return mutate_batch(list(parents), rng, self.counters, self.rates)
+        # With crossover off, no draw: the random stream of runs recorded before it is unchanged.
+        parents = cross_batch(list(parents), self.crossover_rate, self.crossover, rng,
+                              self.rates.weight_bound, self.crossover_sigma)
+        return mutate_batch(parents, rng, self.counters, self.rates)
 
     def step_weights(self, parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator) -> list[Genome]:
         """Children with the parents' graphs and every weight moved by a Gaussian step of
@@ -289,5 +306,6 @@ class CPPNEncoding(Encoding):
             "colour_space": "hsv" if self.n_out == 3 else "gray",
             "inputs": ["x", "y", "d", "bias"], "output_squash": "min(|out|, 1)",
             "render_dtype": self.render_dtype, "render_chunk_elements": self.render_chunk_elements,
-            "refine_links": self.refine_links,
+            "refine_links": self.refine_links, "crossover_rate": self.crossover_rate,
+            "crossover": self.crossover, "crossover_sigma": self.crossover_sigma,
         }

@@ -374,6 +374,60 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
             for p, w, a in zip(parents, w_split, a_split)]
 
 
+CROSSOVERS = ("uniform", "line")  # how a crossed parent takes its mate's matching genes
+
+
+def cross_batch(parents: list[Genome], rate: float, kind: str, rng: np.random.Generator,
+                bound: float, sigma: float = 1.0) -> list[Genome]:
+    """``parents`` where a ``rate`` share of them are crossed with another parent of the
+    batch (its mate, drawn uniformly), before mutation.
+
+    A crossed parent keeps its own graph (NEAT: disjoint and excess genes come from one
+    parent) and changes only the genes it shares with its mate, the links with the same
+    innovation id (both inherited from one ancestor):
+
+    * ``uniform``: each shared link takes the mate's weight with probability 1/2, and each
+      shared hidden or output node (same node id) the mate's activation (NEAT's crossover);
+    * ``line``: every shared link moves along the line to the mate's weight,
+      ``w + t·(w_mate - w)`` with one ``t ~ N(0, sigma²)`` per child (the directional
+      variation of Vassiliades & Mouret 2018: champions lie in a correlated subspace),
+      clipped to ``±bound``.
+
+    Draws ``rng.random(n)`` and ``rng.integers`` for the choice and the mates, then per
+    crossed parent, in batch order, its own draws. The genome ids stay the parents' (the
+    mutation that follows gives the child its id and records the parent).
+    """
+    n = len(parents)
+    if rate <= 0 or n < 2:
+        return list(parents)
+    if kind not in CROSSOVERS:
+        raise ValueError(f"crossover must be one of {', '.join(CROSSOVERS)}, not {kind!r}")
+    crossed = rng.random(n) < rate
+    mates = rng.integers(0, n - 1, size=n)
+    mates += mates >= np.arange(n)  # another place of the batch (it may hold the same champion)
+    out = list(parents)
+    for i in np.flatnonzero(crossed):
+        p, m = parents[i], parents[int(mates[i])]
+        _, mine, theirs = np.intersect1d(p.link_id, m.link_id, assume_unique=True, return_indices=True)
+        weight = p.link_weight.copy()
+        act = p.node_act
+        if kind == "uniform":
+            take = rng.random(mine.size) < 0.5
+            weight[mine[take]] = m.link_weight[theirs[take]]
+            _, own_nodes, mate_nodes = np.intersect1d(p.node_id[N_INPUTS:], m.node_id[N_INPUTS:],
+                                                      assume_unique=True, return_indices=True)
+            take_act = rng.random(own_nodes.size) < 0.5
+            act = act.copy()
+            act[N_INPUTS + own_nodes[take_act]] = m.node_act[N_INPUTS + mate_nodes[take_act]]
+        else:
+            t = rng.normal(0.0, sigma)
+            shared = weight[mine].astype(np.float64)
+            moved = shared + t * (m.link_weight[theirs].astype(np.float64) - shared)
+            weight[mine] = np.clip(moved, -bound, bound)
+        out[i] = replace(p, link_weight=weight, node_act=act)
+    return out
+
+
 def with_weights(parents: list[Genome], weights: np.ndarray, counters: Counters, bound: float) -> list[Genome]:
     """One child per parent with the same graph and activations and its links' weights
     taken from ``weights`` (all children's, concatenated in order), clipped to ``±bound``."""

@@ -116,6 +116,33 @@ def test_refine_balance_runs_record_it_vary_their_share_and_resume_exactly(tmp_p
     assert bad.exit_code == 2 and "maybe" in bad.output
 
 
+@pytest.mark.parametrize("kind", ["uniform", "line"])
+def test_cppn_crossover_runs_record_it_and_resume_exactly(tmp_path, kind):
+    """--param crossover_rate: a CPPN run crosses parents before mutating them (other
+    children than without), records the parameters, and a stopped and resumed run gives
+    the same archive and log (crossover draws from the run's one generator)."""
+    common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "30", "--seed", "6", "--quiet",
+              "--no-gallery", "--selection", "curiosity"]
+    crossing = [*common, "--param", "crossover_rate=0.5", "--param", f"crossover={kind}"]
+    assert run_cli("run", *crossing, "--generations", "8", "--out", str(tmp_path / "straight")).exit_code == 0
+    assert run_cli("run", *crossing, "--generations", "4", "--out", str(tmp_path / "stopped")).exit_code == 0
+    assert run_cli("resume", str(tmp_path / "stopped"), "--generations", "8", "--quiet", "--no-gallery").exit_code == 0
+    assert run_cli("run", *common, "--generations", "8", "--out", str(tmp_path / "plain")).exit_code == 0
+    state, straight, _ = checkpoint.load(tmp_path / "straight")
+    resumed_state, resumed, _ = checkpoint.load(tmp_path / "stopped")
+    for key in straight:
+        np.testing.assert_array_equal(straight[key], resumed[key], err_msg=key)
+    assert state["engine"] == resumed_state["engine"]
+    logs = [[{k: v for k, v in json.loads(line).items() if k not in ("seconds", "evals_per_s")}
+             for line in (tmp_path / name / "log.jsonl").read_text().splitlines()] for name in ("straight", "stopped")]
+    assert logs[0] == logs[1]
+    _, plain, _ = checkpoint.load(tmp_path / "plain")
+    assert not np.array_equal(plain["genomes.link_weight"], straight["genomes.link_weight"])
+    doc = json.loads((tmp_path / "straight" / "config.json").read_text())
+    recorded = doc["config"]["encoding_params"]
+    assert recorded["crossover_rate"] == 0.5 and recorded["crossover"] == kind
+
+
 def test_direct_encoding_fools_lenet_on_all_ten_classes(tmp_path):
     """The paper's first result, with the defaults: every digit at >= 99.99 % within 200 generations."""
     out = tmp_path / "full"
@@ -192,3 +219,16 @@ def test_refine_options_without_refine_grad_are_named_as_ignored(tmp_path):
     hybrid = run_cli("run", *args, "--refine", "grad", "--refine-lr", "0.5", "--out", str(tmp_path / "c"))
     assert plain.exit_code == hybrid.exit_code == 0
     assert "ignored without --refine grad" not in plain.output + hybrid.output
+    # The encoding's refine-only parameters too, from --param or run.toml's encoding_params.
+    toml.write_text("[encoding_params]\nrefine_links = \"dense\"\n")
+    cppn = run_cli("run", *args, "--encoding", "cppn", "--refine-lr", "0.5", "--config", str(toml),
+                   "--out", str(tmp_path / "d"))
+    typed = run_cli("run", *args, "--encoding", "cppn", "--param", "refine_links=all", "--out", str(tmp_path / "e"))
+    dense = run_cli("run", *args, "--encoding", "cppn", "--refine", "grad", "--param", "refine_links=dense",
+                    "--out", str(tmp_path / "f"))
+    assert cppn.exit_code == typed.exit_code == dense.exit_code == 0
+    assert [line for line in cppn.output.splitlines() if line.startswith("note:")] == [
+        "note: ignored without --refine grad: --refine-lr, --param refine_links"]
+    assert [line for line in typed.output.splitlines() if line.startswith("note:")] == [
+        "note: ignored without --refine grad: --param refine_links"]
+    assert "ignored without --refine grad" not in dense.output

@@ -10,7 +10,7 @@ import torch
 
 from evofool.encodings import make_encoding
 from evofool.encodings.cppn import CPPNEncoding
-from evofool.encodings.cppn_genome import N_INPUTS, check_genome
+from evofool.encodings.cppn_genome import N_INPUTS, check_genome, cross_batch
 from evofool.errors import EvofoolError
 
 
@@ -53,9 +53,10 @@ def test_same_seed_same_genomes_and_images():
     assert not packed_equal(a[0], c[0])
 
 
-def test_resume_from_state_dict_rng_state_and_packed_store_is_bit_identical():
+@pytest.mark.parametrize("params", [{}, {"crossover_rate": 0.5}, {"crossover_rate": 0.5, "crossover": "line"}])
+def test_resume_from_state_dict_rng_state_and_packed_store_is_bit_identical(params):
     shape, k = (1, 10, 10), 12
-    enc = CPPNEncoding(shape)
+    enc = CPPNEncoding(shape, **params)
     rng = np.random.default_rng(9)
     pop = evolve(enc, rng, enc.random(k, rng), 10)
     store = enc.put(enc.empty_store(k), np.arange(k), pop, np.arange(k))
@@ -66,7 +67,7 @@ def test_resume_from_state_dict_rng_state_and_packed_store_is_bit_identical():
 
     straight = evolve(enc, rng, store, 10)
 
-    enc2 = CPPNEncoding(shape)
+    enc2 = CPPNEncoding(shape, **params)
     enc2.load_state_dict(state)
     rng2 = np.random.default_rng()
     rng2.bit_generator.state = rng_state
@@ -170,3 +171,68 @@ def test_refine_graphs_links_every_node_into_every_output_only_when_dense():
     counter = enc.counters.next_link
     assert [g.n_links for g in enc.refine_graphs(dense)] == [g.n_links for g in dense]
     assert enc.counters.next_link == counter
+
+
+def test_crossover_off_draws_nothing_and_keeps_the_mutation_stream():
+    """crossover_rate 0 (the default) consumes no random numbers, so a run recorded before
+    crossover existed makes the same children; any rate > 0 changes them."""
+    def children(**params):
+        enc = CPPNEncoding((3, 12, 12), **params)
+        rng = np.random.default_rng(5)
+        pop = evolve(enc, rng, enc.random(16, rng), 6)
+        return enc.pack(pop, np.arange(16)), rng.random()
+
+    plain, after = children()
+    off, after_off = children(crossover_rate=0.0, crossover="line")
+    on, _ = children(crossover_rate=0.5)
+    assert packed_equal(plain, off) and after == after_off
+    assert not packed_equal(plain, on)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "line"])
+def test_crossed_parents_keep_their_graph_and_change_only_genes_shared_with_their_mate(kind):
+    rng = np.random.default_rng(3)
+    enc = CPPNEncoding((3, 16, 16), p_add_node=0.8, p_add_link=0.8)
+    # Two lineages of one ancestor each: shared initial links, and their own later genes.
+    a = evolve(enc, rng, enc.random(1, rng) * 6, 5)
+    b = evolve(enc, rng, enc.random(1, rng) * 6, 5)
+    parents = a + b
+    crossed = cross_batch(parents, 1.0, kind, np.random.default_rng(0), enc.weight_bound, 0.5)
+    assert len(crossed) == len(parents)
+    changed = 0
+    for p, c in zip(parents, crossed):
+        check_genome(c, enc.weight_bound)
+        assert c.gid == p.gid and c.parent == p.parent
+        for name in ("node_id", "node_layer", "link_id", "link_src", "link_dst"):
+            assert np.array_equal(getattr(c, name), getattr(p, name))
+        # Only links and nodes some other parent also has can change, and each changed
+        # weight is that of a batch mate (uniform) or on the line to one (line).
+        others = [q for q in parents if q is not p]
+        shared = np.isin(p.link_id, np.concatenate([q.link_id for q in others]))
+        moved = c.link_weight != p.link_weight
+        assert not (moved & ~shared).any()
+        if kind == "uniform":
+            for i in np.flatnonzero(moved):
+                assert any(c.link_weight[i] in q.link_weight[q.link_id == p.link_id[i]] for q in others)
+            node_shared = np.isin(p.node_id, np.concatenate([q.node_id[N_INPUTS:] for q in others]))
+            assert not ((c.node_act != p.node_act) & ~node_shared).any()
+        else:
+            assert np.array_equal(c.node_act, p.node_act)
+        changed += int(moved.any())
+    assert changed >= len(parents) // 2
+
+
+def test_crossover_is_reproducible_and_checks_its_kind():
+    rng = np.random.default_rng(8)
+    enc = CPPNEncoding((1, 8, 8))
+    pop = evolve(enc, rng, enc.random(10, rng), 4)
+    first = cross_batch(pop, 0.5, "line", np.random.default_rng(1), 10.0)
+    second = cross_batch(pop, 0.5, "line", np.random.default_rng(1), 10.0)
+    assert all(np.array_equal(x.link_weight, y.link_weight) for x, y in zip(first, second))
+    assert all(a is b for a, b in zip(cross_batch(pop[:1], 1.0, "uniform", rng, 10.0), pop[:1]))
+    with pytest.raises(ValueError, match="crossover must be one of uniform, line"):
+        cross_batch(pop, 0.5, "blend", rng, 10.0)
+    with pytest.raises(EvofoolError, match="crossover must be one of uniform, line"):
+        CPPNEncoding((1, 8, 8), crossover="blend")
+    with pytest.raises(EvofoolError, match=r"crossover_rate must be a finite number in \[0, 1\]"):
+        CPPNEncoding((1, 8, 8), crossover_rate=2)
