@@ -101,7 +101,10 @@ class CPPNEncoding(Encoding):
                               help="--refine grad steps every link weight, those into the output nodes, or "
                                    "(dense) those after linking every node into every output"),
         # Crossover between champions of the batch, before mutation (cppn_genome.cross_batch):
-        # off by default, as in the paper, whose runs had none.
+        # off by default, as in the paper, whose runs had none. Measured (EfficientNet-Lite0,
+        # curiosity-bold, AMD EPYC Zen 4, seeds 0 and 1 to 200k evaluations), rate 0.3 uniform:
+        # median 60.76 / 57.82 % against 59.87 / 55.36 % without, classes >= 99 % 33 / 28
+        # against 42 / 34; line was behind at 20k (7.59 % against 10.98 %, seed 0).
         "crossover_rate": _probability(0.0, "share of offspring whose parent is first crossed with "
                                             "another parent of the batch (0: off)"),
         "crossover": Param(str, "uniform", choices=CROSSOVERS,
