@@ -158,8 +158,8 @@ class CPPNEncoding(Encoding):
 
     def vary(self, parents: list[Genome], rng: np.random.Generator, generation: int) -> list[Genome]:
         # With crossover off, no draw: the random stream of runs recorded before it is unchanged.
-        parents = cross_batch(list(parents), self.crossover_rate, self.crossover, rng,
-                              self.rates.weight_bound, self.crossover_sigma)
+        parents = cross_batch(parents, self.crossover_rate, self.crossover, rng,
+                              self.rates.weight_bound, self.crossover_sigma)  # a new list
         return mutate_batch(parents, rng, self.counters, self.rates)
 
     def step_weights(self, parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator) -> list[Genome]:

@@ -379,8 +379,8 @@ CROSSOVERS = ("uniform", "line")  # how a crossed parent takes its mate's matchi
 
 def cross_batch(parents: list[Genome], rate: float, kind: str, rng: np.random.Generator,
                 bound: float, sigma: float = 1.0) -> list[Genome]:
-    """``parents`` where a ``rate`` share of them are crossed with another parent of the
-    batch (its mate, drawn uniformly), before mutation.
+    """A new list of ``parents`` where a ``rate`` share of them are crossed with another
+    parent of the batch (its mate, drawn uniformly), before mutation.
 
     A crossed parent keeps its own graph (NEAT: disjoint and excess genes come from one
     parent) and changes only the genes it shares with its mate, the links with the same

@@ -205,8 +205,8 @@ def test_crossed_parents_keep_their_graph_and_change_only_genes_shared_with_thei
         assert c.gid == p.gid and c.parent == p.parent
         for name in ("node_id", "node_layer", "link_id", "link_src", "link_dst"):
             assert np.array_equal(getattr(c, name), getattr(p, name))
-        # Only links and nodes some other parent also has can change, and each changed
-        # weight is that of a batch mate (uniform) or on the line to one (line).
+        # Only links and nodes some other parent also has can change; under uniform each
+        # changed weight is a batch mate's, under line no activation changes.
         others = [q for q in parents if q is not p]
         shared = np.isin(p.link_id, np.concatenate([q.link_id for q in others]))
         moved = c.link_weight != p.link_weight
