@@ -86,6 +86,9 @@ class Param:
         legacy: For a field added after runs were first recorded: what a stored config
             without it means (what evofool did before the field existed), so that an old
             run resumes as it ran. Unset: the default.
+        inert: For one of a set of values (an encoding's parameters): given all of them,
+            the setting under which this one computes nothing (e.g. ``crossover_rate=0``),
+            or None where it counts. A run given such a value names it in a note line.
         help: One line for ``--help``.
     """
 
@@ -103,6 +106,7 @@ class Param:
     min_length: int = 0
     max_length: int = 2**31
     legacy: Any = NO_LEGACY
+    inert: Callable[[dict], str | None] | None = None
     help: str = ""
 
     def _kinds(self) -> tuple[type, ...]:

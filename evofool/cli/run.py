@@ -177,6 +177,14 @@ def run(ctx: click.Context, model, encoding, generations, population, seed, para
                     if name in encoding_params]
         if config.refine != "grad" and ignored:
             click.echo("note: ignored without --refine grad: " + ", ".join(ignored), err=True)
+        # Encoding parameters that another one switches off (crossover_sigma with crossover_rate 0).
+        inert: dict[str, list[str]] = {}
+        switched_off = encoding_class(config.encoding).inert_params(encoding_params, config.encoding_params)
+        for name, why in switched_off.items():
+            inert.setdefault(why, []).append(f"--param {name}")
+        if inert:
+            click.echo("note: ignored " + "; ".join(f"with {why}: " + ", ".join(names)
+                                                     for why, names in inert.items()), err=True)
         job = Job.start(config, out, progress=not quiet, hooks=_hooks(no_gallery))
         click.echo(f"run folder: {job.folder.path}", err=True)
     ctx.exit(_finish(job))

@@ -107,6 +107,16 @@ class Encoding(ABC):
         return {**cls.defaults(), **params}
 
     @classmethod
+    def inert_params(cls, given, params: dict) -> dict[str, str]:
+        """The parameters among ``given`` (names) that compute nothing with ``params`` (all
+        of them, checked): name -> the setting that makes it so (``Param.inert``), in
+        ``PARAMS`` order."""
+        full = {**cls.defaults(), **params}
+        reasons = {name: param.inert(full) for name, param in cls.PARAMS.items()
+                   if name in given and param.inert is not None}
+        return {name: why for name, why in reasons.items() if why is not None}
+
+    @classmethod
     def describe_params(cls) -> list[str]:
         """One line per parameter for ``--help``: ``name=default  meaning; valid values``."""
         settings = {k: f"{k}={p.default}" for k, p in cls.PARAMS.items()}

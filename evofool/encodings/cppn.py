@@ -43,6 +43,14 @@ def _probability(default: float, what: str) -> Param:
     return Param(float, default, low=0.0, high=1.0, help=what)
 
 
+def _without_crossover(params: dict) -> str | None:
+    return "crossover_rate=0" if params["crossover_rate"] == 0 else None
+
+
+def _without_line_crossover(params: dict) -> str | None:
+    return _without_crossover(params) or (None if params["crossover"] == "line" else f"crossover={params['crossover']}")
+
+
 class CPPNEncoding(Encoding):
     """CPPN genomes rendered to ``C×H×W`` images (C = 1 grayscale, 3 colour via HSV).
 
@@ -107,10 +115,10 @@ class CPPNEncoding(Encoding):
         # against 42 / 34; line was behind at 20k (7.59 % against 10.98 %, seed 0).
         "crossover_rate": _probability(0.0, "share of offspring whose parent is first crossed with "
                                             "another parent of the batch (0: off)"),
-        "crossover": Param(str, "uniform", choices=CROSSOVERS,
+        "crossover": Param(str, "uniform", choices=CROSSOVERS, inert=_without_crossover,
                            help="uniform: each shared gene from either parent (NEAT); line: shared "
                                 "weights moved along the line to the mate's"),
-        "crossover_sigma": Param(float, 1.0, low=0.0, low_open=True,
+        "crossover_sigma": Param(float, 1.0, low=0.0, low_open=True, inert=_without_line_crossover,
                                  help="spread of the line crossover's step (in mate distances)"),
         "render_chunk_elements": Param(int, DEFAULT_CHUNK_ELEMENTS, low=1,
                                        help="GPU memory knob: node values one rendering pass may hold"),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from evofool.cli import cli
@@ -101,3 +103,68 @@ def test_run_help_lists_every_parameter_with_its_default_and_the_encoding_choice
         assert f"Encoding parameters of {name}" in result.output
         for key, param in encoding_class(name).PARAMS.items():
             assert f"{key}={param.default}" in result.output
+
+
+# (encoding, base parameters, a parameter inert under them, a value other than its default,
+# the setting the encoding names as the reason); and the same parameter where it counts.
+INERT = [
+    ("direct", {}, "crossover_eta", 2.0, "crossover_rate=0"),
+    ("direct", {}, "squares", 5, "mutation=polynomial"),
+    ("direct", {}, "square_min", 0.2, "mutation=polynomial"),
+    ("direct", {}, "square_max", 0.9, "mutation=polynomial"),
+    ("direct", {"mutation": "squares"}, "eta", 2.0, "mutation=squares"),
+    ("direct", {"mutation": "squares"}, "mutation_rate", 0.9, "mutation=squares"),
+    ("direct", {"mutation": "squares"}, "halve_every", 1, "mutation=squares"),
+    ("cppn", {}, "crossover", "line", "crossover_rate=0"),
+    ("cppn", {}, "crossover_sigma", 3.0, "crossover_rate=0"),
+    ("cppn", {"crossover_rate": 0.9}, "crossover_sigma", 3.0, "crossover=uniform"),
+]
+COUNTS = [
+    ("direct", {"crossover_rate": 0.9}, "crossover_eta", 2.0),
+    ("direct", {"mutation": "squares"}, "squares", 5),
+    ("direct", {}, "eta", 2.0),
+    ("cppn", {"crossover_rate": 0.9}, "crossover", "line"),
+    ("cppn", {"crossover_rate": 0.9, "crossover": "line"}, "crossover_sigma", 3.0),
+]
+
+
+def _offspring(name: str, params: dict, generation: int = 3) -> torch.Tensor:
+    """Images of the children of 12 random parents (the same draws for any parameters)."""
+    enc = make_encoding(name, (3, 16, 16), **params)
+    rng = np.random.default_rng(5)
+    parents = enc.random(12, rng)
+    for _ in range(3):  # grown CPPNs share more genes, so crossover has something to change
+        parents = enc.vary(parents, rng, generation)
+    return enc.render(enc.vary(parents, rng, generation))
+
+
+@pytest.mark.parametrize("name, base, key, value, why", INERT)
+def test_a_parameter_declared_inert_changes_no_offspring_and_is_named(name, base, key, value, why):
+    cls = encoding_class(name)
+    assert value != cls.PARAMS[key].default
+    assert cls.inert_params({key}, {**base, key: value}) == {key: why}
+    assert torch.equal(_offspring(name, base), _offspring(name, {**base, key: value}))
+
+
+@pytest.mark.parametrize("name, base, key, value", COUNTS)
+def test_the_same_parameter_where_it_counts_changes_offspring_and_is_not_named(name, base, key, value):
+    assert encoding_class(name).inert_params({key}, {**base, key: value}) == {}
+    assert not torch.equal(_offspring(name, base), _offspring(name, {**base, key: value}))
+
+
+def test_run_names_given_inert_parameters_in_one_note_line(tmp_path):
+    """Typed or in run.toml, a parameter another one switches off: the run goes on and one
+    line names it with the setting; a parameter that counts gets no note."""
+    toml = tmp_path / "run.toml"
+    toml.write_text("[encoding_params]\nsquares = 3\n")
+    args = ["run", "--generations", "1", "--population", "20", "--quiet", "--no-gallery"]
+    runner = CliRunner()
+    result = runner.invoke(cli, [*args, "--param", "crossover_eta=2", "--config", str(toml),
+                                 "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("note:")] == [
+        "note: ignored with crossover_rate=0: --param crossover_eta; with mutation=polynomial: --param squares"]
+    counted = runner.invoke(cli, [*args, "--encoding", "cppn", "--param", "crossover_rate=0.5", "--param",
+                                  "crossover=line", "--param", "crossover_sigma=2", "--out", str(tmp_path / "b")])
+    assert counted.exit_code == 0, counted.output
+    assert "note:" not in counted.output
