@@ -158,12 +158,16 @@ def read_log(folder: Path) -> list[dict]:
     return records
 
 
-def command(variant: str, folder: Path, generations: int, seed: int, args: argparse.Namespace) -> list[str]:
-    """The ``evofool`` command that brings ``folder`` to ``generations`` generations."""
+def command(variant: str, folder: Path, generations: int, seed: int | None, args: argparse.Namespace) -> list[str]:
+    """The ``evofool`` command that brings ``folder`` to ``generations`` generations: a resume
+    where it holds a checkpoint (the run keeps its recorded seed; ``seed`` may be None), else
+    a new run of ``seed``."""
     evofool = [sys.executable, "-m", "evofool"]
     common = ["--quiet", "--no-gallery"]
     if (folder / "checkpoint.safetensors").is_file():
         return [*evofool, "resume", str(folder), "--generations", str(generations), *common]
+    if seed is None:
+        raise ValueError(f"{folder} holds no checkpoint to resume: a new run needs its seed")
     population, flags, _ = VARIANTS[variant]
     encoding = [] if "--encoding" in flags else ["--encoding", "cppn"]
     return [*evofool, "run", "--model", args.model, *encoding, *flags, "--population", str(population),
@@ -246,7 +250,7 @@ def run_all(args: argparse.Namespace) -> int | None:
                       file=sys.stderr)
                 more = None if proc.returncode or stopped else more_generations(folder, args.budget)
                 if more is not None:  # --refine-balance: evaluations per generation vary
-                    todo.append((variant, folder, command(variant, folder, more, 0, args)))  # a resume: its own seed
+                    todo.append((variant, folder, command(variant, folder, more, None, args)))  # a resume: its own seed
     return stopped[0] if stopped else None
 
 
