@@ -10,6 +10,7 @@ import torch
 from evofool.errors import EvofoolError
 
 AUTO = ("", "auto")  # besides None: "choose for me"
+SUPPORTED_TYPES = ("cpu", "cuda")
 # The --device help of every command that takes one.
 DEVICE_HELP = "cpu, cuda, cuda:N [default: cuda if available]."
 
@@ -30,9 +31,14 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise EvofoolError(f"unknown device {name!r}") from None
+        raise EvofoolError(f"unknown device {name!r}; choose cpu, cuda or cuda:N") from None
+    # Torch knows more device types (meta, mps, xpu...) than evofool runs on.
+    if device.type not in SUPPORTED_TYPES:
+        raise EvofoolError(f"device {name!r} is not supported; choose cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvofoolError(f"device {name} asked for, but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise EvofoolError(f"device {name} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return device
 
 

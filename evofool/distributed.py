@@ -200,6 +200,11 @@ def connect(address: str, config: RunConfig) -> bool:
     # Ray logs a warning whenever it turns its token authentication on (a good thing).
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     if address not in ("auto", "local"):
+        host, port = _host_port(address)
+        # ray.init retries an address where nothing listens for minutes: ask first.
+        if not _answers(host, port, ADDRESS_PROBE_S):
+            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: nothing answers at {host}:{port} "
+                               f"within {ADDRESS_PROBE_S:g} s (is it up?)")
         try:
             # Ray Client takes none of these options (the cluster's own settings apply).
             ray.init(address=address, **({} if address.startswith("ray://") else quiet))
@@ -242,8 +247,34 @@ def _local_cluster_answers(timeout_s: float = 2.0) -> bool:
         return False
     host, _, port = address.rpartition(":")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except (OSError, ValueError):
+        return _answers(host, int(port), timeout_s)
+    except ValueError:
+        return False
+
+
+ADDRESS_PROBE_S = 5.0  # how long a cluster address may take to accept a connection
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` of a cluster address (``ray://`` prefix allowed; an IPv6 host in brackets).
+
+    Raises:
+        EvofoolError: no host, or no port in 1..65535.
+    """
+    rest = address[len("ray://"):] if address.startswith("ray://") else address
+    host, sep, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise EvofoolError(f"--ray {address!r} is not a cluster address: give HOST:PORT (port 1-65535), "
+                           f"ray://HOST:PORT, auto, local or off")
+    return host, int(port)
+
+
+def _answers(host: str, port: int, timeout_s: float) -> bool:
+    """Whether something accepts a TCP connection at ``host:port`` within ``timeout_s``."""
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError:
         return False
     return True
 

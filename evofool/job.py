@@ -278,6 +278,7 @@ class Job:
             # Stopped between creating its folder and its generation-0 checkpoint: nothing was
             # computed yet, and generation 0 is exactly what the config rebuilds.
             engine, classifier = build_engine(config)
+            _check_class_names(folder, classifier)
             folder.open_log().close()
             ckpt_path = folder.path / checkpoint.CURRENT
         else:
@@ -291,6 +292,7 @@ class Job:
                 raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
             _check_generations(folder, config, overrides, saved)
             engine, classifier = build_engine(config)
+            _check_class_names(folder, classifier)
             try:
                 engine.load_state_dict(state["engine"], arrays)
             except (KeyError, ValueError, TypeError) as exc:
@@ -511,6 +513,19 @@ def _load_checkpoint(folder: RunFolder) -> tuple[dict, dict, Path]:
     for w in caught:  # one plain line each (not Python's file:line warning format)
         print(f"warning: {w.message}", file=sys.stderr)
     return loaded
+
+
+def _check_class_names(folder: RunFolder, classifier) -> None:
+    """The classes the folder recorded are the model's, in order (an edited config.json, or a
+    model file changed under the run, would otherwise go on writing champions that the
+    folder's exports and transfers then refuse)."""
+    recorded = folder.class_names()
+    names = list(classifier.class_names)
+    if recorded != names:
+        first = next((i for i, (a, b) in enumerate(zip(recorded, names)) if a != b), min(len(recorded), len(names)))
+        raise EvofoolError(f"{folder.path / 'config.json'} records {len(recorded)} class names, model "
+                           f"{classifier.spec} has {len(names)}, first differing at class {first}: "
+                           f"the folder was edited or the model changed")
 
 
 def _check_generations(folder: RunFolder, config: RunConfig, overrides: dict | None, done: int) -> None:

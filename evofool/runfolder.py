@@ -112,15 +112,32 @@ class LogScan:
         return self.damaged[:-1] if self.torn else self.damaged
 
 
+# What a record's known fields hold (runs and ascent write them; other fields are free):
+# counts are integers >= 0, statistics finite numbers. An edited line holding NaN, a string
+# or a negative count is damaged like a torn one, so no reader (plots, resume) takes it.
+LOG_COUNTS = ("generation", "evaluations", "improved", "n99", "n9999")
+LOG_VALUES = ("min", "q1", "median", "q3", "max", "evals_per_s", "seconds")
+
+
 def _as_record(line: bytes) -> dict | None:
-    """A log line's record, or ``None`` when it is damaged (not JSON, not a record, no newline)."""
+    """A log line's record, or ``None`` when it is damaged (not JSON, not a record, no
+    newline, a known field of the wrong kind)."""
     if not line.endswith(b"\n"):
         return None  # torn: the process died in the middle of writing it
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    return record if isinstance(record, dict) and isinstance(record.get("generation"), int) else None
+    if not isinstance(record, dict) or not isinstance(record.get("generation"), int):
+        return None
+    for key in LOG_COUNTS:
+        if key in record and not (type(record[key]) is int and record[key] >= 0):
+            return None
+    for key in LOG_VALUES:
+        value = record.get(key, 0.0)
+        if type(value) not in (int, float) or not math.isfinite(value):
+            return None
+    return record
 
 
 def _lines(data: bytes) -> list[bytes]:

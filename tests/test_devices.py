@@ -20,6 +20,14 @@ def test_named_devices():
         resolve_device("gpu0")
 
 
+@pytest.mark.parametrize("name", ["meta", "mps", "xpu"])
+def test_device_types_torch_knows_but_evofool_does_not_run_on_are_refused(name):
+    """meta, mps... are torch devices, but nothing of evofool runs there: one line, not a
+    traceback from deep inside a run."""
+    with pytest.raises(EvofoolError, match=f"device '{name}' is not supported; choose cpu, cuda or cuda:N"):
+        resolve_device(name)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(EvofoolError, match="no CUDA GPU is available"):

@@ -142,6 +142,34 @@ def test_without_ray_the_cli_says_how_to_install(monkeypatch, model, tmp_path):
 
 # --- pieces that need Ray importable but no cluster ------------------------------------------
 
+def _closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then let go)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@needs_ray
+@pytest.mark.parametrize("address, fragment", [
+    ("1.2.3.4:99999", "is not a cluster address: give HOST:PORT (port 1-65535)"),
+    ("nohost", "is not a cluster address"),
+    ("ray://:10001", "is not a cluster address"),
+    (None, "nothing answers at 127.0.0.1:"),
+])
+def test_a_cluster_address_that_cannot_answer_is_one_line_at_once(model, tmp_path, address, fragment):
+    """A malformed address, or one where nothing listens: one line within the probe's 5 s, no
+    run folder (ray.init used to retry such an address for minutes)."""
+    address = address or f"127.0.0.1:{_closed_port()}"
+    result = CliRunner().invoke(cli, ["run", "--model", model, "--generations", "1", "--population", "8",
+                                      "--out", str(tmp_path / "r"), "--ray", address, "--quiet", "--no-gallery"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 @needs_ray
 def test_worker_plan_sizes_actors_to_fit():
     from evofool.distributed import plan_workers

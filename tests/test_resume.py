@@ -342,6 +342,21 @@ def test_resume_refuses_a_config_that_changes_the_run(tmp_path, straight, option
     assert snapshot(out) == before
 
 
+@pytest.mark.parametrize("names", [["0"], [str(9 - k) for k in range(10)]])
+def test_resume_refuses_class_names_that_are_not_the_models(tmp_path, straight, names):
+    """An edited config.json (or a model changed under the run) whose class names are not the
+    model's: one line, nothing written (it used to go on and leave champions that export refused)."""
+    out = copy_run(straight("direct"), tmp_path / "run")
+    doc = json.loads((out / "config.json").read_text())
+    doc["class_names"] = names
+    (out / "config.json").write_text(json.dumps(doc))
+    before = snapshot(out)
+    proc = evofool("resume", out, "--generations", str(GENERATIONS + 5), "--quiet", "--no-gallery")
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.stderr, "class names", "edited or the model changed")
+    assert snapshot(out) == before
+
+
 @pytest.mark.slow
 def test_resume_with_more_generations_extends_a_finished_run(tmp_path, straight):
     out = copy_run(straight("direct"), tmp_path / "run")

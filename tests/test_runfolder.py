@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -73,6 +74,23 @@ def test_scan_log_tells_records_from_damaged_and_torn_lines():
     scan = scan_log(data)
     assert [r["generation"] for r in scan.records] == [1, 2]
     assert scan.damaged == [3, 5, 6] and scan.damage_at == len(records(2))
+
+
+@pytest.mark.parametrize("field, value", [
+    ("median", "NaN"), ("min", "Infinity"), ("max", "-Infinity"), ("median", '"0.5"'), ("q1", "null"),
+    ("n99", "-1"), ("n99", "2.5"), ("evaluations", "true"), ("seconds", "[1]"), ("generation", "-3"),
+])
+def test_a_record_whose_known_field_holds_the_wrong_kind_is_damaged(field, value):
+    """An edited line (NaN, a string, a negative count) is damaged like a torn one, so plots
+    and resume never take it; fields the log does not know are free."""
+    good = {"generation": 2, "evaluations": 40, "improved": 3, "min": 0.1, "q1": 0.2, "median": 0.3,
+            "q3": 0.4, "max": 0.9, "n99": 0, "n9999": 0, "evals_per_s": 900.5, "seconds": 0.02, "note": [None]}
+    line = json.dumps(good)
+    bad = re.sub(rf'"{field}": [^,]+', f'"{field}": {value}', line, count=1)
+    assert bad != line
+    scan = scan_log(records(1) + line.encode() + b"\n" + bad.encode() + b"\n")
+    assert [r["generation"] for r in scan.records] == [1, 2] and scan.records[1] == good
+    assert scan.damaged == [3]
 
 
 def test_read_log_skips_damaged_lines(tmp_path):

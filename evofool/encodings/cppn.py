@@ -74,7 +74,9 @@ class CPPNEncoding(Encoding):
         "p_weight": _probability(MutationRates.p_weight, "per-weight probability of polynomial mutation"),
         "eta": Param(float, MutationRates.eta, low=0.0, low_open=True,
                      help="polynomial mutation distribution index (paper: 15)"),
-        "weight_bound": Param(float, MutationRates.weight_bound, low=0.0, low_open=True,
+        # At most 1e6: every hidden node's value is squashed into [-1, 1], so a node's sum stays far
+        # inside float32 at any bound, but a bound near float64's limit overflowed the uniform draws.
+        "weight_bound": Param(float, MutationRates.weight_bound, low=0.0, low_open=True, high=1e6,
                               help="weights live in [-weight_bound, weight_bound]"),
         "p_activation": _probability(MutationRates.p_activation,
                                      "per-node probability of redrawing the activation"),

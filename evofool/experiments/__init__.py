@@ -48,15 +48,21 @@ def parse_classes(text: str | None, class_names: list[str]) -> list[int]:
     """``"0,3,7"`` or ``"cat,dog"`` → class indices (names win over numbers); ``None`` → all.
 
     Raises:
-        EvofoolError: an unknown name, an index out of range, or a repeated class.
+        EvofoolError: an unknown name, a name several classes share, an index out of range,
+            or a repeated class.
     """
     if text is None or not text.strip():
         return list(range(len(class_names)))
-    lookup = {name: i for i, name in enumerate(class_names)}
+    lookup: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        lookup.setdefault(name, []).append(i)
     out: list[int] = []
     for item in (s.strip() for s in text.split(",")):
         if item in lookup:
-            k = lookup[item]
+            if len(lookup[item]) > 1:  # ImageNet has two "crane" and two "maillot"
+                raise EvofoolError(f"class name {item!r} is shared by classes "
+                                   f"{', '.join(map(str, lookup[item]))}: give the index instead")
+            k = lookup[item][0]
         elif item.lstrip("-").isdigit():
             k = int(item)
             if not 0 <= k < len(class_names):

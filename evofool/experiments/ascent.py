@@ -35,7 +35,7 @@ from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.experiments import class_log_probs, quantise
 from evofool.models.base import Classifier
-from evofool.models.defences import gaussian_blur
+from evofool.models.defences import MAX_BLUR_SIGMA, gaussian_blur
 from evofool.models.normalize import Normalize
 from evofool.models.onnx import require_gradients
 from evofool.runfolder import RunFolder
@@ -85,9 +85,10 @@ class AscentSettings:
             raise EvofoolError(f"--steps must be at least 1 (got {self.steps})")
         if not 0.0 < self.target <= 1.0:
             raise EvofoolError(f"--target must lie in (0, 1] (got {self.target})")
-        for name in ("l2", "blur_sigma"):
-            if not getattr(self, name) >= 0:
-                raise EvofoolError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(self, name)})")
+        if not self.l2 >= 0:
+            raise EvofoolError(f"--l2 must be 0 or more (got {self.l2})")
+        if not 0 <= self.blur_sigma <= MAX_BLUR_SIGMA:  # also refuses nan and inf
+            raise EvofoolError(f"--blur-sigma must lie in 0..{MAX_BLUR_SIGMA:g} pixels (got {self.blur_sigma})")
         for name in ("max_lr", "progress"):
             if not getattr(self, name) > 0:
                 raise EvofoolError(f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})")

@@ -196,12 +196,19 @@ def select(run: RunData, classes: str | list | None = None, top: int | None = No
 
 
 def _class_index(token: str, class_names: list[str]) -> int:
-    """A class given by name (exact, then case-insensitive) or index."""
-    if token in class_names:
-        return class_names.index(token)
-    lowered = [n.lower() for n in class_names]
-    if token.lower() in lowered:
-        return lowered.index(token.lower())
+    """A class given by name (exact, then case-insensitive) or index.
+
+    Raises:
+        EvofoolError: no such class, or a name several classes share (ImageNet has two
+            "crane" and two "maillot"): the indices are listed, to give one of them.
+    """
+    for names, key in ((class_names, token), ([n.lower() for n in class_names], token.lower())):
+        matches = [i for i, name in enumerate(names) if name == key]
+        if len(matches) > 1:
+            raise EvofoolError(f"class name {token!r} is shared by classes "
+                               f"{', '.join(map(str, matches))}: give the index instead")
+        if matches:
+            return matches[0]
     if token.isdigit() and int(token) < len(class_names):
         return int(token)
     raise EvofoolError(f"unknown class {token!r} (give indices 0..{len(class_names) - 1} or class names)")

@@ -28,6 +28,11 @@ from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
 
 
 # --- Gaussian blur -------------------------------------------------------------------------------
+# The largest blur std accepted, in pixels. The kernel spans 6 sigma and each image is padded
+# by 3 sigma a side, so memory grows with sigma; at 100 px a 224-px image is already near one
+# flat colour, so larger ones would only cost memory (sigma 1e308 made the kernel's length overflow).
+MAX_BLUR_SIGMA = 100.0
+
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """A normalised 1-D Gaussian of std ``sigma`` pixels, radius ``ceil(3·sigma)``."""
@@ -144,8 +149,9 @@ def parse_smooth(arg: str, spec: str) -> tuple[float, str]:
         sigma = float(value)
     except ValueError:
         raise EvofoolError(f"model spec {spec!r}: gauss={value!r} is not a number ({usage})") from None
-    if not math.isfinite(sigma) or sigma < 0:
-        raise EvofoolError(f"model spec {spec!r}: the blur sigma must be 0 or more (got {value})")
+    if not 0 <= sigma <= MAX_BLUR_SIGMA:  # also refuses nan and inf
+        raise EvofoolError(f"model spec {spec!r}: the blur sigma must lie in 0..{MAX_BLUR_SIGMA:g} pixels "
+                           f"(got {value})")
     return sigma, inner.strip()
 
 

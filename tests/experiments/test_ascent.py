@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from evofool.errors import EvofoolError
 from evofool.evaluator import BatchEvaluator
 from evofool.experiments import parse_classes
 from evofool.imageio import load_image
@@ -118,9 +119,13 @@ def test_same_seed_same_images_and_step_limit(tmp_path):
     (["--target", "1.5"], "--target must lie in (0, 1]"),
     (["--max-lr", "0"], "--max-lr must be positive"),
     (["--model", "nope"], "unknown model 'nope'"),
+    (["--blur-every", "1", "--blur-sigma", "1e308"], "--blur-sigma must lie in 0..100 pixels"),
+    (["--blur-sigma", "nan"], "--blur-sigma must lie in 0..100 pixels"),
+    (["--device", "meta"], "device 'meta' is not supported"),
 ])
 def test_bad_input_is_one_line(tmp_path, args, fragment):
     one_line_error(invoke("ascent", *args, "--out", tmp_path / "x", "--quiet"), fragment)
+    assert not (tmp_path / "x").exists()  # refused before its folder is made
 
 
 def unit_model(arg: str, spec: str, device):
@@ -148,3 +153,10 @@ def test_parse_classes_names_and_indices():
     assert parse_classes(None, names) == [0, 1, 2]
     assert parse_classes("dog, 0", names) == [1, 0]
     assert parse_classes("7", names) == [2]  # a name wins over the index it spells
+
+
+def test_a_class_name_several_classes_share_asks_for_the_index():
+    names = ["crane", "dog", "crane"]  # ImageNet's 134 and 517 are both "crane"
+    with pytest.raises(EvofoolError, match="'crane' is shared by classes 0, 2: give the index"):
+        parse_classes("crane", names)
+    assert parse_classes("2, dog", names) == [2, 1]

@@ -55,3 +55,17 @@ def test_champions_json_written_before_it_named_its_kind(tmp_path, unit_run):
     run = load_run(probs)
     assert run.fitness_kind == "log_prob"
     assert [c.fitness for c in run.champions] == pytest.approx([math.log(0.25 + k / 10) for k in range(3)])
+
+
+def test_a_class_name_several_classes_share_asks_for_the_index(tmp_path, fake_run):
+    """ImageNet has two "crane" and two "maillot": --classes crane must not pick one silently."""
+    folder = fake_run(tmp_path / "r", 6, shape=(1, 8, 8))
+    run = load_run(folder.path)
+    names = list(run.class_names)
+    names[4] = names[1]
+    run.class_names[:] = names
+    with pytest.raises(EvofoolError, match=f"'{names[1]}' is shared by classes 1, 4: give the index"):
+        select(run, names[1])
+    with pytest.raises(EvofoolError, match="shared by classes 1, 4"):
+        select(run, names[1].upper())  # the case-insensitive match is as ambiguous
+    assert [c.index for c in select(run, "4,1")] == [4, 1]

@@ -104,7 +104,7 @@ def test_bad_member_on_the_command_line_is_one_line(tmp_path):
     result = CliRunner().invoke(cli, ["classify", "--model", "ensemble:lenet-mnist,nope", str(png)])
     one_line_error(result, "ensemble member 2", "nope")
     result = CliRunner().invoke(cli, ["classify", "--model", "smooth:gauss=-1:lenet-mnist", str(png)])
-    one_line_error(result, "sigma must be 0 or more")
+    one_line_error(result, "sigma must lie in 0..100 pixels")
 
 
 def test_smoothing_with_sigma_to_zero_is_the_plain_model(images):
@@ -131,7 +131,10 @@ def test_smooth_wraps_any_spec_including_an_ensemble_member(images, other_lenet)
     ("smooth:lenet-mnist", "not of the form"),
     ("smooth:gauss=1", "not of the form"),
     ("smooth:gauss=abc:lenet-mnist", "not a number"),
-    ("smooth:gauss=nan:lenet-mnist", "0 or more"),
+    ("smooth:gauss=nan:lenet-mnist", "must lie in 0..100"),
+    ("smooth:gauss=-1:lenet-mnist", "must lie in 0..100"),
+    ("smooth:gauss=1e308:lenet-mnist", "must lie in 0..100"),  # its kernel length overflowed
+    ("smooth:gauss=inf:lenet-mnist", "must lie in 0..100"),
     ("smooth:blur=1:lenet-mnist", "not of the form"),
     ("smooth:gauss=1:nope", "smoothed model 'nope'"),
 ])
