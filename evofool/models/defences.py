@@ -33,6 +33,7 @@ from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
 # flat colour, so larger ones would only cost memory (sigma 1e308 made the kernel's length overflow).
 MAX_BLUR_SIGMA = 100.0
 
+
 def gaussian_kernel1d(sigma: float, dtype: torch.dtype = torch.float32,
                       device: torch.device | str = "cpu") -> torch.Tensor:
     """A normalised 1-D Gaussian of std ``sigma`` pixels, radius ``ceil(3·sigma)``."""
