@@ -18,6 +18,7 @@ copy from the first generation, so a resume gets exactly the bits the run got.
 from __future__ import annotations
 
 import json
+import numbers
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,10 @@ def evolve(model: str | nn.Module, *, input_shape: Sequence[int] | None = None,
               "population": population, "seed": seed, **options}
     config = RunConfig.from_dict(values)
     hooks = [] if not gallery else _live_gallery_hooks()
-    job = Job.start(config, path, progress=progress, hooks=hooks, classifier=classifier, files=files)
+    try:
+        job = Job.start(config, path, progress=progress, hooks=hooks, classifier=classifier, files=files)
+    except OSError as exc:  # the CLI's one line, as an exception that names the folder
+        raise EvofoolError(f"cannot make the run folder {path}: {exc.strerror or exc}") from None
     code = job.run()
     if code != 0:
         raise EvofoolError(f"the run stopped at generation {job.engine.generation} (signal); "
@@ -206,15 +210,27 @@ def _module_classifier(module: nn.Module, input_shape, class_names, preprocess, 
         raise EvofoolError(f"outputs must be 'logits' or 'probs' (got {outputs!r})")
     from evofool.models.torchscript import read_sidecar
 
-    shape = tuple(input_shape)
+    shape = _int_tuple(input_shape, "input_shape")
+    if hasattr(class_names, "tolist"):  # a NumPy array of names
+        class_names = class_names.tolist()
+    if isinstance(class_names, (str, bytes)) or not isinstance(class_names, Sequence):
+        raise EvofoolError(f"class_names must be a list of names, not {type(class_names).__name__}")
+    if not all(isinstance(n, (str, int)) and not isinstance(n, bool) for n in class_names):
+        raise EvofoolError("class_names must be strings (or integers)")
     sidecar = {"input_shape": list(shape), "class_names": [str(n) for n in class_names], "outputs": outputs}
+    # Validates the sidecar values (shape, names) exactly as a file's would be, before anything
+    # is traced or allocated at that shape.
+    with tempfile.TemporaryDirectory() as tmp:
+        side = Path(tmp) / "model.json"
+        side.write_text(json.dumps(sidecar))
+        try:
+            read_sidecar(side)
+        except EvofoolError as exc:  # its message names the temporary file
+            raise EvofoolError(str(exc).replace(f"{side}: ", "")) from None
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        raise EvofoolError("the module's weights are on the meta device (shapes without data): load them first")
     module = module.eval()
     if folder is None:
-        # Validates the sidecar values (shape, names) exactly as a file's would be.
-        with tempfile.TemporaryDirectory() as tmp:
-            side = Path(tmp) / "model.json"
-            side.write_text(json.dumps(sidecar))
-            read_sidecar(side)
         name = type(module).__name__
         return (Classifier(spec=f"module:{name}", module=module, input_shape=shape,
                            class_names=list(sidecar["class_names"]), preprocess=preprocess or identity,
@@ -232,6 +248,18 @@ def _module_classifier(module: nn.Module, input_shape, class_names, preprocess, 
         staged.with_name(MODEL_FILE + ".json").write_bytes(side_bytes)
         classifier = load_torchscript(str(staged), spec)
     return classifier, {MODEL_FILE: model_bytes, MODEL_FILE + ".json": side_bytes}, spec
+
+
+def _int_tuple(values, what: str) -> tuple[int, ...]:
+    """``values`` (a tuple, list, NumPy array or tensor of integers) as a tuple of ints."""
+    try:
+        items = list(values.tolist() if hasattr(values, "tolist") else values)
+    except TypeError:
+        raise EvofoolError(f"{what} must be a sequence of integers like (3, 224, 224), "
+                           f"not {type(values).__name__}") from None
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items):
+        raise EvofoolError(f"{what} must be integers like (3, 224, 224) (got {items!r})")
+    return tuple(int(v) for v in items)
 
 
 class _Preprocessed(nn.Module):

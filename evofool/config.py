@@ -332,10 +332,16 @@ def available_memory(device: Any = None) -> int:
         return 2**63 - 1  # unknown: refuse nothing
 
 
-def batch_bytes(population: int, input_shape: tuple[int, ...], num_classes: int, max_batch: int) -> int:
-    """About how many bytes one generation holds at its peak, archive included."""
+def batch_bytes(population: int, input_shape: tuple[int, ...], num_classes: int, max_batch: int,
+                forward_images: int | None = None) -> int:
+    """About how many bytes one generation holds at its peak, archive included.
+
+    ``forward_images``: the images one forward pass holds at once (the evaluator pads the
+    last chunk to its fixed size, so 2 images of a photo model still take a chunk of 50);
+    default ``min(population, max_batch)``.
+    """
     values = math.prod(int(s) for s in input_shape)
-    chunk = min(population, max_batch)
+    chunk = min(population, max_batch) if forward_images is None else int(forward_images)
     archive = 2 * num_classes * values + 4 * 8 * num_classes   # store + images, per-class scores
     return (population * (values * POPULATION_BYTES_PER_VALUE + num_classes * SCORE_BYTES_PER_CLASS)
             + chunk * values * FORWARD_BYTES_PER_VALUE + archive)
@@ -349,12 +355,13 @@ def _size(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover - loop returns
 
 
-def largest_population(input_shape: tuple[int, ...], num_classes: int, max_batch: int, budget: int) -> int:
+def largest_population(input_shape: tuple[int, ...], num_classes: int, max_batch: int, budget: int,
+                       forward_images: int | None = None) -> int:
     """The largest population whose ``batch_bytes`` fit ``budget`` (0 if none does)."""
     low, high = 0, MAX_POPULATION
     while low < high:  # batch_bytes grows with the population: bisect
         mid = (low + high + 1) // 2
-        if batch_bytes(mid, input_shape, num_classes, max_batch) <= budget:
+        if batch_bytes(mid, input_shape, num_classes, max_batch, forward_images) <= budget:
             low = mid
         else:
             high = mid - 1
@@ -362,7 +369,7 @@ def largest_population(input_shape: tuple[int, ...], num_classes: int, max_batch
 
 
 def check_batch_memory(population: int, input_shape: tuple[int, ...], num_classes: int, max_batch: int,
-                       device: Any = None, available: int | None = None) -> None:
+                       device: Any = None, available: int | None = None, forward_images: int | None = None) -> None:
     """Refuses, before anything is allocated, a population whose generation cannot fit in memory.
 
     Args:
@@ -372,17 +379,20 @@ def check_batch_memory(population: int, input_shape: tuple[int, ...], num_classe
         max_batch: Largest forward-pass chunk.
         device: Where the run's arrays live (CUDA: GPU memory; else host memory).
         available: Bytes available (default: measured on ``device``).
+        forward_images: Images one forward pass holds (see ``batch_bytes``).
 
     Raises:
         ConfigError: naming the estimate, the memory available and the largest population that fits.
     """
-    need = batch_bytes(population, input_shape, num_classes, max_batch)
+    need = batch_bytes(population, input_shape, num_classes, max_batch, forward_images)
     have = available_memory(device) if available is None else int(available)
     budget = int(have * MEMORY_SHARE)
     if need > budget:
-        fits = largest_population(input_shape, num_classes, max_batch, budget)
+        fits = largest_population(input_shape, num_classes, max_batch, budget, forward_images)
         shape = "×".join(str(s) for s in input_shape)
-        advice = f"use --population {fits} or less" if fits else "no population fits"
+        chunk = min(population, max_batch) if forward_images is None else int(forward_images)
+        advice = (f"use --population {fits} or less" if fits else
+                  f"no population fits with {chunk} images per forward pass (--max-batch lowers it)")
         raise ConfigError(f"population {population} of {shape} images needs about {_size(need)} per "
                           f"generation, more than {MEMORY_SHARE:.0%} of the {_size(have)} of memory "
                           f"available; {advice}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
 # The one output contract lives with the models; re-exported here for the callers that
 # score through the evaluator.
-from evofool.models.outputs import fitness_from_outputs, stable_log_softmax  # noqa: F401
+from evofool.models.outputs import PROBS, fitness_from_outputs, stable_log_softmax  # noqa: F401
 
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -38,11 +39,18 @@ def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     return images.to(torch.float32)
 
 
+# How far outside [0, 1] a model's probability outputs may round: a softmax under bfloat16
+# autocast reaches 1 + 2^-8.
+PROB_MARGIN = 1e-2
+
+
 def check_model_output(raw, classifier: Classifier, batch: int) -> None:
-    """The model answered ``batch × K`` finite numbers, or a one-line error names it.
+    """The model answered ``batch × K`` finite numbers (in [0, 1] where it declares
+    probabilities), or a one-line error names it.
 
     Every forward pass is checked (it costs one pass over N×K numbers): a NaN must never
-    reach an archive, and a model whose output fits only batch 1 must not drop images.
+    reach an archive, a model whose output fits only batch 1 must not drop images, and
+    logits declared as probabilities must not report confidences above 1.
     """
     spec, expected = classifier.spec, (batch, classifier.num_classes)
     if not isinstance(raw, torch.Tensor):
@@ -52,14 +60,44 @@ def check_model_output(raw, classifier: Classifier, batch: int) -> None:
                            f"images; expected {expected} (N images × {classifier.num_classes} classes)")
     raw = raw.detach()
     # NumPy on CPU outputs: 6 against 33 µs for a 100×10 chunk (every chunk is checked).
-    if (raw.device.type == "cpu" and raw.dtype in (torch.float32, torch.float64)
+    if not (raw.device.type == "cpu" and raw.dtype in (torch.float32, torch.float64)
             and bool(np.isfinite(raw.numpy()).all())):
-        return
-    finite = torch.isfinite(raw)
-    if not bool(finite.all()):
-        bad = int((~finite).any(dim=1).sum())
-        raise EvofoolError(f"model {spec} returned NaN or infinite scores for {bad} of {batch} "
-                           f"images; evofool needs finite outputs")
+        finite = torch.isfinite(raw)
+        if not bool(finite.all()):
+            bad = int((~finite).any(dim=1).sum())
+            raise EvofoolError(f"model {spec} returned NaN or infinite scores for {bad} of {batch} "
+                               f"images; evofool needs finite outputs")
+    if classifier.outputs == PROBS and raw.numel():
+        # Logits declared as probabilities would report confidences above 1 (float32
+        # probabilities may overshoot 1 by rounding: a small margin).
+        low, high = float(raw.min()), float(raw.max())
+        if low < -PROB_MARGIN or high > 1 + PROB_MARGIN:
+            raise EvofoolError(f"model {spec} declares its outputs probabilities, but returned values from "
+                               f"{low:.4g} to {high:.4g}; declare \"outputs\": \"logits\" in its sidecar "
+                               f"if they are logits")
+
+
+def call_model(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """``module(preprocess(x))``: the raw outputs of a batch of [0, 1] images, where a failure
+    inside the user's model (or preprocessing) is one ``EvofoolError`` line naming the model
+    and the batch, not a traceback from deep inside it (a model that takes only batch 1, one
+    that raises after some calls). Out-of-memory errors pass unchanged: callers halve their
+    chunk on them."""
+    try:
+        return classifier.module(classifier.preprocess(x))
+    except (EvofoolError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:  # the user's code: any type
+        shape = "×".join(map(str, x.shape[1:]))
+        raise EvofoolError(f"model {classifier.spec} fails on a batch of {x.shape[0]} images of {shape} "
+                           f"({_cause(exc)}); evofool scores images in batches") from exc
+
+
+def _cause(exc: BaseException) -> str:
+    """The line of an error that says what went wrong: TorchScript puts it last, after its trace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # Forward-pass chunk sizes: the network always sees batches of exactly this many images
@@ -224,7 +262,16 @@ class BatchEvaluator:
     def _chunk_buffer(self, slots: int) -> torch.Tensor:
         shape = (slots * self.chunk, *self.classifier.input_shape)
         if self._buffer is None or tuple(self._buffer.shape) != shape:
-            self._buffer = torch.empty(shape, dtype=torch.float32, device=self.device)
+            self._buffer = None
+            try:
+                self._buffer = torch.empty(shape, dtype=torch.float32, device=self.device)
+            except (RuntimeError, MemoryError) as exc:  # the CPU allocator's error is a RuntimeError
+                if isinstance(exc, torch.OutOfMemoryError):
+                    raise  # CUDA: the caller halves its chunk
+                size = 4 * math.prod(shape) / 2**30
+                raise EvofoolError(f"cannot allocate {size:.1f} GiB for a forward pass of {shape[0]} images of "
+                                   f"{'×'.join(map(str, shape[1:]))} on {self.device} (evofool run --max-batch "
+                                   f"scores fewer at once)") from None
         return self._buffer
 
     def log_probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -341,10 +388,10 @@ class BatchEvaluator:
         if self.graph is not None:
             return self.graph(chunk)
         if self.precision == "float32":
-            return self.classifier.module(self.classifier.preprocess(chunk))
+            return call_model(self.classifier, chunk)
         dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
         with torch.autocast(device_type=self.device.type, dtype=dtype):
-            return self.classifier.module(self.classifier.preprocess(chunk))
+            return call_model(self.classifier, chunk)
 
     def evaluate(self, images: torch.Tensor) -> Scores:
         """Log-probabilities and probabilities (softmax confidences) of a batch."""

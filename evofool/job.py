@@ -27,6 +27,7 @@ from evofool.encodings import encoding_class, make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
 from evofool.emitters import GradientRefineEmitter, LaggingSelector
+from evofool.evaluator import call_model, forward_chunk
 from evofool.models.outputs import SCORE, fitness_from_outputs, fitness_kind
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
 from evofool.runfolder import LogDamaged, RunFolder
@@ -105,7 +106,8 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     check_refine_config(config, classifier, kind)
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
-                       config.max_batch, device)
+                       config.max_batch, device, forward_images=forward_images(classifier.input_shape, device,
+                                                                               config.max_batch))
     # Probed (NaN outputs, batch-1-only models) before a folder exists.
     classifier, evaluator = build_scoring(classifier, device=device, precision=config.precision,
                                           max_batch=config.max_batch, runtime=config.runtime,
@@ -154,12 +156,18 @@ def emitter_sizes(config: RunConfig) -> tuple[int, int]:
     return weight_steps, refined
 
 
+def forward_images(input_shape, device, max_batch: int) -> int:
+    """The most images one forward pass can hold, whichever runtime scores: a fixed chunk
+    (padded), on ONNX Runtime one per stream at once (``torch.get_num_threads()`` streams at most)."""
+    return max(forward_chunk(input_shape, device, max_batch, runtime="torch"),
+               forward_chunk(input_shape, device, max_batch, runtime="onnxruntime") * max(1, torch.get_num_threads()))
+
+
 def gradient_objective(classifier) -> Callable[[torch.Tensor], torch.Tensor]:
     """[0, 1] images -> differentiable per-class log-probabilities of the torch model
     (preprocessing and crops included): what ``--refine grad`` climbs."""
     def objective(images: torch.Tensor) -> torch.Tensor:
-        raw = classifier.module(classifier.preprocess(images))
-        return fitness_from_outputs(raw, classifier.outputs, differentiable=True)
+        return fitness_from_outputs(call_model(classifier, images), classifier.outputs, differentiable=True)
 
     return objective
 

@@ -244,10 +244,10 @@ def open_graph(path: Path, classifier: Classifier, chunk: int, device: torch.dev
         # On the CPU, several chunks at once on one thread each (OnnxModule.run_streams).
         streams = int(threads) if device.type == "cpu" and threads and threads > 1 else 1
         stream_session = open_session(onnxruntime, path, device, threads=1) if streams > 1 else None
+        return OnnxModule(session, classifier.spec, file_sha256(path), fixed_batch=int(chunk), device=device,
+                          stream_session=stream_session, streams=streams)
     except EvofoolError as exc:
         raise RuntimeUnavailable(str(exc)) from None
-    return OnnxModule(session, classifier.spec, file_sha256(path), fixed_batch=int(chunk), device=device,
-                      stream_session=stream_session, streams=streams)
 
 
 def exported_graph(classifier: Classifier, chunk: int, device: torch.device, threads: int,

@@ -96,6 +96,47 @@ def test_bad_arguments_are_one_clear_error(kwargs, message):
         evofool.evolve(progress=False, generations=1, **kwargs)
 
 
+class BatchOfOne(torch.nn.Module):
+    """Works on batch 1 only (reshapes to one row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.lin(x.reshape(1, 64))
+
+
+def small_net() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+
+@pytest.mark.parametrize("make, kwargs, message", [
+    (BatchOfOne, {}, r"module:BatchOfOne fails on a batch of 100 images of 1×8×8 \(shape '\[1, 64\]' is invalid"),
+    (small_net, {"input_shape": (1, 9, 9)}, r"fails on a batch of 100 images of 1×9×9 \(mat1 and mat2"),
+    (small_net, {"preprocess": lambda x: 1 / 0}, r"fails on a batch .* \(division by zero\)"),
+    (small_net, {"outputs": "probs"}, "declares its outputs probabilities, but returned values from"),
+    (lambda: small_net().to("meta"), {}, "weights are on the meta device"),
+    (small_net, {"input_shape": (3, 100000, 100000), "out": "OUT"}, r"^input_shape\[1\] must be an integer from 1"),
+    (small_net, {"input_shape": "1,8,8"}, "input_shape must be integers"),
+    (small_net, {"input_shape": 8}, "input_shape must be a sequence of integers"),
+    (small_net, {"class_names": "0123456789"}, "class_names must be a list of names, not str"),
+    (small_net, {"out": "FILE/sub"}, "cannot make the run folder .*FILE/sub: Not a directory"),
+])
+def test_odd_modules_and_arguments_are_one_clear_error(tmp_path, make, kwargs, message):
+    """A module that fails in the forward pass (batch 1 only, wrong input shape, a failing
+    preprocess), logits declared as probabilities, weights without data, a shape too large
+    to trace, arguments of the wrong type, an out= that cannot be a folder: an EvofoolError
+    naming it, nothing half-made (no traceback from inside torch, no 240 GB allocation)."""
+    (tmp_path / "FILE").write_text("not a folder")
+    args = {"input_shape": (1, 8, 8), "class_names": [str(k) for k in range(10)], "runtime": "torch", **kwargs}
+    if "out" in args:
+        args["out"] = str(tmp_path / args["out"])
+    with pytest.raises(EvofoolError, match=message):
+        evofool.evolve(make(), progress=False, generations=1, population=10, device="cpu", **args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
 def score_model(arg: str, spec: str, device):
     """A registry loader (``PrefixLoader(__name__, "score_model", ...)``) of two raw unit scores."""
     from evofool.models.base import Classifier

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from evofool.errors import EvofoolError
-from evofool.evaluator import check_model_output
+from evofool.evaluator import call_model, check_model_output
 from evofool.models.base import Classifier
 from evofool.models.outputs import SCORES, fitness_from_outputs
 
@@ -28,7 +28,7 @@ def class_log_probs(classifier: Classifier, x: torch.Tensor) -> torch.Tensor:
 
     float64 keeps the gradient of a class near probability 1 (``1 - p`` ~ 1e-6) exact.
     """
-    raw = classifier.module(classifier.preprocess(x))
+    raw = call_model(classifier, x)
     check_model_output(raw, classifier, x.shape[0])
     return fitness_from_outputs(raw, classifier.outputs, differentiable=True)
 

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import math
 import os
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -149,8 +150,15 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a class name) as spaces: Pillow's layout
+    of one line fails on them ("raqm_layout() failed")."""
+    return "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+
+
 def fit_text(text: str, fnt, width: int) -> str:
-    """``text`` cut with an ellipsis so that it fits in ``width`` pixels."""
+    """``text`` on one line, cut with an ellipsis so that it fits in ``width`` pixels."""
+    text = one_line(text)
     if fnt.getlength(text) <= width:
         return text
     lo, hi = 0, len(text)  # longest prefix that fits, by bisection

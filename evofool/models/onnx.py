@@ -110,8 +110,13 @@ class OnnxModule(nn.Module):
         self.spec = spec
         self.digest = digest
         self.fixed_batch = fixed_batch
-        self.input_name = session.get_inputs()[0].name
-        self.output_name = session.get_outputs()[0].name
+        inputs, outputs = session.get_inputs(), session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            # e.g. the export of a model that ignores its input has no input at all
+            raise EvofoolError(f"ONNX model {spec} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                               f"evofool feeds it one batch of images and reads its first output")
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
         self.device = torch.device(device)
 
     def to(self, *args, **kwargs) -> "OnnxModule":
@@ -247,7 +252,9 @@ def open_session(ort, file: Path, device: torch.device, threads: int | None = No
     # LeNet run 1.4x SLOWER than torch scoring (benchmarks/engine.py, AMD EPYC 2 cores). The
     # arithmetic is the same either way, so the bits do not change.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: its warnings would break one-line CLI output
+    # Fatal only: its warnings and its own error logs would break one-line CLI output (evofool
+    # reports a failing run in its error line).
+    options.log_severity_level = 4
     try:
         return ort.InferenceSession(str(file), sess_options=options, providers=_providers(ort, device))
     except Exception as exc:  # InvalidProtobuf, Fail, NotImplemented...: pybind types, no common base

@@ -114,6 +114,92 @@ def test_classify_refuses_a_model_whose_output_fits_only_batch_1(tmp_path, lenet
     assert_unchanged(before, tmp_path)
 
 
+class RaisesOnBatches(torch.nn.Module):
+    """Fails inside forward on any batch but one image: reshapes to a single row."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(1, 1, 28, 28))
+
+
+class RaisesAfter(torch.nn.Module):
+    """LeNet for ``calls`` forward passes, then an error from inside the model."""
+
+    def __init__(self, net: torch.nn.Module, calls: int) -> None:
+        super().__init__()
+        self.net, self.calls = net, calls
+        self.register_buffer("seen", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += 1
+        if bool(self.seen > self.calls):
+            raise RuntimeError("boom inside forward")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("command", ["run", "classify", "ascent"])
+def test_a_model_that_raises_on_a_batch_is_one_line_naming_it(tmp_path, lenet_module, command):
+    """A model whose forward raises on batches (written for one image): one line naming the
+    model and the batch, before any run folder exists (not a traceback from inside it)."""
+    spec = write_script(RaisesOnBatches(lenet_module), tmp_path / "b1.pt")
+    image = save_png(torch.zeros(1, 28, 28, dtype=torch.uint8), tmp_path / "a.png")
+    args = {"run": ["run", "--runtime", "torch", "--population", "20", "--generations", "1", "--out", "r",
+                    "--quiet", "--no-gallery"],
+            "classify": ["classify", image, image],
+            "ascent": ["ascent", "--steps", "2", "--out", "r", "--quiet"]}[command]
+    before = snapshot(tmp_path)
+    proc = evofool(*args, "--model", spec, cwd=tmp_path)
+    assert_one_line_error(proc, f"model {spec} fails on a batch of", "shape '[1, 1, 28, 28]' is invalid")
+    assert_unchanged(before, tmp_path)
+
+
+def test_a_model_that_raises_mid_run_keeps_the_run_folder_resumable(tmp_path, lenet_module):
+    """The probe passes, generations run, then the model raises: one line, and the folder's
+    last checkpoint still resumes (here on to the end, with a model that works again)."""
+    spec = write_script(RaisesAfter(lenet_module, 4), tmp_path / "late.pt")
+    proc = evofool("run", "--model", spec, "--runtime", "torch", "--population", "20", "--generations", "6",
+                   "--checkpoint-every", "1", "--out", "r", "--quiet", "--no-gallery", cwd=tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines == ["run folder: r", lines[-1]] and lines[-1].startswith(f"error: model {spec} fails on a batch")
+    assert "boom inside forward" in lines[-1]
+    assert (tmp_path / "r" / "checkpoint.safetensors").is_file()
+    write_script(RaisesAfter(lenet_module, 10**6), tmp_path / "late.pt")
+    proc = evofool("resume", "r", "--quiet", "--no-gallery", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["generation"] == 6
+
+
+class Constant(torch.nn.Module):
+    """The same logits for every image: its ONNX export has no input at all."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 10)
+
+
+def test_a_model_that_ignores_its_input_runs_on_torch_with_a_note(tmp_path):
+    """--runtime auto exports to ONNX; a graph without inputs cannot be fed, so the run scores
+    with torch and says so in one note line (it was an IndexError)."""
+    spec = write_script(Constant(), tmp_path / "const.pt")
+    proc = evofool("run", "--model", spec, "--population", "20", "--generations", "1", "--out", "r", "--quiet",
+                   "--no-gallery", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "has 0 inputs" in notes[0] and notes[0].endswith("scoring with torch"), proc.stderr
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["config"]["runtime"] == "torch"
+
+
+def write_script(module: torch.nn.Module, path) -> str:
+    """``write_torchscript`` of a module whose control flow tracing cannot keep: scripted."""
+    torch.jit.script(module.eval()).save(str(path))
+    path.with_name(path.name + ".json").write_text(json.dumps(
+        {"input_shape": [1, 28, 28], "class_names": [str(i) for i in range(10)]}))
+    return f"torchscript:{path}"
+
+
 def test_classify_prints_exactly_one_row_per_image(tmp_path):
     images = [save_png(torch.full((1, 28, 28), 60 * k, dtype=torch.uint8), tmp_path / f"{k}.png")
               for k in range(3)]

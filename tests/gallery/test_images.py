@@ -35,6 +35,14 @@ def test_fit_text_cuts_with_an_ellipsis():
     assert cut.endswith("…") and f.getlength(cut) <= 100
 
 
+def test_fit_text_draws_control_characters_as_spaces():
+    """A class name with a newline (a sidecar may hold one) is one line: Pillow's layout of
+    it failed ("raqm_layout() failed") and took the export down."""
+    fnt = font(13)
+    assert fit_text("a\nb\tc\x00", fnt, 500) == "a b c "
+    assert "\n" not in fit_text("long name\n" * 20, fnt, 80) and fit_text("long name\n" * 20, fnt, 80).endswith("…")
+
+
 def test_a_champion_s_value_reads_as_a_confidence_or_an_activation(tmp_path):
     common = {"index": 3, "name": "three", "generation": 5, "source": tmp_path / "x.png", "file": "x.png"}
     digit = Champion(fitness=-1e-5, confidence=0.99999, **common)
