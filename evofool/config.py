@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from evofool.crops import NUM_CROPS
+from evofool.crops import CROP_CHOICES
 from evofool.encodings import ENCODINGS, RECORDED_ENCODINGS, check_params, encoding_class
 from evofool.emitters import FIRST_REFINE_LR, REFINE_STEPS
 from evofool.engine import SELECTIONS
@@ -154,7 +154,7 @@ class RunConfig:
     threads: int = setting(int, 0, low=0, high=MAX_THREADS)
     checkpoint_every: int = setting(int, 25, low=0)
     stop_at: float | None = setting(float, None, low=0.0, high=1.0, low_open=True, optional=True)
-    crops: int = setting(int, 1, choices=(1, NUM_CROPS))
+    crops: int = setting(int, 1, choices=CROP_CHOICES)
     selection: str = setting(str, "lagging", choices=SELECTIONS)
     focus_below: float = setting(float, 0.9999, low=0.0, high=1.0, low_open=True)
     recombine: str | list = setting((str, list), "auto", test=parse_scales)

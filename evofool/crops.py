@@ -17,6 +17,7 @@ from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
 # Render size = crop size · 256/224, the usual ImageNet resize/crop ratio.
 RENDER_RATIO = 256 / 224
 NUM_CROPS = 10
+CROP_CHOICES = (1, NUM_CROPS)  # what --crops takes: one crop (the image), or the original's 10
 
 
 def render_size(crop: int) -> int:

@@ -326,6 +326,23 @@ def test_classify_takes_a_runtime(tmp_path):
         assert abs(a["confidence"] - b["confidence"]) < 1e-5
 
 
+def test_classify_crops_10_rescores_a_crops_10_run_s_champions_to_the_bit(tmp_path):
+    """The champions of a --crops 10 run (32x32 images for LeNet's 28x28 crops) score their
+    saved confidences again, bit for bit, with classify --crops 10; one crop refuses their size."""
+    out = tmp_path / "r"
+    result = invoke("run", "--crops", "10", "--population", "20", "--generations", "3", "--out", out,
+                    "--quiet", "--no-gallery")
+    assert result.exit_code == 0, result.output
+    champions = json.loads((out / "champions.json").read_text())["champions"]
+    files = [str(out / c["file"]) for c in champions]
+    result = invoke("classify", "--crops", "10", "--json", "--top", "10", *files)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [next(e["confidence"] for e in row["top"] if e["index"] == c["class"])
+            for row, c in zip(rows, champions)] == [c["confidence"] for c in champions]
+    one_line_error(invoke("classify", "--json", *files), "is 32×32 but model lenet-mnist takes 28×28")
+
+
 def test_transfer_scores_on_torch_only_where_the_run_did():
     from evofool.experiments.transfer import transfer_runtime
 

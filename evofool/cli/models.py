@@ -12,6 +12,7 @@ import click
 import torch
 
 from evofool.config import RunConfig
+from evofool.crops import CROP_CHOICES
 from evofool.errors import EvofoolError
 from evofool.models import DEFAULT_MODEL, list_models
 from evofool.runtime import RUNTIMES
@@ -89,12 +90,16 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
 @click.option("--runtime", type=click.Choice(RUNTIMES), default=RunConfig().runtime, show_default=True,
               help="What scores the images (as evofool run --runtime); a run's champions score as in "
                    "the run with the runtime its config.json records.")
-def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool, fit: str, runtime: str) -> None:
+@click.option("--crops", type=click.Choice([str(c) for c in CROP_CHOICES]), default=str(RunConfig().crops),
+              show_default=True,
+              help="As evofool run --crops: 10 scores the mean softmax of 10 crops (a --crops 10 run's champions).")
+def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool, fit: str, runtime: str,
+             crops: str) -> None:
     """Show a model's top classes and confidences for image files."""
     from evofool.imageio import load_image
     from evofool.scoring import build_scoring
 
-    classifier, evaluator = build_scoring(model_spec, runtime=runtime, probe=False)
+    classifier, evaluator = build_scoring(model_spec, runtime=runtime, crops=int(crops), probe=False)
     batch = torch.stack([load_image(p, classifier.input_shape, resize=classifier.resize_inputs,
                                     model=model_spec, fit=fit) for p in images])
     probs = evaluator.evaluate(batch).probs.cpu()  # one pass for all images
