@@ -399,7 +399,12 @@ def _open_existing(path, root, flags: int) -> tuple[Path, int]:
     finally:
         os.close(dir_fd)
     try:
-        _require_regular(fd, path)
+        st = _require_regular(fd, path)
+        if st.st_nlink > 1:
+            # O_NOFOLLOW stops symbolic links, not hard ones: appending to, truncating or
+            # locking such a file would change what its other names hold.
+            raise EvofoolError(f"{path} has {st.st_nlink} hard links; evofool writes only files it made "
+                               f"(copy the folder without hard links, or remove the extra names)")
     except BaseException:
         os.close(fd)
         raise

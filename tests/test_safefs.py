@@ -222,6 +222,19 @@ def test_the_lock_of_a_killed_process_is_released_by_the_kernel(room):
         pass
 
 
+@pytest.mark.parametrize("name", [safefs.LOCK, "log.jsonl"])
+def test_a_hard_linked_lock_or_log_is_refused_and_the_other_name_keeps_its_bytes(room, name):
+    """O_NOFOLLOW stops symbolic links only: a second name of the file (a planted hard link,
+    or a folder copied with cp -al) would be truncated by the lock or appended to by the log."""
+    os.link(outside(room), room / name)
+    calls = {safefs.LOCK: lambda: safefs.lock_folder(room),
+             "log.jsonl": lambda: safefs.open_append_nofollow(room / name)}
+    for call in (calls[name], lambda: safefs.truncate_nofollow(room / name, 0)):
+        with pytest.raises(EvofoolError, match="has 2 hard links"):
+            call()
+    assert outside(room).read_text() == "keep me"
+
+
 def test_a_linked_lock_file_is_refused(room):
     (room / safefs.LOCK).symlink_to(outside(room))
     with pytest.raises(EvofoolError, match="symbolic link"):

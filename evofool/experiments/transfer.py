@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.models.outputs import SCORE
 from evofool.runfolder import RunFolder, champions_fitness_kind, write_json_atomic
@@ -176,11 +177,13 @@ def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
             raise EvofoolError(f"--out must end in .json or .csv (got {out.name})")
         out.parent.mkdir(parents=True, exist_ok=True)
         paths = [out]
+    for path in paths:  # every target checked before either is written
+        safefs.check_regular(path)
     for path in paths:
         if path.suffix.lower() == ".json":
             write_json_atomic(path, report.to_json())
         else:
-            path.write_text(report.to_csv())
+            safefs.write_text_atomic(path, report.to_csv())  # a new file renamed in place: never through a link
     return paths
 
 

@@ -136,10 +136,16 @@ def _same_place(a: Path, b: Path) -> bool:
 def _gallery_folder(run: RunData, out: str | Path | None) -> GalleryFolder:
     """The gallery folder an export writes (default ``RUN/gallery``), refusing the run's own folders."""
     path = Path(out) if out is not None else run.folder.path / GALLERY_DIR
+    if ".." in path.parts:
+        # "others/x/.." is "others" once x is made: check (and write) the folder it names, as
+        # the kernel will resolve it, not the text (which passed for a new, empty folder).
+        path = Path(os.path.realpath(path))
     if _same_place(path, run.folder.path):
         raise EvofoolError(f"cannot export into the run folder {run.folder.path} itself; leave out --out "
                            f"(it exports to {run.folder.path / GALLERY_DIR}) or choose another folder")
     in_run = _same_place(path.parent, run.folder.path)
+    if in_run:
+        path = run.folder.path / path.name  # the same folder, reached without a link to the run folder
     if in_run and path.name == CHAMPIONS_DIR:
         raise EvofoolError(f"cannot export into {path}: it holds the run's champions")
     return GalleryFolder(path=path, root=run.folder.path if in_run else path, in_run_folder=in_run)

@@ -112,6 +112,22 @@ def test_errors_are_one_line(run_dir, tmp_path):
     one_line_error(invoke("transfer", run_dir, "--model", "lenet-mnist-b", "--model", "lenet-mnist-b"), "twice")
 
 
+def test_a_linked_report_is_refused_before_anything_is_written(run_dir, tmp_path):
+    """A link planted where the report goes (transfer.csv wrote through it): one line, the
+    link's target untouched, and transfer.json not written either."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for name in ("transfer.json", "transfer.csv"):
+        (run / name).unlink(missing_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (run / "transfer.csv").symlink_to(victim)
+    one_line_error(invoke("transfer", run, "--model", "lenet-mnist-b"), "transfer.csv is a symbolic link")
+    assert victim.read_text() == "keep" and not (run / "transfer.json").exists()
+
+
 def test_a_unit_runs_champions_are_not_transferred(tmp_path):
     """A ``unit:`` run's champions maximise activations: no class confidence to carry to another model."""
     unit = tmp_path / "unit"

@@ -105,3 +105,24 @@ def test_disk_full_during_export_is_one_line_and_a_second_export_completes(mnist
     assert result.exit_code == 0, result.output
     assert len(list((run / "gallery" / "images").glob("*.png"))) == 20
     assert json.loads((run / "gallery" / "manifest.json").read_text())["export"]["complete"]
+
+
+def test_out_through_dot_dot_or_a_link_to_the_run_is_checked_where_it_lands(mnist_run, tmp_path):
+    """--out others/x/.. is others (not a new empty folder): refused without --force, their
+    page untouched, no x made; r/x/.. is the run folder itself; a link to the run folder
+    reaches its gallery (was a traceback)."""
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(mnist_run, run)
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "index.html").write_text("THEIR PAGE")
+    one_line_error(invoke("export", str(run), "--out", str(others / "x" / "..")), "is not empty and is not a gallery")
+    assert sorted(p.name for p in others.iterdir()) == ["index.html"]
+    assert (others / "index.html").read_text() == "THEIR PAGE"
+    one_line_error(invoke("export", str(run), "--out", str(run / "x" / "..")), "cannot export into the run folder")
+    (tmp_path / "rlink").symlink_to(run)
+    result = invoke("export", str(run), "--out", str(tmp_path / "rlink" / "gallery"))
+    assert result.exit_code == 0, result.output
+    assert (run / "gallery" / "index.html").is_file()
