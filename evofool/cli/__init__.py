@@ -24,6 +24,12 @@ class OneLineError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+class Interrupted(OneLineError):
+    """Ctrl-C outside a run's generations (loading, exporting...): one line, the shell's 130."""
+
+    exit_code = 130
+
+
 class EvofoolGroup(click.Group):
     """A click group whose commands report user errors on one line (exit 2)."""
 
@@ -32,6 +38,10 @@ class EvofoolGroup(click.Group):
             return super().invoke(ctx)
         except EvofoolError as exc:
             raise OneLineError(str(exc)) from None
+        except KeyboardInterrupt:
+            # click's own handling prints "Aborted!" and exits 1. Files are written as new
+            # files renamed in place, so what was there before is intact.
+            raise Interrupted("interrupted (Ctrl-C); files written before are intact") from None
         except click.UsageError as exc:
             raise OneLineError(exc.format_message()) from None
         except OSError as exc:

@@ -232,3 +232,35 @@ def test_refine_options_without_refine_grad_are_named_as_ignored(tmp_path):
     assert [line for line in typed.output.splitlines() if line.startswith("note:")] == [
         "note: ignored without --refine grad: --param refine_links"]
     assert "ignored without --refine grad" not in dense.output
+
+
+def test_ctrl_c_outside_a_run_s_generations_is_one_line_and_130(tmp_path, monkeypatch):
+    """Ctrl-C while a command loads or exports (not inside a run's generations, which stop
+    at a checkpoint): one line and the shell's 130, not click's "Aborted!" and exit 1."""
+    import evofool.gallery
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evofool.gallery, "export_gallery", interrupted)
+    result = run_cli("export", str(tmp_path))
+    assert result.exit_code == 130
+    assert result.output.strip() == "error: interrupted (Ctrl-C); files written before are intact"
+
+
+def test_ctrl_c_while_the_cli_imports_is_one_line_and_130(monkeypatch, capsys):
+    """The console script imports the CLI (and torch) before anything runs: Ctrl-C then was a
+    traceback from inside torch."""
+    import types
+
+    from evofool.__main__ import entry
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "evofool.cli", Importing("evofool.cli"))
+    with pytest.raises(SystemExit) as info:
+        entry()
+    assert info.value.code == 130
+    assert capsys.readouterr().err == "error: interrupted (Ctrl-C) before the command started; nothing was written\n"
