@@ -219,7 +219,7 @@ class RunFolder:
         Raises:
             EvofoolError: when ``path`` is a file, holds a run, is not empty, or is in use.
         """
-        path = Path(path)
+        path = safefs.landing(path)
         if path.exists() and not path.is_dir():
             raise EvofoolError(f"{path} exists and is not a folder")
         cls._refuse_unless_empty(path)  # before the lock file is made: a foreign folder stays untouched

@@ -188,6 +188,15 @@ def inside(root: str | Path, rel: str, what: str = "a file") -> Path:
     return path
 
 
+def landing(path: str | Path) -> Path:
+    """``path`` as the folder it will name once made: with a ``..`` after a part that does not
+    exist yet ("others/x/.."), checks made on the text (is it new? empty?) pass, and then
+    ``mkdir(parents=True)`` makes ``x`` and the path is ``others``. Resolved (``realpath``)
+    where it holds ``..``; as given otherwise."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if ".." in path.parts else path
+
+
 # --- reading -------------------------------------------------------------------------------
 def _require_regular(fd: int, path: Path, limit: int | None = None) -> os.stat_result:
     st = os.fstat(fd)

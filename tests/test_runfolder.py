@@ -52,6 +52,20 @@ def test_create_ignores_a_lock_file_left_by_a_crash_but_not_a_foreign_one(tmp_pa
     assert (tmp_path / "mine" / safefs.LOCK).read_text() == "my own notes"
 
 
+def test_create_through_dot_dot_checks_the_folder_it_lands_in(tmp_path):
+    """others/x/.. is others once x is made: refused as not empty, with nothing made there
+    (no x/, no .lock: the check used to pass on the text, then mkdir made x)."""
+    others = tmp_path / "others"
+    others.mkdir()
+    (others / "a.txt").write_text("mine")
+    with pytest.raises(EvofoolError, match="not empty"):
+        make(others / "x" / "..")
+    assert sorted(p.name for p in others.iterdir()) == ["a.txt"]
+    folder = make(tmp_path / "new" / ".." / "fresh")
+    assert os.path.samefile(folder.path, tmp_path / "fresh") and (tmp_path / "fresh" / "config.json").is_file()
+    assert not (tmp_path / "new").exists()
+
+
 def test_keep_lock_holds_it_until_release(tmp_path):
     folder = RunFolder.create(tmp_path / "r", RunConfig(), NAMES, keep_lock=True)
     with pytest.raises(EvofoolError, match="in use"):

@@ -135,11 +135,8 @@ def _same_place(a: Path, b: Path) -> bool:
 
 def _gallery_folder(run: RunData, out: str | Path | None) -> GalleryFolder:
     """The gallery folder an export writes (default ``RUN/gallery``), refusing the run's own folders."""
-    path = Path(out) if out is not None else run.folder.path / GALLERY_DIR
-    if ".." in path.parts:
-        # "others/x/.." is "others" once x is made: check (and write) the folder it names, as
-        # the kernel will resolve it, not the text (which passed for a new, empty folder).
-        path = Path(os.path.realpath(path))
+    # "others/x/.." is "others" once x is made: checked (and written) where it lands.
+    path = safefs.landing(out) if out is not None else run.folder.path / GALLERY_DIR
     if _same_place(path, run.folder.path):
         raise EvofoolError(f"cannot export into the run folder {run.folder.path} itself; leave out --out "
                            f"(it exports to {run.folder.path / GALLERY_DIR}) or choose another folder")
