@@ -341,10 +341,16 @@ def batch_bytes(population: int, input_shape: tuple[int, ...], num_classes: int,
     default ``min(population, max_batch)``.
     """
     values = math.prod(int(s) for s in input_shape)
-    chunk = min(population, max_batch) if forward_images is None else int(forward_images)
+    chunk = _forward_images(population, max_batch, forward_images)
     archive = 2 * num_classes * values + 4 * 8 * num_classes   # store + images, per-class scores
     return (population * (values * POPULATION_BYTES_PER_VALUE + num_classes * SCORE_BYTES_PER_CLASS)
             + chunk * values * FORWARD_BYTES_PER_VALUE + archive)
+
+
+def _forward_images(population: int, max_batch: int, forward_images: int | None) -> int:
+    """Images one forward pass holds: ``forward_images`` where the caller knows the chunk, else
+    ``min(population, max_batch)``."""
+    return min(population, max_batch) if forward_images is None else int(forward_images)
 
 
 def _size(n: float) -> str:
@@ -390,7 +396,7 @@ def check_batch_memory(population: int, input_shape: tuple[int, ...], num_classe
     if need > budget:
         fits = largest_population(input_shape, num_classes, max_batch, budget, forward_images)
         shape = "×".join(str(s) for s in input_shape)
-        chunk = min(population, max_batch) if forward_images is None else int(forward_images)
+        chunk = _forward_images(population, max_batch, forward_images)
         advice = (f"use --population {fits} or less" if fits else
                   f"no population fits with {chunk} images per forward pass (--max-batch lowers it)")
         raise ConfigError(f"population {population} of {shape} images needs about {_size(need)} per "

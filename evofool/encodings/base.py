@@ -32,6 +32,14 @@ def torch_generator(rng: np.random.Generator, device: torch.device) -> torch.Gen
     return gen
 
 
+def inert_when(*settings: tuple[str, object]):
+    """``Param.inert`` of a parameter that computes nothing under any of ``settings``
+    (``(name, value)`` pairs of other parameters): the first that holds, as ``name=value``."""
+    def inert(params: dict) -> str | None:
+        return next((f"{name}={value}" for name, value in settings if params[name] == value), None)
+    return inert
+
+
 class Encoding(ABC):
     """Maps genomes to images of one shape, in batches, on one device.
 

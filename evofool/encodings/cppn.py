@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from evofool.values import Param
-from evofool.encodings.base import Encoding
+from evofool.encodings.base import Encoding, inert_when
 from evofool.encodings.cppn_genome import (
     ACTIVATIONS,
     CROSSOVERS,
@@ -41,14 +41,6 @@ REFINE_LINKS = ("output", "all", "dense")  # --param refine_links: which link we
 def _probability(default: float, what: str) -> Param:
     """A parameter that is a probability, in [0, 1]."""
     return Param(float, default, low=0.0, high=1.0, help=what)
-
-
-def _without_crossover(params: dict) -> str | None:
-    return "crossover_rate=0" if params["crossover_rate"] == 0 else None
-
-
-def _without_line_crossover(params: dict) -> str | None:
-    return _without_crossover(params) or (None if params["crossover"] == "line" else f"crossover={params['crossover']}")
 
 
 class CPPNEncoding(Encoding):
@@ -117,10 +109,11 @@ class CPPNEncoding(Encoding):
         # against 42 / 34; line was behind at 20k (7.59 % against 10.98 %, seed 0).
         "crossover_rate": _probability(0.0, "share of offspring whose parent is first crossed with "
                                             "another parent of the batch (0: off)"),
-        "crossover": Param(str, "uniform", choices=CROSSOVERS, inert=_without_crossover,
+        "crossover": Param(str, "uniform", choices=CROSSOVERS, inert=inert_when(("crossover_rate", 0)),
                            help="uniform: each shared gene from either parent (NEAT); line: shared "
                                 "weights moved along the line to the mate's"),
-        "crossover_sigma": Param(float, 1.0, low=0.0, low_open=True, inert=_without_line_crossover,
+        "crossover_sigma": Param(float, 1.0, low=0.0, low_open=True,
+                                 inert=inert_when(("crossover_rate", 0), ("crossover", "uniform")),
                                  help="spread of the line crossover's step (in mate distances)"),
         "render_chunk_elements": Param(int, DEFAULT_CHUNK_ELEMENTS, low=1,
                                        help="GPU memory knob: node values one rendering pass may hold"),

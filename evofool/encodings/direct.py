@@ -14,20 +14,9 @@ import torch
 
 from evofool.devices import copy_rows_
 from evofool.values import ConfigError, Param
-from evofool.encodings.base import Encoding, torch_generator
+from evofool.encodings.base import Encoding, inert_when, torch_generator
 from evofool.operators import (polynomial_bounded, polynomial_bounded_pixels, random_squares,
                                simulated_binary_bounded)
-
-
-def _without_crossover(params: dict) -> str | None:
-    return "crossover_rate=0" if params["crossover_rate"] == 0 else None
-
-
-def _unless_mutation(kind: str):
-    """``Param.inert`` of a parameter that only ``mutation=kind`` reads."""
-    def inert(params: dict) -> str | None:
-        return None if params["mutation"] == kind else f"mutation={params['mutation']}"
-    return inert
 
 
 class DirectEncoding(Encoding):
@@ -47,15 +36,15 @@ class DirectEncoding(Encoding):
     vector_genomes = True
     renders = False  # the genome is the image
     PARAMS = {
-        "eta": Param(float, 15.0, low=0.0, low_open=True, inert=_unless_mutation("polynomial"),
+        "eta": Param(float, 15.0, low=0.0, low_open=True, inert=inert_when(("mutation", "squares")),
                      help="polynomial mutation crowding degree (paper: 15)"),
-        "mutation_rate": Param(float, 0.1, low=0.0, high=1.0, inert=_unless_mutation("polynomial"),
+        "mutation_rate": Param(float, 0.1, low=0.0, high=1.0, inert=inert_when(("mutation", "squares")),
                                help="initial per-gene mutation probability (paper: 0.1)"),
-        "halve_every": Param(int, 1000, low=0, inert=_unless_mutation("polynomial"),
+        "halve_every": Param(int, 1000, low=0, inert=inert_when(("mutation", "squares")),
                              help="the mutation rate halves every this many generations (paper: 1000; 0: never)"),
         "crossover_rate": Param(float, 0.0, low=0.0, high=1.0,
                                 help="share of offspring made by SBX crossover first (original code: 0.5; 0: off)"),
-        "crossover_eta": Param(float, 10.0, low=0.0, low_open=True, inert=_without_crossover,
+        "crossover_eta": Param(float, 10.0, low=0.0, low_open=True, inert=inert_when(("crossover_rate", 0)),
                                help="SBX crowding degree (original code: 10)"),
         "mutation": Param(str, "polynomial", choices=("polynomial", "squares"),
                           help="polynomial: per-pixel polynomial steps (paper); squares: paint "
@@ -65,13 +54,13 @@ class DirectEncoding(Encoding):
         # Black-box on EfficientNet-Lite0 (seed 0, 10k evaluations, Intel Xeon): one square of
         # 2-25 % of the side, median 0.32 % (polynomial, the paper's: 0.11 %); 1-10 %: 0.28 %;
         # 5-50 %: 0.32 %; three squares: 0.33 %. With init=flat: 0.49 % (0.74 % at 50k).
-        "squares": Param(int, 1, low=1, high=64, inert=_unless_mutation("squares"),
+        "squares": Param(int, 1, low=1, high=64, inert=inert_when(("mutation", "polynomial")),
                          help="squares painted per child (mutation=squares)"),
         "square_min": Param(float, 0.02, low=0.0, high=1.0, low_open=True,
-                            inert=_unless_mutation("squares"),
+                            inert=inert_when(("mutation", "polynomial")),
                             help="smallest square side, a share of the image's shorter side"),
         "square_max": Param(float, 0.25, low=0.0, high=1.0, low_open=True,
-                            inert=_unless_mutation("squares"),
+                            inert=inert_when(("mutation", "polynomial")),
                             help="largest square side, a share of the image's shorter side"),
     }
 

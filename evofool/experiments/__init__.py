@@ -14,7 +14,7 @@ import torch
 
 from evofool.errors import EvofoolError
 from evofool.evaluator import call_model, check_model_output
-from evofool.models.base import Classifier
+from evofool.models.base import Classifier, class_named
 from evofool.models.outputs import SCORES, fitness_from_outputs
 
 
@@ -53,22 +53,15 @@ def parse_classes(text: str | None, class_names: list[str]) -> list[int]:
     """
     if text is None or not text.strip():
         return list(range(len(class_names)))
-    lookup: dict[str, list[int]] = {}
-    for i, name in enumerate(class_names):
-        lookup.setdefault(name, []).append(i)
     out: list[int] = []
     for item in (s.strip() for s in text.split(",")):
-        if item in lookup:
-            if len(lookup[item]) > 1:  # ImageNet has two "crane" and two "maillot"
-                raise EvofoolError(f"class name {item!r} is shared by classes "
-                                   f"{', '.join(map(str, lookup[item]))}: give the index instead")
-            k = lookup[item][0]
-        elif item.lstrip("-").isdigit():
+        k = class_named(item, class_names)
+        if k is None:
+            if not item.lstrip("-").isdigit():
+                raise EvofoolError(f"unknown class {item!r} (give indices or class names, comma-separated)")
             k = int(item)
             if not 0 <= k < len(class_names):
                 raise EvofoolError(f"class {k} is out of range: the model has classes 0..{len(class_names) - 1}")
-        else:
-            raise EvofoolError(f"unknown class {item!r} (give indices or class names, comma-separated)")
         if k in out:
             raise EvofoolError(f"class {item!r} is listed twice")
         out.append(k)

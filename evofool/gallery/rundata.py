@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evofool.errors import EvofoolError
+from evofool.models.base import class_named
 from evofool.models.outputs import LOG_PROB
 from evofool.runfolder import (CHAMPIONS, CONFIDENCE, SUMMARY, RunFolder, champion_fitness,
                                champions_fitness_kind)
@@ -202,13 +203,10 @@ def _class_index(token: str, class_names: list[str]) -> int:
         EvofoolError: no such class, or a name several classes share (ImageNet has two
             "crane" and two "maillot"): the indices are listed, to give one of them.
     """
-    for names, key in ((class_names, token), ([n.lower() for n in class_names], token.lower())):
-        matches = [i for i, name in enumerate(names) if name == key]
-        if len(matches) > 1:
-            raise EvofoolError(f"class name {token!r} is shared by classes "
-                               f"{', '.join(map(str, matches))}: give the index instead")
-        if matches:
-            return matches[0]
+    for ignore_case in (False, True):
+        index = class_named(token, class_names, ignore_case)
+        if index is not None:
+            return index
     if token.isdigit() and int(token) < len(class_names):
         return int(token)
     raise EvofoolError(f"unknown class {token!r} (give indices 0..{len(class_names) - 1} or class names)")

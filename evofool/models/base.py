@@ -8,10 +8,27 @@ from typing import Callable
 import torch
 from torch import nn
 
+from evofool.errors import EvofoolError
+
 
 def identity(x: torch.Tensor) -> torch.Tensor:
     """Preprocessing for models trained directly on [0, 1] pixels."""
     return x
+
+
+def class_named(name: str, class_names: list[str], ignore_case: bool = False) -> int | None:
+    """The index of the class called ``name`` (``None``: none is), for ``--classes`` lists.
+
+    Raises:
+        EvofoolError: several classes share the name (ImageNet has two "crane" and two
+            "maillot"): the indices are listed, to give one of them.
+    """
+    key = name.lower() if ignore_case else name
+    matches = [i for i, n in enumerate(class_names) if (n.lower() if ignore_case else n) == key]
+    if len(matches) > 1:
+        raise EvofoolError(f"class name {name!r} is shared by classes {', '.join(map(str, matches))}: "
+                           f"give the index instead")
+    return matches[0] if matches else None
 
 
 @dataclass
