@@ -34,7 +34,7 @@ from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.encodings.base import Encoding, Genomes
 from evofool.errors import EvofoolError
-from evofool.runtime import update_with_weights
+from evofool.runtime import model_fingerprint
 from evofool.scoring import build_scoring
 
 DEFAULT_CPU_WORKERS = 2
@@ -45,22 +45,6 @@ MIN_SUB_BATCH = 32
 
 
 # --- the worker (a plain class, so it can also be tested without Ray) -----------------------
-
-def model_fingerprint(classifier) -> str:
-    """sha256 of a classifier's weights, class names and input shape (first 16 hex digits).
-
-    Weights are the module's ``state_dict`` plus the ``weights_digest()`` of any submodule
-    that has one (``onnx:`` models: the sha256 of the ONNX file).
-
-    Lets the driver check that every worker loaded the same model: a ``lenet:PATH`` that
-    holds another file on some node would otherwise silently change the run.
-    """
-    h = hashlib.sha256(repr((list(classifier.class_names), tuple(classifier.input_shape))).encode())
-    # Modules whose weights live outside torch (an ONNX Runtime session: an empty
-    # state_dict) name them by a digest instead, wherever they sit (ensembles, 10-crop).
-    update_with_weights(h, classifier.module)
-    return h.hexdigest()[:16]
-
 
 class ScoringWorker:
     """Renders and scores sub-batches; holds one model and one encoding for its lifetime.

@@ -31,6 +31,7 @@ from evofool.evaluator import call_model, forward_chunk
 from evofool.models.outputs import SCORE, fitness_from_outputs, fitness_kind
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
 from evofool.runfolder import LogDamaged, RunFolder
+from evofool.runtime import model_fingerprint
 from evofool.values import ConfigError
 
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -239,7 +240,8 @@ class Job:
                                                                              engine.archive.fitness_kind),
                                          "recombination_resolved": engine.recombination.config()
                                          if engine.recombination else None,
-                                         "emitters_resolved": engine.config()["emitters"]},
+                                         "emitters_resolved": engine.config()["emitters"],
+                                         "model_fingerprint": model_fingerprint(classifier)},
                                   keep_lock=True, files=files)
         try:
             job = cls(folder, config, engine, list(classifier.class_names), **kwargs)
@@ -286,7 +288,7 @@ class Job:
             # Stopped between creating its folder and its generation-0 checkpoint: nothing was
             # computed yet, and generation 0 is exactly what the config rebuilds.
             engine, classifier = build_engine(config)
-            _check_class_names(folder, classifier)
+            _check_model(folder, classifier)
             folder.open_log().close()
             ckpt_path = folder.path / checkpoint.CURRENT
         else:
@@ -300,7 +302,7 @@ class Job:
                 raise EvofoolError(f"{ckpt_path} does not fit this run: {exc}") from None
             _check_generations(folder, config, overrides, saved)
             engine, classifier = build_engine(config)
-            _check_class_names(folder, classifier)
+            _check_model(folder, classifier)
             try:
                 engine.load_state_dict(state["engine"], arrays)
             except (KeyError, ValueError, TypeError) as exc:
@@ -521,6 +523,22 @@ def _load_checkpoint(folder: RunFolder) -> tuple[dict, dict, Path]:
     for w in caught:  # one plain line each (not Python's file:line warning format)
         print(f"warning: {w.message}", file=sys.stderr)
     return loaded
+
+
+def _check_model(folder: RunFolder, classifier) -> None:
+    """The model is the one the run was started with: its class names, in order, then its
+    weights (``model_fingerprint``, recorded since runs record it). Champions keep the
+    confidences the old model gave them, so new offspring scored by other weights would
+    compete against numbers no model gives any more, and the run's exact resume is gone."""
+    _check_class_names(folder, classifier)
+    recorded = folder.read_config_doc().get("model_fingerprint")
+    if recorded is None:  # a run started before runs recorded it
+        return
+    now = model_fingerprint(classifier)
+    if now != recorded:
+        raise EvofoolError(f"model {classifier.spec} has other weights than {folder.path} was started with "
+                           f"(fingerprint {now}, recorded {recorded}): its champions' confidences are the old "
+                           f"weights'; resume with those weights, or start a new run")
 
 
 def _check_class_names(folder: RunFolder, classifier) -> None:

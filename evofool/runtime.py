@@ -145,6 +145,24 @@ def update_with_weights(h, module: nn.Module) -> None:
             h.update(f"|{name}|digest|{digest()}|".encode())
 
 
+def model_fingerprint(classifier) -> str:
+    """sha256 of a classifier's weights, class names and input shape (first 16 hex digits).
+
+    Weights are the module's ``state_dict`` plus the ``weights_digest()`` of any submodule
+    that has one (``onnx:`` models: the sha256 of the ONNX file).
+
+    Recorded in a run folder's ``config.json``: a resume whose model has other weights (a
+    retrained ``torchscript:PATH`` under the same name) is refused, and a Ray driver checks
+    that every worker loaded the same model (a ``lenet:PATH`` that holds another file on some
+    node would otherwise silently change the run).
+    """
+    h = hashlib.sha256(repr((list(classifier.class_names), tuple(classifier.input_shape))).encode())
+    # Modules whose weights live outside torch (an ONNX Runtime session: an empty
+    # state_dict) name them by a digest instead, wherever they sit (ensembles, 10-crop).
+    update_with_weights(h, classifier.module)
+    return h.hexdigest()[:16]
+
+
 def graph_fingerprint(graph: nn.Module) -> str:
     """sha256 of what a module computes: each submodule's type and plain settings, and the weights."""
     h = hashlib.sha256()
@@ -290,4 +308,4 @@ def disagreement(torch_log_probs: torch.Tensor, onnx_log_probs: torch.Tensor,
 
 __all__ = ["LEGACY_RUNTIME", "RUNTIMES", "TOLERANCE", "RuntimeUnavailable", "ScoringGraph", "cache_root",
            "disagreement", "export_key", "export_onnx", "export_path", "exported_graph", "graph_fingerprint",
-           "missing_package", "scored_outside_torch", "state_digest", "update_with_weights"]
+           "missing_package", "model_fingerprint", "scored_outside_torch", "state_digest", "update_with_weights"]

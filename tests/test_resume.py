@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from evofool import checkpoint
-from resume_helpers import (assert_same_result, complete_lines, evofool, model_spec, read_log, run_args,
+from resume_helpers import (SHIPPED_LENET, assert_same_result, complete_lines, evofool, model_spec, read_log, run_args,
                             snapshot, start, wait_for_lines)
 
 GENERATIONS = 30
@@ -355,6 +355,41 @@ def test_resume_refuses_class_names_that_are_not_the_models(tmp_path, straight, 
     assert proc.returncode == 2, proc.stderr
     assert_one_line_error(proc.stderr, "class names", "edited or the model changed")
     assert snapshot(out) == before
+
+
+def test_resume_refuses_a_model_whose_weights_changed(tmp_path):
+    """A weights file retrained (or swapped) under the run's model spec, same class names:
+    the champions hold the old weights' confidences, so the resume is refused in one line and
+    nothing is written; with the run's weights back, it resumes. A run folder from before
+    runs recorded the fingerprint still resumes."""
+    from evofool.models.lenet import LeNet, load_lenet, save_lenet, sidecar_path
+
+    weights = tmp_path / "model.safetensors"
+    torch_module, meta = load_lenet(SHIPPED_LENET) if SHIPPED_LENET.is_file() else (LeNet(), {})
+    save_lenet(torch_module, weights, meta)
+    out = tmp_path / "run"
+    proc = evofool(*run_args(f"lenet:{weights}", out, generations=10))
+    assert proc.returncode == 0, proc.stderr
+    recorded = json.loads((out / "config.json").read_text())["model_fingerprint"]
+    original = weights.read_bytes()
+    other = LeNet()  # fresh random weights under the same file name and sidecar
+    save_lenet(other, weights, json.loads(sidecar_path(weights).read_text()))
+    before = snapshot(out)
+    proc = evofool("resume", out, "--generations", "15", "--quiet", "--no-gallery")
+    assert proc.returncode == 2, proc.stderr
+    assert_one_line_error(proc.stderr, "other weights", recorded, "start a new run")
+    assert snapshot(out) == before
+    weights.write_bytes(original)
+    proc = evofool("resume", out, "--generations", "15", "--quiet", "--no-gallery")
+    assert proc.returncode == 0, proc.stderr
+    assert [r["generation"] for r in read_log(out)] == list(range(1, 16))
+    # Recorded before runs recorded it: no fingerprint, no check (the swapped weights resume).
+    doc = json.loads((out / "config.json").read_text())
+    del doc["model_fingerprint"]
+    (out / "config.json").write_text(json.dumps(doc))
+    save_lenet(other, weights, json.loads(sidecar_path(weights).read_text()))
+    proc = evofool("resume", out, "--generations", "17", "--quiet", "--no-gallery")
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.slow
