@@ -33,7 +33,7 @@ from tqdm import tqdm
 from evofool.config import RunConfig
 from evofool.encodings import make_encoding
 from evofool.encodings.base import Encoding, Genomes
-from evofool.errors import EvofoolError
+from evofool.errors import EvofoolError, first_line
 from evofool.runtime import model_fingerprint
 from evofool.scoring import build_scoring
 
@@ -193,7 +193,7 @@ def connect(address: str, config: RunConfig) -> bool:
             # Ray Client takes none of these options (the cluster's own settings apply).
             ray.init(address=address, **({} if address.startswith("ray://") else quiet))
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: {_first_line(exc)} "
+            raise EvofoolError(f"cannot connect to the Ray cluster at {address}: {first_line(exc)} "
                                f"(is it up? a cluster with token authentication also needs "
                                f"RAY_AUTH_MODE=token and its token here: see docs/ray.md)") from None
         return False
@@ -210,7 +210,7 @@ def connect(address: str, config: RunConfig) -> bool:
         # 512 MiB of object store holds many generations in flight, even of photo-sized images.
         ray.init(address="local", num_cpus=cpus, num_gpus=gpus, object_store_memory=512 * 2**20, **quiet)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise EvofoolError(f"could not start a local Ray instance: {_first_line(exc)}") from None
+        raise EvofoolError(f"could not start a local Ray instance: {first_line(exc)}") from None
     return True
 
 
@@ -261,11 +261,6 @@ def _answers(host: str, port: int, timeout_s: float) -> bool:
     except OSError:
         return False
     return True
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _init_error(exc: RayActorError) -> str:
@@ -370,8 +365,8 @@ class RayEvaluator:
         except RayActorError as exc:
             if getattr(exc, "actor_init_failed", False):  # cannot build model/encoding: no retry
                 raise EvofoolError(f"a Ray worker could not start: {_init_error(exc)}") from None
-            self._warn(f"a Ray worker died while starting ({_first_line(exc)}); starting another")
-            self._replace(actor, _first_line(exc))
+            self._warn(f"a Ray worker died while starting ({first_line(exc)}); starting another")
+            self._replace(actor, first_line(exc))
             return
         runtime = info.get("scoring", {}).get("runtime")
         if self.config.runtime != "auto" and runtime != self.config.runtime:
@@ -444,10 +439,10 @@ class RayEvaluator:
                 if getattr(exc, "actor_init_failed", False):
                     raise EvofoolError(f"a Ray worker could not start: {_init_error(exc)}") from None
                 first, last = int(parts[tag][0]), int(parts[tag][-1])
-                self._warn(f"a Ray worker died ({_first_line(exc)}); resubmitting its sub-batch "
+                self._warn(f"a Ray worker died ({first_line(exc)}); resubmitting its sub-batch "
                            f"(genomes {first}-{last}) to another worker and starting a replacement")
                 pending.appendleft(tag)
-                self._replace(actor, _first_line(exc))
+                self._replace(actor, first_line(exc))
                 continue
             except RayTaskError as exc:
                 if isinstance(exc.cause, EvofoolError):

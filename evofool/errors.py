@@ -7,3 +7,10 @@ class EvofoolError(Exception):
     The CLI prints ``error: <message>`` on one line and exits with code 2;
     no traceback is shown.
     """
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none): for one-line
+    errors that quote another library's (ONNX Runtime, the exporter, Ray)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from evofool import __version__
-from evofool.errors import EvofoolError
+from evofool.errors import EvofoolError, first_line
 from evofool.models.base import Classifier, identity
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
@@ -207,11 +207,6 @@ def export_path(classifier: Classifier, chunk: int) -> Path:
     return cache_root() / "onnx" / f"{readable}-b{int(chunk)}-{export_key(classifier, chunk)[:32]}.onnx"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def export_onnx(classifier: Classifier, chunk: int, path: Path) -> None:
     """Exports ``classifier`` at a static batch of ``chunk`` to ``path``, atomically.
 
@@ -233,7 +228,7 @@ def export_onnx(classifier: Classifier, chunk: int, path: Path) -> None:
                                   output_names=["y"], dynamo=False)
         os.replace(tmp, path)
     except Exception as exc:  # exporter errors share no base class; an unsupported op is one line
-        raise RuntimeUnavailable(f"{classifier.spec} cannot be exported to ONNX ({_first_line(exc)})") from None
+        raise RuntimeUnavailable(f"{classifier.spec} cannot be exported to ONNX ({first_line(exc)})") from None
     finally:
         tmp.unlink(missing_ok=True)
 

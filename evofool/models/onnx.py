@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evofool.errors import EvofoolError
+from evofool.errors import EvofoolError, first_line
 from evofool.models.base import Classifier
 from evofool.models.normalize import Normalize
 from evofool.models.torchscript import find_sidecar, read_sidecar
@@ -65,11 +65,6 @@ def require_gradients(classifier: Classifier, command: str, needs: str = "gradie
 
 
 # --- the module -------------------------------------------------------------------------------
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
 
 def file_sha256(file: Path) -> str:
     """sha256 of a file's bytes, read in 1 MiB blocks (a model may be 2 GiB)."""
@@ -168,7 +163,7 @@ class OnnxModule(nn.Module):
         except Exception as exc:  # onnxruntime's pybind errors share no useful base class
             shape = "×".join(map(str, batch.shape))
             raise EvofoolError(f"model {self.spec} fails in ONNX Runtime on a {shape} input "
-                               f"({_first_line(exc)})") from None
+                               f"({first_line(exc)})") from None
         out = np.asarray(out)
         return out if out.dtype == np.float64 else out.astype(np.float32, copy=False)
 
@@ -258,7 +253,7 @@ def open_session(ort, file: Path, device: torch.device, threads: int | None = No
     try:
         return ort.InferenceSession(str(file), sess_options=options, providers=_providers(ort, device))
     except Exception as exc:  # InvalidProtobuf, Fail, NotImplemented...: pybind types, no common base
-        raise EvofoolError(f"{file} is not an ONNX model ONNX Runtime can load ({_first_line(exc)})") from None
+        raise EvofoolError(f"{file} is not an ONNX model ONNX Runtime can load ({first_line(exc)})") from None
 
 
 def _dims(shape) -> str:
