@@ -58,6 +58,9 @@ def check_model_output(raw, classifier: Classifier, batch: int) -> None:
     if tuple(raw.shape) != expected:
         raise EvofoolError(f"model {spec} returned shape {tuple(raw.shape)} for a batch of {batch} "
                            f"images; expected {expected} (N images × {classifier.num_classes} classes)")
+    if raw.is_complex() or raw.dtype == torch.bool:
+        raise EvofoolError(f"model {spec} returned {str(raw.dtype).removeprefix('torch.')} scores; evofool needs "
+                           f"real numbers (logits, probabilities or unit activations)")
     raw = raw.detach()
     # NumPy on CPU outputs: 6 against 33 µs for a 100×10 chunk (every chunk is checked).
     if not (raw.device.type == "cpu" and raw.dtype in (torch.float32, torch.float64)

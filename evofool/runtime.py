@@ -24,6 +24,7 @@ torch) without them.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib
 import importlib.metadata
@@ -33,6 +34,7 @@ import os
 import re
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -223,7 +225,7 @@ def export_onnx(classifier: Classifier, chunk: int, path: Path) -> None:
             # The TorchScript-based exporter is deprecated (the dynamo one needs onnxscript),
             # and tracing warns about shapes read as Python ints (the 10 crops): the shape is static.
             warnings.simplefilter("ignore")
-            with torch.inference_mode(False), torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad(), _native_stdout_silenced():
                 torch.onnx.export(_exportable(graph), (example,), str(tmp), input_names=["x"],
                                   output_names=["y"], dynamo=False)
         os.replace(tmp, path)
@@ -231,6 +233,37 @@ def export_onnx(classifier: Classifier, chunk: int, path: Path) -> None:
         raise RuntimeUnavailable(f"{classifier.spec} cannot be exported to ONNX ({first_line(exc)})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _native_stdout_silenced():
+    """File descriptor 1 on the null device: the exporter's C++ log writes there (a failed
+    export printed its whole graph, ~20 lines, before evofool's one note line). torch 2.13
+    turns that log on for every export: it tests the function ``_jit_is_onnx_log_enabled``
+    for truth instead of calling it. Python's own output is flushed first, C's before fd 1
+    comes back, so nothing of anyone else's is lost or moved."""
+    try:
+        libc = ctypes.CDLL(None)
+    except (OSError, TypeError):  # no C library to open by name (Windows)
+        libc = None
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):  # no fd 1, or no stdout: nothing to silence
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 1)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        if libc is not None:
+            libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _exportable(graph: ScoringGraph) -> nn.Module:

@@ -227,6 +227,9 @@ def run_ascent(classifier: Classifier, settings: AscentSettings, out: str | Path
         raise EvofoolError(f"--log-every must be at least 1 (got {log_every})")
     device = torch.device(device)
     config = run_config(classifier, settings, str(device))
+    # A model that answers NaN, complex numbers or fits only batch 1 is one line before the
+    # run folder exists (one chunk of noise), not a folder left with a config and no result.
+    BatchEvaluator(classifier, device=device).probe()
     folder = RunFolder.create(out if out is not None else RunFolder.default_path(config), config,
                               classifier.class_names)
     start = time.perf_counter()

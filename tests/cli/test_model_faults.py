@@ -1,4 +1,4 @@
-"""Odd models through the real CLI: NaN/inf outputs and outputs that fit only batch 1.
+"""Odd models through the real CLI: NaN/inf or complex outputs, outputs that fit only batch 1.
 
 Each case: exit 2, one ``error:`` line naming the model, no traceback, and every file that
 existed before (the run folder's included) unchanged.
@@ -215,3 +215,45 @@ def test_classify_answers_a_fifo_at_once(tmp_path):
     os.mkfifo(fifo)
     proc = evofool("classify", fifo, cwd=tmp_path, timeout=30)
     assert_one_line_error(proc, "named pipe (FIFO)")
+
+
+class ComplexLogits(torch.nn.Module):
+    """LeNet's logits as complex numbers (``real=True``: their magnitude, through a complex op)."""
+
+    def __init__(self, net: torch.nn.Module, real: bool) -> None:
+        super().__init__()
+        self.net, self.real = net, real
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        z = torch.complex(logits, torch.zeros_like(logits))
+        return z.abs() if self.real else z
+
+
+@pytest.mark.parametrize("command", ["run", "classify", "ascent"])
+def test_a_model_answering_complex_numbers_is_refused(tmp_path, lenet_module, command):
+    """Complex scores were cast to their real part with a torch warning, and the run went on;
+    now one line, before any run folder exists."""
+    spec = write_script(ComplexLogits(lenet_module, real=False), tmp_path / "z.pt")
+    image = save_png(torch.zeros(1, 28, 28, dtype=torch.uint8), tmp_path / "a.png")
+    args = {"run": ["run", "--population", "20", "--generations", "1", "--out", "r", "--quiet", "--no-gallery"],
+            "classify": ["classify", image],
+            "ascent": ["ascent", "--steps", "2", "--out", "r", "--quiet"]}[command]
+    before = snapshot(tmp_path)
+    proc = evofool(*args, "--model", spec, cwd=tmp_path)
+    assert_one_line_error(proc, f"model {spec} returned complex64 scores", "real numbers")
+    assert_unchanged(before, tmp_path)
+
+
+def test_a_failed_onnx_export_prints_only_its_note(tmp_path, lenet_module):
+    """An operator ONNX cannot export (aten::complex): the run scores with torch after one note
+    line; the exporter's own log of the whole graph (C++, on file descriptor 1) stays out of
+    the command's output."""
+    spec = write_script(ComplexLogits(lenet_module, real=True), tmp_path / "abs.pt")
+    proc = evofool("run", "--model", spec, "--population", "20", "--generations", "1", "--out", "r", "--quiet",
+                   "--no-gallery", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "aten::complex" in notes[0] and notes[0].endswith("scoring with torch"), proc.stderr
+    assert "graph" not in proc.stdout + proc.stderr, proc.stdout
+    assert "classes ≥ 99.99 %" in proc.stdout, proc.stdout
