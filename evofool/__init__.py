@@ -14,11 +14,11 @@ os.environ.setdefault("MKL_CBWR", "AVX2,STRICT")
 
 __version__ = "0.1.0"
 
-__all__ = ["RunResult", "evolve", "load_run"]
+__all__ = ["RunResult", "evolve", "load_run", "resume"]
 
 
 def __getattr__(name: str):
-    """``evofool.evolve`` / ``load_run`` / ``RunResult``, imported on first use (keeps ``import evofool`` light)."""
+    """``evofool.evolve`` / ``resume`` / ``load_run`` / ``RunResult``, imported on first use (keeps ``import evofool`` light)."""
     if name in __all__:
         from evofool import api
 

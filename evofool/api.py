@@ -1,4 +1,4 @@
-"""The Python API: ``evolve`` a model's fooling images, ``load_run`` a run folder.
+"""The Python API: ``evolve`` a model's fooling images, ``resume`` a run, ``load_run`` a run folder.
 
 The same code path as ``evofool run``: a config, a ``Job`` in a run folder, its
 checkpoints. ``evolve(out=None)`` runs in a temporary folder that lives as long as the
@@ -13,6 +13,7 @@ copy from the first generation, so a resume gets exactly the bits the run got.
     result.confidences, result.images, result.class_names
     result.save_gallery("gallery/")
     run = evofool.load_run("runs/NAME")
+    evofool.resume("runs/NAME", generations=400)   # on from its last checkpoint
 """
 
 from __future__ import annotations
@@ -184,11 +185,59 @@ def evolve(model: str | nn.Module, *, input_shape: Sequence[int] | None = None,
         raise EvofoolError(f"cannot make the run folder {path}: {exc.strerror or exc}") from None
     code = job.run()
     if code != 0:
-        raise EvofoolError(f"the run stopped at generation {job.engine.generation} (signal); "
-                           f"continue it with: evofool resume {path}")
+        if tmp is not None:  # the folder goes with this call: nothing to resume
+            raise EvofoolError(f"the run stopped at generation {job.engine.generation} (signal); it ran in a "
+                               f"temporary folder, now removed: pass out= for a run that can be resumed")
+        raise _stopped(job, path)
     result = load_run(path)
     result._tmp = tmp
     return result
+
+
+# What evofool.resume may change: the CLI's `evofool resume` options. Whatever else a run
+# computes (model, encoding, population, seed...) is the run's own.
+RESUME_OPTIONS = ("device", "runtime", "threads", "ray", "workers")
+
+
+def resume(path: str | Path, *, generations: int | None = None, progress: bool = True, gallery: bool = False,
+           **options) -> RunResult:
+    """Continues the run in ``path`` from its newest intact checkpoint; the CLI's ``evofool resume``.
+
+    The result is exactly that of the run never stopped (on one machine). A notebook's
+    interrupt stops a run at the end of its generation with a checkpoint, and this
+    continues it.
+
+    Args:
+        path: A run folder (``evolve(out=...)``'s or ``evofool run``'s).
+        generations: The new total of generations (default: the run's own); not below the
+            generations done.
+        progress: A progress bar (``tqdm.auto``).
+        gallery: Refresh the folder's gallery at checkpoints, as the CLI does.
+        **options: ``device``, ``runtime``, ``threads``, ``ray`` or ``workers`` (as the CLI's
+            options; ``runtime`` changes the last bits).
+
+    Raises:
+        EvofoolError: not a run folder, one in use, a damaged one, a model that changed, a
+            bad value or an option a resume cannot change.
+    """
+    from evofool.job import Job
+
+    unknown = sorted(set(options) - set(RESUME_OPTIONS))
+    if unknown:
+        raise EvofoolError(f"resume cannot change {', '.join(unknown)}; it takes generations, "
+                           f"{', '.join(RESUME_OPTIONS)} (everything else is the run's own)")
+    overrides = {k: v for k, v in {"generations": generations, **options}.items() if v is not None}
+    hooks = [] if not gallery else _live_gallery_hooks()
+    job = Job.resume(path, overrides=overrides, progress=progress, hooks=hooks)
+    if job.run() != 0:
+        raise _stopped(job, path)
+    return load_run(path)
+
+
+def _stopped(job, path) -> EvofoolError:
+    """The error of a run stopped by a signal (a notebook's interrupt): where it stopped, how to go on."""
+    return EvofoolError(f"the run stopped at generation {job.engine.generation} (signal), checkpoint saved; "
+                        f"continue it with evofool.resume({str(path)!r}) or: evofool resume {path}")
 
 
 def _live_gallery_hooks() -> list:

@@ -9,6 +9,7 @@ import random
 import shlex
 import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -468,7 +469,10 @@ class Job:
             print(f"resuming at generation {engine.generation} of {total}", file=sys.stderr)
         elif idle is not None:
             print(idle, file=sys.stderr)
-        previous = {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL}
+        # Only the main thread may set signal handlers: a run in another thread (a notebook's
+        # background job) is stopped by its process's signals as any Python code is.
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, self._on_signal) for s in EXIT_SIGNAL} if on_main else {}
         bar = tqdm(total=total, initial=min(engine.generation, total), file=sys.stderr, unit="gen",
                    disable=not self.progress or idle is not None, dynamic_ncols=True, leave=True)
         try:

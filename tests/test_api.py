@@ -155,3 +155,84 @@ def test_load_run_reads_the_kind_of_fitness_from_the_champions_not_the_spec(monk
     champions = json.loads((result.folder / "champions.json").read_text())["champions"]
     assert result.fitness == "activation"
     np.testing.assert_array_equal(result.confidences, [c["activation"] for c in champions])
+
+
+def test_resume_continues_a_run_to_the_bits_of_one_never_stopped(tmp_path):
+    """``evofool.resume`` (the CLI's ``resume`` in Python): an evolve(out=) run of 4 generations
+    continued to 9 ends with the champions and checkpoint of a straight 9-generation run."""
+    args = dict(encoding="cppn", population=30, seed=2, progress=False, checkpoint_every=2)
+    evofool.evolve("lenet-mnist", generations=4, out=tmp_path / "a", **args)
+    resumed = evofool.resume(tmp_path / "a", generations=9, progress=False, threads=1)
+    straight = evofool.evolve("lenet-mnist", generations=9, out=tmp_path / "b", **args)
+    assert resumed.generation == straight.generation == 9
+    np.testing.assert_array_equal(resumed.images, straight.images)
+    np.testing.assert_array_equal(resumed.confidences, straight.confidences)
+    _, a, _ = checkpoint.load(tmp_path / "a")
+    _, b, _ = checkpoint.load(tmp_path / "b")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"generations": 2}, "3 generations are done already"),
+    ({"generations": "9"}, "generations must be an integer"),
+    ({"seed": 1}, "resume cannot change seed; it takes generations, device, runtime, threads, ray, workers"),
+    ({"runtime": "fast"}, "runtime must be one of auto, torch, onnxruntime"),
+    ({"path": "nothing-here"}, "is not an evofool run folder"),
+])
+def test_resume_refuses_bad_arguments_in_one_error_and_leaves_the_folder(tmp_path, kwargs, message):
+    folder = tmp_path / "run"
+    evofool.evolve("lenet-mnist", generations=3, population=20, progress=False, out=folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    path = tmp_path / kwargs.pop("path", "run")
+    with pytest.raises(EvofoolError, match=message):
+        evofool.resume(path, progress=False, **kwargs)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_evolve_runs_outside_the_main_thread():
+    """Signal handlers can be set only from the main thread: a run in a notebook's background
+    thread raised ValueError from signal.signal before its first generation."""
+    import threading
+
+    results: list = []
+    thread = threading.Thread(target=lambda: results.append(
+        evofool.evolve("lenet-mnist", generations=2, population=20, progress=False)))
+    thread.start()
+    thread.join()
+    assert len(results) == 1 and results[0].generation == 2
+
+
+def test_an_interrupted_evolve_names_how_to_resume_it_and_resume_finishes_it(tmp_path):
+    """SIGINT (a notebook's interrupt) stops evolve(out=) at the end of a generation with a
+    checkpoint and an error naming evofool.resume; resuming ends where a straight run ends."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from resume_helpers import env
+
+    code = ("import evofool, sys\n"
+            "try:\n"
+            f"    evofool.evolve('lenet-mnist', generations=100000, population=50, seed=4, progress=False,\n"
+            f"                   checkpoint_every=3, out={str(tmp_path / 'run')!r})\n"
+            "except evofool.api.EvofoolError as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(3)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env(), cwd=tmp_path)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while (not log.exists() or log.read_bytes().count(b"\n") < 5) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert f"evofool.resume({str(tmp_path / 'run')!r})" in out and "checkpoint saved" in out, out
+    done = evofool.load_run(tmp_path / "run").generation
+    resumed = evofool.resume(tmp_path / "run", generations=done + 4, progress=False)
+    straight = evofool.evolve("lenet-mnist", generations=done + 4, population=50, seed=4, progress=False,
+                              checkpoint_every=3, out=tmp_path / "straight")
+    np.testing.assert_array_equal(resumed.images, straight.images)
+    np.testing.assert_array_equal(resumed.confidences, straight.confidences)
