@@ -66,6 +66,17 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "curiosity-bold-line": (100, [*BOLD, "--param", "crossover_rate=0.3", "--param", "crossover=line"],
                             "curiosity-bold, and 30 % of the parents first move their shared weights along the "
                             "line to another parent's (iso+line variation)"),
+    "curiosity-bold-light50": (100, [*BOLD, "--param", "p_weights_only=0.5"],
+                               "curiosity-bold, but half the children change only link weights (graph and "
+                               "activations kept)"),
+    "curiosity-bold-light80": (100, [*BOLD, "--param", "p_weights_only=0.8"],
+                               "curiosity-bold, but 80 % of the children change only link weights"),
+    "curiosity-bold-fine80-30": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param", "weights_only_above=0.3"],
+                                 "curiosity-bold, but 80 % of the children of champions at >= 30 % confidence "
+                                 "change only link weights"),
+    "curiosity-bold-fine50-50": (100, [*BOLD, "--param", "p_weights_only=0.5", "--param", "weights_only_above=0.5"],
+                                 "curiosity-bold, but half the children of champions at >= 50 % confidence "
+                                 "change only link weights"),
     "curiosity-bolder": (100, ["--selection", "curiosity", "--param", "p_add_node=1", "--param",
                                "p_add_link=1", "--param", "p_remove_node=0.4", "--param", "p_remove_link=0.6"],
                          "curiosity selection, eta 40, every child gains a node and a link"),

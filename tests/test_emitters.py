@@ -17,6 +17,7 @@ from evofool.encodings.direct import DirectEncoding
 from evofool.engine import Engine
 from evofool.evaluator import BatchEvaluator
 from evofool.models.base import Classifier
+from genome_helpers import same_graph
 
 K = 4
 
@@ -380,9 +381,9 @@ def thousand_class_stand_in() -> Classifier:
     return Classifier("stand-in-1000", net.eval(), (3, 16, 16), [f"class {i}" for i in range(1000)])
 
 
-def cppn():
+def cppn(**params):
     from evofool.encodings.cppn import CPPNEncoding
-    return CPPNEncoding((3, 16, 16))
+    return CPPNEncoding((3, 16, 16), **params)
 
 
 def test_step_weights_moves_every_weight_of_the_same_graph_by_its_parents_sigma():
@@ -423,6 +424,30 @@ def test_weight_step_emitter_follows_the_one_fifth_rule_per_cell():
     assert emitter.config()["type"] == "weight_step" and emitter.batch_size == 8
     with pytest.raises(ValueError, match="no weights to step"):
         WeightStepEmitter(direct(), 4)
+
+
+def test_mutation_emitter_tells_the_encoding_its_parents_confidences():
+    """cppn's weights_only_above: the p_weights_only share (here all) goes only to children of
+    champions at least that confident of their class; the mutation emitter hands the encoding
+    each parent's confidence. Structural mutation always fires here, so a child that kept its
+    parent's graph was a weights-only child."""
+    enc = cppn(p_weights_only=1.0, weights_only_above=0.5, p_add_node=1.0, p_add_link=1.0)
+    assert enc.uses_parent_confidence and not cppn(p_weights_only=1.0).uses_parent_confidence
+    rng = np.random.default_rng(0)
+    archive = ClassArchive(K, enc)
+    champions = enc.random(K, rng)
+    confident = np.array([0.9, 0.6, 0.4, 0.1])  # classes 0 and 1 at or above 0.5
+    archive.update(champions, enc.render(champions), torch.log(torch.diag(torch.from_numpy(confident))
+                                                                .clamp_min(1e-300)), 1)
+    emitter = MutationEmitter(enc, UniformSelector())
+    children = emitter.ask(archive, 400, rng, 2)
+    classes = emitter._asked[0]
+    kept = np.array([same_graph(archive.genomes[c], child) for c, child in zip(classes, children)])
+    assert not kept[classes >= 2].any()                # below the threshold: mutated as usual
+    assert 0.6 < kept[classes < 2].mean() < 0.85       # weights only, unless no weight changed
+    # The same encoding varied without confidences (vary itself) gives no weights-only child.
+    plain = enc.vary(archive.genomes_of(classes), rng, 2)
+    assert not any(same_graph(archive.genomes[c], child) for c, child in zip(classes, plain))
 
 
 @pytest.mark.parametrize("selection", ["curiosity", "lagging"])

@@ -66,7 +66,9 @@ class MutationEmitter(Emitter):
             return self.encoding.random(n, rng)
         classes = self.selector.select(archive, n, rng)
         parents = archive.genomes_of(classes)
-        children = self.encoding.vary(parents, rng, generation)
+        confidences = (archive.confidences()[classes]
+                       if self.encoding.uses_parent_confidence and archive.is_probability else None)
+        children = self.encoding.vary_scored(parents, confidences, rng, generation)
         self._asked = (classes, parents)
         return children
 

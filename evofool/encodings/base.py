@@ -141,6 +141,17 @@ class Encoding(ABC):
     def vary(self, parents: Genomes, rng: np.random.Generator, generation: int) -> Genomes:
         """One offspring per parent (mutation, and crossover where the encoding has it)."""
 
+    # Whether ``vary_scored`` reads the parents' confidences (the mutation emitter then
+    # computes them; otherwise it passes None and skips the work).
+    uses_parent_confidence: bool = False
+
+    def vary_scored(self, parents: Genomes, confidences: np.ndarray | None, rng: np.random.Generator,
+                    generation: int) -> Genomes:
+        """``vary``, told each parent's confidence for the class it was chosen for (None where
+        the archive holds raw scores, or the encoding does not use them): an encoding may vary
+        nearly-fooling parents differently. By default, ``vary``."""
+        return self.vary(parents, rng, generation)
+
     @abstractmethod
     def render(self, genomes: Genomes) -> torch.Tensor:
         """Images of a batch: ``B×C×H×W`` uint8 on ``self.device`` (exactly what is saved)."""

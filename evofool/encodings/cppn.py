@@ -78,6 +78,13 @@ class CPPNEncoding(Encoding):
         "p_add_node": _probability(MutationRates.p_add_node, "... of splitting a link with a new hidden node"),
         "p_remove_node": _probability(MutationRates.p_remove_node,
                                       "... of deleting a hidden node (refused if it disconnects an output)"),
+        "p_weights_only": _probability(MutationRates.p_weights_only,
+                                       "per-offspring probability that only link weights change (graph and "
+                                       "activations kept)"),
+        "weights_only_above": Param(float, MutationRates.weights_only_above, low=0.0, high=1.0,
+                                    inert=inert_when(("p_weights_only", 0)),
+                                    help="p_weights_only only for children of parents at least this confident "
+                                         "of their class (0: every child)"),
         # float32 by default: measured (benchmarks/imagenet.py, EfficientNet-Lite0, pop 100, Intel
         # Xeon 2 cores) engine 125-141 -> 154 evals/s, render thread time 61 % -> 42 %; 1.8-1.9x faster
         # rendering at 224x224. The images are float32's: against float64, ~1e-4 of the pixels of
@@ -132,7 +139,8 @@ class CPPNEncoding(Encoding):
     REFINE_LRS = {"all": 3e-4, "output": 0.01, "dense": 0.01}
     refine_lr = REFINE_LRS["output"]
     REFINE_ONLY_PARAMS = ("refine_links",)  # part of a run's meaning only with --refine grad
-    PROBABILITIES = ("p_weight", "p_activation", "p_add_link", "p_remove_link", "p_add_node", "p_remove_node")
+    PROBABILITIES = ("p_weight", "p_activation", "p_add_link", "p_remove_link", "p_add_node", "p_remove_node",
+                     "p_weights_only")
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
                  **params) -> None:
@@ -141,7 +149,9 @@ class CPPNEncoding(Encoding):
             raise ValueError(f"cppn renders 1 (grayscale) or 3 (colour) channels, not {self.image_shape[0]}")
         p = self.check_params(params)
         self.rates = MutationRates(eta=float(p["eta"]), weight_bound=float(p["weight_bound"]),
+                                   weights_only_above=float(p["weights_only_above"]),
                                    **{k: float(p[k]) for k in self.PROBABILITIES})
+        self.uses_parent_confidence = self.rates.p_weights_only > 0 and self.rates.weights_only_above > 0
         self.render_dtype = p["render_dtype"]
         self.render_chunk_elements = int(p["render_chunk_elements"])
         self.refine_links = p["refine_links"]
@@ -160,10 +170,20 @@ class CPPNEncoding(Encoding):
         return [random_genome(self.n_out, rng, self.counters, self.rates.weight_bound) for _ in range(n)]
 
     def vary(self, parents: list[Genome], rng: np.random.Generator, generation: int) -> list[Genome]:
+        return self.vary_scored(parents, None, rng, generation)
+
+    def vary_scored(self, parents: list[Genome], confidences: np.ndarray | None, rng: np.random.Generator,
+                    generation: int) -> list[Genome]:
+        """``vary``; with ``weights_only_above`` the ``p_weights_only`` share goes only to
+        children of parents at least that confident (``confidences``; None: to none)."""
         # With crossover off, no draw: the random stream of runs recorded before it is unchanged.
         parents = cross_batch(parents, self.crossover_rate, self.crossover, rng,
                               self.rates.weight_bound, self.crossover_sigma)  # a new list
-        return mutate_batch(parents, rng, self.counters, self.rates)
+        eligible = None
+        if self.uses_parent_confidence:
+            eligible = (np.zeros(len(parents), dtype=bool) if confidences is None
+                        else np.asarray(confidences) >= self.rates.weights_only_above)
+        return mutate_batch(parents, rng, self.counters, self.rates, eligible)
 
     def step_weights(self, parents: list[Genome], sigmas: np.ndarray, rng: np.random.Generator) -> list[Genome]:
         """Children with the parents' graphs and every weight moved by a Gaussian step of
@@ -308,7 +328,8 @@ class CPPNEncoding(Encoding):
             "p_weight": r.p_weight, "eta": r.eta, "weight_bound": r.weight_bound,
             "p_activation": r.p_activation, "p_add_link": r.p_add_link,
             "p_remove_link": r.p_remove_link, "p_add_node": r.p_add_node,
-            "p_remove_node": r.p_remove_node, "activations": list(ACTIVATIONS),
+            "p_remove_node": r.p_remove_node, "p_weights_only": r.p_weights_only,
+            "weights_only_above": r.weights_only_above, "activations": list(ACTIVATIONS),
             "colour_space": "hsv" if self.n_out == 3 else "gray",
             "inputs": ["x", "y", "d", "bias"], "output_squash": "min(|out|, 1)",
             "render_dtype": self.render_dtype, "render_chunk_elements": self.render_chunk_elements,

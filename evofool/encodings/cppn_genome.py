@@ -105,6 +105,11 @@ class MutationRates:
     p_remove_link: float = 0.3
     p_add_node: float = 0.5
     p_remove_node: float = 0.2
+    # Share of children that change only link weights (no activation redrawn, no structural
+    # operator tried); 0 as in the paper, where every child is offered every operator.
+    p_weights_only: float = 0.0
+    # ... given only to children of parents at least this confident of their class (0: all).
+    weights_only_above: float = 0.0
 
 
 # --- graph helpers (all vectorised over links; graphs have tens of nodes) ---------------
@@ -356,11 +361,22 @@ def mutate_structure(parent: Genome, weight: np.ndarray, act: np.ndarray, rng: n
 
 
 def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Counters,
-                 rates: MutationRates) -> list[Genome]:
+                 rates: MutationRates, eligible: np.ndarray | None = None) -> list[Genome]:
     """One child per parent: weights and activations vectorised over the whole batch,
-    then per-genome structural mutation."""
+    then per-genome structural mutation.
+
+    With ``rates.p_weights_only`` > 0 a share of the children (drawn first, ``rng.random(n)``)
+    keep their parent's graph and activations and change only the weights the polynomial
+    mutation chose; one whose weights all came out unchanged mutates as the others do (a
+    copy of its parent would waste its evaluation). With 0 nothing is drawn for it: runs
+    recorded before the parameter keep their random stream.
+    """
     if not parents:
         return []
+    n = len(parents)
+    light = (rng.random(n) < rates.p_weights_only) if rates.p_weights_only > 0 else np.zeros(n, dtype=bool)
+    if eligible is not None:
+        light &= np.asarray(eligible, dtype=bool)
     n_links = np.array([p.n_links for p in parents])
     n_act = np.array([p.n_nodes - N_INPUTS for p in parents])
     weights = mutate_weights(np.concatenate([p.link_weight for p in parents]), rates, rng)
@@ -370,8 +386,14 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
     w_split = np.split(weights, np.cumsum(n_links)[:-1])
     a_split = np.split(acts, np.cumsum(n_act)[:-1])
     head = np.full(N_INPUTS, NO_ACT, dtype=np.int8)
-    return [mutate_structure(p, w, np.concatenate([head, a]), rng, counters, rates)
-            for p, w, a in zip(parents, w_split, a_split)]
+    children = []
+    for p, w, a, only_weights in zip(parents, w_split, a_split, light):
+        if only_weights and not np.array_equal(w, p.link_weight):
+            children.append(replace(p, gid=counters.next_genome, parent=p.gid, link_weight=w))
+            counters.next_genome += 1
+        else:
+            children.append(mutate_structure(p, w, np.concatenate([head, a]), rng, counters, rates))
+    return children
 
 
 CROSSOVERS = ("uniform", "line")  # how a crossed parent takes its mate's matching genes

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evofool.encodings.cppn import CPPNEncoding
+from genome_helpers import same_graph
 from evofool.encodings.cppn_genome import (
     N_INPUTS,
     check_genome,
@@ -15,7 +16,9 @@ from evofool.encodings.cppn_genome import (
     transitive_closure,
 )
 
-ONLY = dict(p_weight=0.0, p_activation=0.0, p_add_link=0.0, p_remove_link=0.0, p_add_node=0.0, p_remove_node=0.0)
+ONLY = dict(p_weight=0.0, p_activation=0.0, p_add_link=0.0, p_remove_link=0.0, p_add_node=0.0, p_remove_node=0.0,
+            p_weights_only=0.0)
+BOLD = dict(p_add_node=0.8, p_add_link=0.8, p_remove_node=0.3, p_remove_link=0.5, p_activation=0.3)
 
 
 def assert_acyclic(g) -> None:
@@ -126,6 +129,46 @@ def test_weight_and_activation_mutation_rates():
     a1 = np.concatenate([c.node_act[N_INPUTS:] for c in children])
     assert 0.06 < np.mean(a0 != a1) < 0.09  # redrawn w.p. 0.1, same code again 1 time in 4
     assert all(np.array_equal(p.node_id, c.node_id) for p, c in zip(parents, children))
+
+
+def test_weights_only_children_keep_graph_and_activations_and_are_never_copies():
+    """p_weights_only=1 under bold structural rates: a child keeps its parent's graph and
+    activations and differs in a weight; one whose weights all came out unchanged (p_weight
+    0.1 of 12 links: about 28 % of fresh genomes) mutates as usual instead of wasting an
+    evaluation on a copy."""
+    enc = CPPNEncoding((3, 8, 8), p_weights_only=1.0, **BOLD)
+    rng = np.random.default_rng(3)
+    parents = enc.random(400, rng)
+    children = enc.vary(parents, rng, 0)
+    light = [same_graph(p, c) for p, c in zip(parents, children)]
+    copies = [kept and np.array_equal(p.link_weight, c.link_weight) for p, c, kept in zip(parents, children, light)]
+    for p, c in zip(parents, children):
+        check_genome(c)
+        assert c.parent == p.gid
+    assert 0.62 < np.mean(light) < 0.82
+    # Only a child that mutated as usual can equal its parent (no structural operator fired or
+    # took, no activation redrawn), as without the parameter: about one in a hundred here.
+    assert np.mean(copies) < 0.03
+    # A share: about half the children keep their graph, the rest mutate as before.
+    half = CPPNEncoding((3, 8, 8), p_weights_only=0.5, **BOLD)
+    children = half.vary(parents, np.random.default_rng(4), 0)
+    assert 0.28 < np.mean([same_graph(p, c) for p, c in zip(parents, children)]) < 0.46
+
+
+def test_no_weights_only_share_draws_nothing_for_it():
+    """p_weights_only=0 (the default) draws no number for it: the children and the random
+    stream are those of the rates without the parameter, so recorded runs resume exactly."""
+    rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+    with_param = CPPNEncoding((3, 8, 8), p_weights_only=0.0, **BOLD)
+    without = CPPNEncoding((3, 8, 8), **BOLD)
+    a = with_param.vary(with_param.random(50, rng_a), rng_a, 0)
+    b = without.vary(without.random(50, rng_b), rng_b, 0)
+    assert all(same_graph(x, y) and np.array_equal(x.link_weight, y.link_weight) for x, y in zip(a, b))
+    assert rng_a.random() == rng_b.random()
+    light = CPPNEncoding((3, 8, 8), p_weights_only=0.3, **BOLD)
+    rng_c = np.random.default_rng(9)
+    light.vary(light.random(50, rng_c), rng_c, 0)
+    assert rng_c.random() != np.random.default_rng(9).random()  # a positive share does draw
 
 
 def test_layers_detect_cycles():
