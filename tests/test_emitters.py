@@ -455,10 +455,12 @@ def test_mutation_emitter_tells_the_encoding_its_parents_confidences():
 def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_and_resume_exactly(selection,
                                                                                                     variant):
     """The ImageNet-scale rules in small: per-cell weight steps, and weights-only children of
-    the champions above a confidence (cppn p_weights_only / weights_only_above)."""
+    the champions above a confidence (cppn p_weights_only / weights_only_above), with their
+    own sparse rate and eta (weights_only_p_weight / weights_only_eta)."""
     steps = 12 if variant == "weight-steps" else 0
     # A 1,000-class softmax starts near 0.001 a class: 0.0015 lets some parents through.
     params = {} if variant == "weight-steps" else {"p_weights_only": 0.8, "weights_only_above": 0.0015,
+                                                    "weights_only_p_weight": 0.02, "weights_only_eta": 100.0,
                                                     "p_add_node": 1.0}
 
     def make(seed):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from evofool.encodings.base import torch_generator
-from evofool.operators import polynomial_bounded
+from evofool.operators import polynomial_bounded, polynomial_step
 
 ACTIVATIONS: tuple[str, ...] = ("sine", "sigmoid", "gaussian", "linear")
 N_ACT = len(ACTIVATIONS)
@@ -110,6 +110,11 @@ class MutationRates:
     p_weights_only: float = 0.0
     # ... given only to children of parents at least this confident of their class (0: all).
     weights_only_above: float = 0.0
+    # The weights-only children's own per-weight probability and eta (0: p_weight and eta, as
+    # runs recorded before them; then a child whose draw moved no weight mutates as usual).
+    # With a probability, each such child moves at least one weight (mutate_some_weights).
+    weights_only_p_weight: float = 0.0
+    weights_only_eta: float = 0.0
 
 
 # --- graph helpers (all vectorised over links; graphs have tens of nodes) ---------------
@@ -236,6 +241,34 @@ def mutate_weights(weights: np.ndarray, rates: MutationRates, rng: np.random.Gen
     gen = torch_generator(rng, torch.device("cpu"))
     out = polynomial_bounded(x, rates.eta, -b, b, rates.p_weight, gen).numpy()
     return np.clip(out.astype(np.float32), np.float32(-b), np.float32(b))
+
+
+def mutate_some_weights(weights: np.ndarray, counts: np.ndarray, chosen: np.ndarray, p_weight: float,
+                        eta: float, bound: float, rng: np.random.Generator) -> np.ndarray:
+    """``weights`` (genome after genome, ``counts`` each) with, in every ``chosen`` genome, a
+    Bernoulli(``p_weight``) choice of its weights, at least one (a uniformly drawn one where the
+    draw chose none), moved by polynomial bounded mutation of ``eta``; the others unchanged.
+
+    The sites and steps are NumPy draws; the step is ``mutate_weights``' torch float64 formula.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    chosen = np.asarray(chosen, dtype=bool) & (counts > 0)
+    out = np.array(weights, dtype=np.float32, copy=True)
+    if not chosen.any():
+        return out
+    genome_of = np.repeat(np.arange(counts.size), counts)
+    where = np.flatnonzero(chosen[genome_of])  # the chosen genomes' weights, in order
+    sites = where[rng.random(where.size) < p_weight]
+    hits = np.bincount(genome_of[sites], minlength=counts.size)
+    bare = np.flatnonzero(chosen & (hits == 0))
+    starts = np.cumsum(counts) - counts
+    one = starts[bare] + np.minimum((rng.random(bare.size) * counts[bare]).astype(np.int64), counts[bare] - 1)
+    sites = np.sort(np.concatenate([sites, one]))
+    x = torch.from_numpy(out[sites].astype(np.float64))
+    u = torch.from_numpy(rng.random(sites.size))
+    stepped = polynomial_step(x, u, eta, -bound, bound).numpy()
+    out[sites] = np.clip(stepped.astype(np.float32), np.float32(-bound), np.float32(bound))
+    return out
 
 
 class _Work:
@@ -369,7 +402,8 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
     keep their parent's graph and activations and change only the weights the polynomial
     mutation chose; one whose weights all came out unchanged mutates as the others do (a
     copy of its parent would waste its evaluation). With 0 nothing is drawn for it: runs
-    recorded before the parameter keep their random stream.
+    recorded before the parameter keep their random stream. ``rates.weights_only_p_weight``
+    (> 0) gives those children their own sparser mutation (``mutate_some_weights``).
     """
     if not parents:
         return []
@@ -379,7 +413,15 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
         light &= np.asarray(eligible, dtype=bool)
     n_links = np.array([p.n_links for p in parents])
     n_act = np.array([p.n_nodes - N_INPUTS for p in parents])
-    weights = mutate_weights(np.concatenate([p.link_weight for p in parents]), rates, rng)
+    before = np.concatenate([p.link_weight for p in parents])
+    weights = mutate_weights(before, rates, rng)
+    if rates.weights_only_p_weight > 0 and light.any():
+        # The weights-only children start again from their parents' weights with their own
+        # rates; nothing is drawn for this without them (recorded runs resume exactly).
+        fine = mutate_some_weights(before, n_links, light, rates.weights_only_p_weight,
+                                   rates.weights_only_eta or rates.eta, rates.weight_bound, rng)
+        keep = np.repeat(light, n_links)
+        weights = np.where(keep, fine, weights)
     acts = np.concatenate([p.node_act[N_INPUTS:] for p in parents])
     redraw = rng.random(acts.size) < rates.p_activation
     acts = np.where(redraw, rng.integers(0, N_ACT, size=acts.size), acts).astype(np.int8)

@@ -171,6 +171,50 @@ def test_no_weights_only_share_draws_nothing_for_it():
     assert rng_c.random() != np.random.default_rng(9).random()  # a positive share does draw
 
 
+def test_weights_only_children_with_their_own_sparse_rate_move_at_least_one_weight():
+    """weights_only_p_weight: the weights-only children move a Bernoulli share of their
+    parents' weights, never none (so none falls back to a structural mutation), while the
+    other children keep p_weight's; weights_only_eta sets how far those weights move."""
+    rng = np.random.default_rng(5)
+    parents = CPPNEncoding((3, 8, 8)).random(300, rng)
+    links = np.array([p.n_links for p in parents])
+
+    def vary(**params):
+        enc = CPPNEncoding((3, 8, 8), p_weights_only=1.0, **BOLD, **params)
+        children = enc.vary(parents, np.random.default_rng(6), 0)
+        kept = np.array([same_graph(p, c) for p, c in zip(parents, children)])
+        pairs = [(p.link_weight, c.link_weight) for p, c, k in zip(parents, children, kept) if k]
+        moved = np.array([np.sum(w != v) for w, v in pairs])
+        steps = np.concatenate([np.abs(v - w)[v != w] for w, v in pairs])
+        return moved, kept, steps
+
+    moved, kept, _ = vary()
+    assert not kept.all()  # p_weight 0.1 of ~12 links leaves some children unchanged: they mutate as usual
+    moved, kept, steps = vary(weights_only_p_weight=0.02)
+    assert kept.all() and (moved >= 1).all()
+    expected = np.mean((1 - 0.02) ** links + 0.02 * links)  # the forced one where none was drawn, + Bernoulli
+    assert abs(moved.mean() - expected) < 0.1 and moved.max() <= 4
+    moved_dense, kept, _ = vary(weights_only_p_weight=0.5)
+    assert kept.all() and 0.4 * links.mean() < moved_dense.mean() < 0.6 * links.mean()
+    _, _, fine_steps = vary(weights_only_p_weight=0.02, weights_only_eta=400.0)
+    assert np.median(fine_steps) < 0.5 * np.median(steps)  # eta 400 against eta 40: smaller moves
+
+
+def test_weights_only_rates_unset_draw_nothing_for_them():
+    """weights_only_p_weight 0 (the default) is the behaviour and random stream of runs
+    recorded before it; a value draws (and changes the children)."""
+    def vary(**params):
+        enc = CPPNEncoding((3, 8, 8), p_weights_only=0.5, **BOLD, **params)
+        rng = np.random.default_rng(9)
+        children = enc.vary(enc.random(60, rng), rng, 0)
+        return children, rng.random()
+
+    (a, ra), (b, rb) = vary(), vary(weights_only_p_weight=0.0, weights_only_eta=0.0)
+    assert ra == rb and all(np.array_equal(x.link_weight, y.link_weight) for x, y in zip(a, b))
+    c, rc = vary(weights_only_p_weight=0.02)
+    assert rc != ra and not all(np.array_equal(x.link_weight, y.link_weight) for x, y in zip(a, c))
+
+
 def test_layers_detect_cycles():
     import pytest
 
