@@ -183,7 +183,7 @@ def evolve(model: str | nn.Module, *, input_shape: Sequence[int] | None = None,
         job = Job.start(config, path, progress=progress, hooks=hooks, classifier=classifier, files=files)
     except OSError as exc:  # the CLI's one line, as an exception that names the folder
         raise EvofoolError(f"cannot make the run folder {path}: {exc.strerror or exc}") from None
-    code = job.run()
+    code = job.run(announce_stop=False)  # the error below says it
     if code != 0:
         if tmp is not None:  # the folder goes with this call: nothing to resume
             raise EvofoolError(f"the run stopped at generation {job.engine.generation} (signal); it ran in a "
@@ -229,7 +229,7 @@ def resume(path: str | Path, *, generations: int | None = None, progress: bool =
     overrides = {k: v for k, v in {"generations": generations, **options}.items() if v is not None}
     hooks = [] if not gallery else _live_gallery_hooks()
     job = Job.resume(path, overrides=overrides, progress=progress, hooks=hooks)
-    if job.run() != 0:
+    if job.run(announce_stop=False) != 0:
         raise _stopped(job, path)
     return load_run(path)
 

@@ -451,8 +451,11 @@ class Job:
         with self._reporting("log.jsonl"):
             os.fsync(log.fileno())
 
-    def run(self) -> int:
+    def run(self, announce_stop: bool = True) -> int:
         """Runs until ``config.generations`` (or a signal); returns the process exit code.
+
+        ``announce_stop``: print where a signal stopped it and how to resume (the CLI); the
+        Python API raises an error that says so instead.
 
         The run folder stays locked until it returns (then ``close``).
         """
@@ -496,8 +499,9 @@ class Job:
                 signal.signal(s, handler)
             self.close()
         if self._stop_signal is not None:
-            print(f"interrupted at generation {engine.generation}; checkpoint saved. "
-                  f"Resume with: evofool resume {shlex.quote(str(self.folder.path))}", file=sys.stderr)
+            if announce_stop:
+                print(f"interrupted at generation {engine.generation}; checkpoint saved. "
+                      f"Resume with: evofool resume {shlex.quote(str(self.folder.path))}", file=sys.stderr)
             return EXIT_SIGNAL[self._stop_signal]
         return 0
 

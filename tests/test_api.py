@@ -203,6 +203,37 @@ def test_evolve_runs_outside_the_main_thread():
     assert len(results) == 1 and results[0].generation == 2
 
 
+def test_an_interrupted_evolve_in_a_temporary_folder_says_it_cannot_be_resumed(tmp_path):
+    """SIGINT stops evolve() without out= at the end of a generation; its folder went with the
+    call, so the error says pass out=, and nothing points at the removed folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from resume_helpers import env
+
+    code = ("import evofool, sys\n"
+            "try:\n"
+            "    evofool.evolve('lenet-mnist', generations=100000, population=50, seed=4, progress=False)\n"
+            "except evofool.api.EvofoolError as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(3)\n")
+    temp = tmp_path / "temp"  # where tempfile puts the run's folder, to see its generations
+    temp.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**env(), "TMPDIR": str(temp)}, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(
+            log.read_bytes().count(b"\n") >= 3 for log in temp.glob("evofool-*/run/log.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "pass out=" in out and "evofool resume" not in out + err, (out, err)
+    assert not list(temp.glob("evofool-*"))  # the temporary folder went with the call
+
+
 def test_an_interrupted_evolve_names_how_to_resume_it_and_resume_finishes_it(tmp_path):
     """SIGINT (a notebook's interrupt) stops evolve(out=) at the end of a generation with a
     checkpoint and an error naming evofool.resume; resuming ends where a straight run ends."""
@@ -230,6 +261,7 @@ def test_an_interrupted_evolve_names_how_to_resume_it_and_resume_finishes_it(tmp
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
     assert f"evofool.resume({str(tmp_path / 'run')!r})" in out and "checkpoint saved" in out, out
+    assert "interrupted at generation" not in err  # one message: the error, not the CLI's line too
     done = evofool.load_run(tmp_path / "run").generation
     resumed = evofool.resume(tmp_path / "run", generations=done + 4, progress=False)
     straight = evofool.evolve("lenet-mnist", generations=done + 4, population=50, seed=4, progress=False,
