@@ -1,7 +1,7 @@
 """Which mutation pays late in a CPPN run: children of the same champions, made each way.
 
 Loads a run folder's newest checkpoint (read only), draws ``--children`` champions below 99 %
-uniformly (with replacement, seeded), and for each operator makes one child of each, scores
+uniformly (with replacement, seeded; ``--band`` narrows them by confidence), and for each operator makes one child of each, scores
 them with the run's model (the scorer ``evofool run`` builds) and counts how often a child beat
 some cell of the archive (usually its parent's), how many cells would improve, and the summed
 log-probability gain (each cell's best child over its champion). Operators: ``run`` (the run's
@@ -10,7 +10,7 @@ run's rates with no weights-only share) and ``P/ETA`` (only weights change: cppn
 ``weights_only_p_weight`` P, at least one weight each, and ``weights_only_eta`` ETA).
 
     python benchmarks/weights_only_probe.py RUN_FOLDER [--children 800] [--seeds 1 2]
-        [--ops run structural 0.1/40 0.05/40 0.02/100 0.02/200] [--threads 1]
+        [--ops run structural 0.1/40 0.05/40 0.02/100 0.02/200] [--band 0 0.99] [--threads 1]
 
 The numbers behind cppn's ``weights_only_p_weight`` / ``weights_only_eta`` came from it.
 """
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--children", type=int, default=800)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--ops", nargs="+", default=["run", "structural", "0.1/40", "0.05/40", "0.02/100", "0.02/200"])
+    ap.add_argument("--band", type=float, nargs=2, default=[0.0, 0.99], metavar=("LO", "HI"),
+                    help="draw the champions among those at confidence in [LO, HI)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
 
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     totals: dict[str, np.ndarray] = {}
     for seed in args.seeds:
         rng = np.random.default_rng(seed)
-        classes = rng.choice(np.flatnonzero(confidence < 0.99), size=args.children, replace=True)
+        band = np.flatnonzero((confidence >= args.band[0]) & (confidence < args.band[1]))
+        classes = rng.choice(band, size=args.children, replace=True)
         parents = list(archive.genomes_of(classes))
         for name in args.ops:
             start = time.perf_counter()
