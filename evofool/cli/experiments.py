@@ -57,13 +57,20 @@ def ascent(model_spec, classes, start, steps, target, l2, blur_every, blur_sigma
                               target=target, l2=l2, blur_every=blur_every, blur_sigma=blur_sigma,
                               max_lr=max_lr, progress=progress, seed=seed).validate(classifier.num_classes)
     n = len(settings.classes)
-    with tqdm(total=steps, disable=quiet, file=sys.stderr, unit="step", dynamic_ncols=True) as bar:
-        def show(record: dict) -> None:
-            bar.update(1)
-            bar.set_postfix_str(f"min {record['min']:.6f} median {record['median']:.6f} "
+    bars: list = []  # drawn at the first step: a model refused by run_ascent's probe leaves no bar
+
+    def show(record: dict) -> None:
+        if not bars:
+            bars.append(tqdm(total=steps, disable=quiet, file=sys.stderr, unit="step", dynamic_ncols=True))
+        bars[0].update(1)
+        bars[0].set_postfix_str(f"min {record['min']:.6f} median {record['median']:.6f} "
                                 f"≥99.99%: {record['n9999']}/{n}", refresh=False)
 
+    try:
         folder, result = run_ascent(classifier, settings, out, dev, log_every=log_every, on_record=show)
+    finally:
+        for bar in bars:
+            bar.close()
     conf = result.champions.confidences()
     reached = int((conf >= target).sum())
     click.echo(f"{reached}/{n} images ≥ {target:.4%} after {result.steps} steps ({result.seconds:.1f} s), "

@@ -140,7 +140,7 @@ class RaisesAfter(torch.nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("command", ["run", "classify", "ascent"])
+@pytest.mark.parametrize("command", ["run", "classify", "ascent", "ascent-with-bar"])
 def test_a_model_that_raises_on_a_batch_is_one_line_naming_it(tmp_path, lenet_module, command):
     """A model whose forward raises on batches (written for one image): one line naming the
     model and the batch, before any run folder exists (not a traceback from inside it)."""
@@ -149,7 +149,9 @@ def test_a_model_that_raises_on_a_batch_is_one_line_naming_it(tmp_path, lenet_mo
     args = {"run": ["run", "--runtime", "torch", "--population", "20", "--generations", "1", "--out", "r",
                     "--quiet", "--no-gallery"],
             "classify": ["classify", image, image],
-            "ascent": ["ascent", "--steps", "2", "--out", "r", "--quiet"]}[command]
+            "ascent": ["ascent", "--steps", "2", "--out", "r", "--quiet"],
+            # with its progress bar: the bar used to be drawn before the model was probed
+            "ascent-with-bar": ["ascent", "--steps", "2", "--out", "r"]}[command]
     before = snapshot(tmp_path)
     proc = evofool(*args, "--model", spec, cwd=tmp_path)
     assert_one_line_error(proc, f"model {spec} fails on a batch of", "shape '[1, 1, 28, 28]' is invalid")
