@@ -79,6 +79,10 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                               "--param", "weights_only_eta=100"],
                                         "curiosity-bold-fine80-30, the weights-only children moving 1-2 weights "
                                         "(p 0.02, at least one) by smaller steps (eta 100)"),
+    "curiosity-bold-fine80-10-sparse": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
+                                              "weights_only_above=0.1", "--param", "weights_only_p_weight=0.02",
+                                              "--param", "weights_only_eta=100"],
+                                        "curiosity-bold-fine80-30-sparse, but from 10 % confidence"),
     "curiosity-bold-fine50-50": (100, [*BOLD, "--param", "p_weights_only=0.5", "--param", "weights_only_above=0.5"],
                                  "curiosity-bold, but half the children of champions at >= 50 % confidence "
                                  "change only link weights"),
