@@ -1,10 +1,10 @@
 """Which mutation pays late in a CPPN run: children of the same champions, made each way.
 
 Loads a run folder's newest checkpoint (read only), draws ``--children`` champions below 99 %
-uniformly (with replacement, seeded; ``--band`` narrows them by confidence), and for each operator makes one child of each, scores
-them with the run's model (the scorer ``evofool run`` builds) and counts how often a child beat
-some cell of the archive (usually its parent's), how many cells would improve, and the summed
-log-probability gain (each cell's best child over its champion). Operators: ``run`` (the run's
+uniformly (with replacement, seeded; ``--band`` narrows them by confidence), and for each
+operator makes one child of each, scores them with the run's model (the scorer ``evofool run``
+builds) and counts how often a child beat some cell of the archive (usually its parent's), how
+many cells would improve, and the summed log-probability gain (each cell's best child over its champion). Operators: ``run`` (the run's
 own mutation, the parents' confidences handed over as the engine does), ``structural`` (the
 run's rates with no weights-only share) and ``P/ETA`` (only weights change: cppn
 ``weights_only_p_weight`` P, at least one weight each, and ``weights_only_eta`` ETA).
@@ -31,6 +31,7 @@ from evofool.checkpoint import load
 from evofool.encodings import make_encoding
 from evofool.scoring import build_scoring
 
+
 def run_settings(run: Path) -> dict:
     """The settings the run was started with (its config.json's ``config``)."""
     return json.loads((run / "config.json").read_text())["config"]
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     run_encoding = make_encoding("cppn", classifier.input_shape, "cpu", **params)
     archive = ClassArchive(evaluator.num_classes, run_encoding)
     _, arrays, _ = load(args.run)
-    archive.load_arrays({k: v for k, v in arrays.items() if k.startswith(("archive.", "genomes."))})
+    archive.load_arrays(arrays)  # takes the archive's and genomes' arrays, as Engine.load_state_dict
     fitness = archive.fitness.double().numpy()
     confidence = np.exp(fitness)
     print(f"{args.run.name}: median {100 * np.median(confidence):.2f} %, {(confidence >= 0.99).sum()} classes >= 99 %",
@@ -70,11 +71,10 @@ def main(argv: list[str] | None = None) -> None:
                          "weights_only_eta": eta}
         return make_encoding("cppn", classifier.input_shape, "cpu", **fine), False
 
+    band = np.flatnonzero((confidence >= args.band[0]) & (confidence < args.band[1]))
     totals: dict[str, np.ndarray] = {}
     for seed in args.seeds:
-        rng = np.random.default_rng(seed)
-        band = np.flatnonzero((confidence >= args.band[0]) & (confidence < args.band[1]))
-        classes = rng.choice(band, size=args.children, replace=True)
+        classes = np.random.default_rng(seed).choice(band, size=args.children, replace=True)
         parents = list(archive.genomes_of(classes))
         for name in args.ops:
             start = time.perf_counter()
