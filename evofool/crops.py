@@ -12,7 +12,7 @@ from torch import nn
 
 from evofool.errors import EvofoolError
 from evofool.models.base import Classifier
-from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
+from evofool.models.outputs import PROBS, SCORES, mean_of_stacked, probabilities_from_outputs
 
 # Render size = crop size · 256/224, the usual ImageNet resize/crop ratio.
 RENDER_RATIO = 256 / 224
@@ -57,7 +57,7 @@ class TenCropModule(nn.Module):
         n = x.shape[0]
         crops = ten_crops(x, self.crop_h, self.crop_w).flatten(0, 1)  # crop-major: 10·N images
         probs = probabilities_from_outputs(self.base(self.preprocess(crops)), self.base_outputs)
-        return probs.reshape(NUM_CROPS, n, -1).mean(dim=0)
+        return mean_of_stacked(probs.reshape(NUM_CROPS, n, -1))
 
 
 class TenCropClassifier:

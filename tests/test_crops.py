@@ -119,3 +119,21 @@ def test_raw_unit_scores_are_refused():
 
     with pytest.raises(EvofoolError, match="returns raw unit scores: use --crops 1"):
         TenCropClassifier.wrap(small_classifier(outputs="scores"))
+
+
+def test_ten_crop_scores_do_not_depend_on_the_chunk():
+    """The real LeNet scored by torch at --crops 10: the same bits at chunks of 100, 50, 30 and
+    25 images (the mean over crops once changed 2-3 rows of 100 at 30 and 25)."""
+    from evofool.devices import torch_threads
+    from evofool.scoring import build_scoring
+
+    images = torch.randint(0, 256, (100, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    scores = []
+    with torch_threads(1):
+        for chunk in (100, 50, 30, 25):
+            _, evaluator = build_scoring("lenet-mnist", device="cpu", runtime="torch", crops=10, max_batch=chunk,
+                                         probe=False)
+            assert evaluator.chunk == chunk
+            scores.append(evaluator.log_probs(images))
+    for other in scores[1:]:
+        assert torch.equal(other, scores[0])

@@ -343,6 +343,23 @@ def test_classify_crops_10_rescores_a_crops_10_run_s_champions_to_the_bit(tmp_pa
     one_line_error(invoke("classify", "--json", *files), "is 32×32 but model lenet-mnist takes 28×28")
 
 
+def test_classify_rescores_a_run_at_its_runtime_and_chunk_to_the_bit(tmp_path):
+    """A run scored by torch one image at a time (other bits than chunks of 100): classify with
+    the run's --runtime and --max-batch gives its champions' saved confidences bit for bit."""
+    out = tmp_path / "r"
+    result = invoke("run", "--runtime", "torch", "--max-batch", "1", "--population", "20", "--generations", "3",
+                    "--threads", "1", "--out", out, "--quiet", "--no-gallery")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["scoring_resolved"]["chunk"] == 1
+    champions = json.loads((out / "champions.json").read_text())["champions"]
+    files = [str(out / c["file"]) for c in champions]
+    result = invoke("classify", "--runtime", "torch", "--max-batch", "1", "--json", "--top", "10", *files)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [next(e["confidence"] for e in row["top"] if e["index"] == c["class"])
+            for row, c in zip(rows, champions)] == [c["confidence"] for c in champions]
+
+
 def test_transfer_scores_on_torch_only_where_the_run_did():
     from evofool.experiments.transfer import transfer_runtime
 

@@ -88,18 +88,25 @@ def train(data_dir: Path, out: Path, seed: int, epochs: int, batch_size: int, lr
 @click.option("--fit", type=click.Choice(["whole", "crop"]), default="whole", show_default=True,
               help="Photo models: resize the whole picture, or resize 256 + centre crop (ImageNet eval).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), default=RunConfig().runtime, show_default=True,
-              help="What scores the images (as evofool run --runtime); a run's champions score as in "
-                   "the run with the runtime its config.json records.")
+              help="What scores the images (as evofool run --runtime).")
 @click.option("--crops", type=click.Choice([str(c) for c in CROP_CHOICES]), default=str(RunConfig().crops),
               show_default=True,
               help="As evofool run --crops: 10 scores the mean softmax of 10 crops (a --crops 10 run's champions).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=RunConfig().max_batch, show_default=True,
+              help="As evofool run --max-batch: the largest forward-pass chunk.")
 def classify(images: tuple[Path, ...], model_spec: str, top: int, as_json: bool, fit: str, runtime: str,
-             crops: str) -> None:
-    """Show a model's top classes and confidences for image files."""
+             crops: str, max_batch: int) -> None:
+    """Show a model's top classes and confidences for image files.
+
+    A run's champions score exactly their saved confidences when classified as the run
+    scored them: its model, --runtime, --crops and --max-batch (its config.json records
+    them; the defaults match a run's defaults).
+    """
     from evofool.imageio import load_image
     from evofool.scoring import build_scoring
 
-    classifier, evaluator = build_scoring(model_spec, runtime=runtime, crops=int(crops), probe=False)
+    classifier, evaluator = build_scoring(model_spec, runtime=runtime, crops=int(crops), max_batch=max_batch,
+                                          probe=False)
     batch = torch.stack([load_image(p, classifier.input_shape, resize=classifier.resize_inputs,
                                     model=model_spec, fit=fit) for p in images])
     probs = evaluator.evaluate(batch).probs.cpu()  # one pass for all images

@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from evofool.errors import EvofoolError
 from evofool.models import load_model
 from evofool.models.base import Classifier
-from evofool.models.outputs import PROBS, SCORES, probabilities_from_outputs
+from evofool.models.outputs import PROBS, SCORES, mean_of_stacked, probabilities_from_outputs
 
 
 # --- Gaussian blur -------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ class EnsembleModule(nn.Module):
         self.members = nn.ModuleList(_Member(m) for m in members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+        return mean_of_stacked(torch.stack([m(x) for m in self.members]))
 
 
 class SmoothedModule(nn.Module):

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from evofool.models.outputs import (fitness_from_outputs, fitness_kind, probabilities_from_outputs,
-                                    stable_log_softmax)
+from evofool.models.outputs import (fitness_from_outputs, fitness_kind, mean_of_stacked,
+                                    probabilities_from_outputs, stable_log_softmax)
 
 
 def logits() -> torch.Tensor:
@@ -51,3 +51,26 @@ def test_probabilities():
 
 def test_fitness_kinds():
     assert [fitness_kind(o) for o in ("logits", "probs", "scores")] == ["log_prob", "log_prob", "score"]
+
+
+@pytest.mark.parametrize("members, classes", [(10, 10), (10, 1000), (3, 10)])
+def test_a_rows_mean_of_stacked_scores_does_not_depend_on_the_batch(members, classes):
+    """Each row's mean over crops (or ensemble members) has the same bits alone and in a batch
+    of any size; ``Tensor.mean(dim=0)`` changed some rows between batch sizes."""
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(members, 100, classes, dtype=torch.float64, generator=gen).softmax(-1)
+    alone = torch.cat([mean_of_stacked(probs[:, i:i + 1]) for i in range(100)])
+    for n in (7, 10, 25, 30, 50, 100):
+        parts = [mean_of_stacked(probs[:, i:i + n]) for i in range(0, 100, n)]
+        assert torch.equal(torch.cat(parts), alone), n
+    # Where the batch fills whole vectors (10 crops of 50 ImageNet images) it is Tensor.mean's
+    # bits: runs scored before resume exactly.
+    if classes == 1000:
+        assert torch.equal(mean_of_stacked(probs[:, :50]), probs[:, :50].mean(dim=0))
+    torch.testing.assert_close(mean_of_stacked(probs), probs.mean(dim=0), rtol=0, atol=1e-15)
+
+
+def test_mean_of_stacked_has_a_gradient():
+    x = torch.rand(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    mean_of_stacked(x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 0.25))
