@@ -19,10 +19,15 @@ from evofool.errors import EvofoolError
 @click.option("--device", default=None, help=DEVICE_HELP)
 def transfer(run: Path, models: tuple[str, ...], out: Path | None, device: str | None) -> None:
     """Score a run's champion images with other models (do fooling images transfer?)."""
-    from evofool.experiments.transfer import format_table, score_champions, write_report
+    from evofool.experiments.transfer import (check_report_targets, format_table, report_paths, score_champions,
+                                              write_report)
 
-    if out is not None and out.suffix.lower() not in (".json", ".csv"):
-        raise EvofoolError(f"--out must end in .json or .csv (got {out.name})")
+    from evofool.runfolder import RunFolder
+
+    RunFolder.open(run)  # a folder that is no run is refused before anything else
+    paths = report_paths(run, out)
+    if out is None or out.parent.is_dir():  # a new --out folder is made only when writing
+        check_report_targets(paths)
     report = score_champions(run, list(models), resolve_device(device))
     for line in format_table(report):
         click.echo(line)

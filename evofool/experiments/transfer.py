@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -162,29 +163,96 @@ def _brief(names: list[str], limit: int = 4) -> str:
     return shown + (", ..." if len(names) > limit else "")
 
 
-def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
-    """Writes ``transfer.json`` and ``transfer.csv`` into the run folder, or one file ``out``.
+def report_paths(run: str | Path, out: str | Path | None) -> list[Path]:
+    """Where the report goes: ``transfer.json`` and ``transfer.csv`` in the run folder, or ``out``.
 
     Raises:
         EvofoolError: ``out`` ends neither in ``.json`` nor ``.csv``.
     """
     if out is None:
-        folder = Path(report.run)
-        paths = [folder / "transfer.json", folder / "transfer.csv"]
-    else:
-        out = Path(out)
-        if out.suffix.lower() not in (".json", ".csv"):
-            raise EvofoolError(f"--out must end in .json or .csv (got {out.name})")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        paths = [out]
+        folder = Path(run)
+        return [folder / "transfer.json", folder / "transfer.csv"]
+    out = Path(out)
+    if out.suffix.lower() not in (".json", ".csv"):
+        raise EvofoolError(f"--out must end in .json or .csv (got {out.name})")
+    return [out]
+
+
+def check_report_targets(paths: list[Path]) -> None:
+    """Raises ``EvofoolError`` unless every path may be written: a regular file or none, holding
+    no one else's data, in a folder that is not a run folder in use. The CLI checks before
+    scoring, so a refusal costs no forward pass; ``write_report`` checks again."""
+    for path in paths:
+        safefs.check_regular(path)
+        if not _replaceable(path):
+            raise EvofoolError(f"{path} exists and is not a transfer report; transfer replaces only its own "
+                               f"reports: give --out a new file")
+    for folder in {path.parent for path in paths}:
+        lock = _lock_if_run_folder(folder)
+        if lock is not None:
+            lock.release()
+
+
+def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
+    """Writes ``transfer.json`` and ``transfer.csv`` into the run folder, or one file ``out``,
+    holding the run folder's lock while it writes there (never beside a running run).
+
+    Raises:
+        EvofoolError: ``out`` ends neither in ``.json`` nor ``.csv``; a target that is a link,
+            another program's file or a run's own file; a run folder in use.
+    """
+    paths = report_paths(report.run, out)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     for path in paths:  # every target checked before either is written
         safefs.check_regular(path)
-    for path in paths:
-        if path.suffix.lower() == ".json":
-            write_json_atomic(path, report.to_json())
-        else:
-            safefs.write_text_atomic(path, report.to_csv())  # a new file renamed in place: never through a link
+        if not _replaceable(path):
+            raise EvofoolError(f"{path} exists and is not a transfer report; transfer replaces only its own "
+                               f"reports: give --out a new file")
+    locks = [_lock_if_run_folder(folder) for folder in {path.parent for path in paths}]
+    try:
+        for path in paths:
+            if path.suffix.lower() == ".json":
+                write_json_atomic(path, report.to_json())
+            else:
+                safefs.write_text_atomic(path, report.to_csv())  # a new file renamed in place: never through a link
+    finally:
+        for lock in locks:
+            if lock is not None:
+                lock.release()
     return paths
+
+
+REPORT_KEYS = {"run", "run_model", "models", "rows", "summary"}  # TransferReport.to_json's
+CSV_HEAD = "class,name,file,own confidence"                     # TransferReport.to_csv's first columns
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether ``path`` is absent or a report transfer wrote (a run's own files never are)."""
+    try:
+        data = safefs.read_bounded(path, safefs.JSON_LIMIT)
+    except FileNotFoundError:
+        return True
+    except (OSError, EvofoolError):  # too large to be a report, or unreadable
+        return False
+    if path.suffix.lower() == ".csv":
+        return data.startswith(CSV_HEAD.encode())
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and set(doc) == REPORT_KEYS
+
+
+def _lock_if_run_folder(folder: Path):
+    """The lock of ``folder`` when it is a run folder (one writer at a time: not while its run
+    goes on), else None."""
+    if not safefs.is_lock_file(folder / safefs.LOCK):
+        return None
+    try:
+        return safefs.lock_folder(folder)
+    except EvofoolError as exc:
+        raise EvofoolError(f"{exc}; or write the report elsewhere with --out FILE.json") from None
 
 
 def pct(p: float) -> str:
@@ -220,4 +288,4 @@ def format_table(report: TransferReport) -> list[str]:
 
 
 __all__ = ["TransferReport", "TransferRow", "Scored", "format_table", "score_champions", "transfer_runtime",
-           "write_report"]
+           "report_paths", "check_report_targets", "write_report"]

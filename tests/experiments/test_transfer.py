@@ -137,3 +137,35 @@ def test_a_unit_runs_champions_are_not_transferred(tmp_path):
     one_line_error(invoke("transfer", unit, "--model", "lenet-mnist-b"), "is a unit run",
                    "raw activations", "nothing to transfer")
     assert not (unit / "transfer.json").exists()
+
+
+def test_transfer_never_overwrites_a_runs_files_nor_writes_beside_a_running_run(run_dir, tmp_path):
+    """--out onto a file transfer did not write (a run's config.json, a user's notes) is one line
+    and leaves it as it was; a run folder whose run is going on (its lock held) gets no report,
+    by default or by --out into it; a report transfer wrote is replaced."""
+    import shutil
+
+    from evofool import safefs
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    for name in ("transfer.json", "transfer.csv"):  # another test's reports
+        (run / name).unlink(missing_ok=True)
+    for name in ("config.json", "summary.json", "champions.json"):
+        before = (run / name).read_bytes()
+        one_line_error(invoke("transfer", run, "--model", "lenet-mnist-b", "--out", run / name),
+                       "is not a transfer report")
+        assert (run / name).read_bytes() == before
+    notes = tmp_path / "notes.csv"
+    notes.write_text("mine\n")
+    one_line_error(invoke("transfer", run, "--model", "lenet-mnist-b", "--out", notes), "is not a transfer report")
+    assert notes.read_text() == "mine\n"
+    with safefs.lock_folder(run):  # as a running `evofool run` holds it
+        for extra in ([], ["--out", run / "t.json"]):
+            one_line_error(invoke("transfer", run, "--model", "lenet-mnist-b", *extra), "in use", "--out")
+        assert not (run / "transfer.json").exists() and not (run / "t.json").exists()
+    for _ in range(2):  # the run has ended: its own reports are written, then replaced
+        result = invoke("transfer", run, "--model", "lenet-mnist-b")
+        assert result.exit_code == 0, result.output
+    assert json.loads((run / "transfer.json").read_text())["models"] == ["lenet-mnist-b"]
+    assert (run / "transfer.csv").read_text().startswith("class,name,file,own confidence")
