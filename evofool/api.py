@@ -88,7 +88,7 @@ def load_run(path: str | Path) -> RunResult:
     folder = RunFolder.open(path)
     doc = folder.read_config_doc()
     names = list(doc["class_names"])
-    champions_doc = folder.read_champions()
+    champions_doc, files = folder.read_champion_files()  # as one checkpoint wrote them, even mid-run
     champions = champions_doc["champions"]
     kind = champions_fitness_kind(champions_doc)  # what champions.json says its values are
     fitness = "activation" if kind == SCORE else "probability"
@@ -97,8 +97,9 @@ def load_run(path: str | Path) -> RunResult:
     images = None
     for entry in champions:
         k = int(entry["class"])
-        png = folder.champion_path(entry["file"])
-        image = _read_champion(load_image, png)
+        if entry["file"] not in files:
+            raise EvofoolError(f"{folder.path / entry['file']} is missing (listed in its champions.json)")
+        image = _read_champion(load_image, folder.path / entry["file"], files[entry["file"]])
         if images is None:
             images = np.zeros((len(names), *image.shape), dtype=np.uint8)
         images[k] = image
@@ -111,14 +112,17 @@ def load_run(path: str | Path) -> RunResult:
                      evaluations=int(summary.get("evaluations", 0)), fitness=fitness, summary=summary)
 
 
-def _read_champion(load_image, png: Path) -> np.ndarray:
-    """A champion PNG as ``C×H×W`` uint8 (greyscale or RGB, as it was saved)."""
+def _read_champion(load_image, png: Path, data: bytes) -> np.ndarray:
+    """A champion PNG (its bytes ``data``, read from ``png``) as ``C×H×W`` uint8 (greyscale or
+    RGB, as it was saved)."""
+    import io
+
     from PIL import Image
 
-    with Image.open(png) as img:
+    with Image.open(io.BytesIO(data)) as img:
         channels = 1 if img.mode == "L" else 3
         shape = (channels, img.height, img.width)
-    return load_image(png, shape).numpy()
+    return load_image(png, shape, data=data).numpy()
 
 
 def _read_summary(folder) -> dict:

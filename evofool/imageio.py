@@ -40,7 +40,7 @@ def resize_and_crop(img: Image.Image, height: int, width: int) -> Image.Image:
 
 
 def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = False,
-               model: str | None = None, fit: str = "whole") -> torch.Tensor:
+               model: str | None = None, fit: str = "whole", data: bytes | None = None) -> torch.Tensor:
     """Reads an image file as a uint8 ``C×H×W`` tensor of the given shape.
 
     Args:
@@ -52,6 +52,8 @@ def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = Fal
         fit: ``whole`` — the whole picture resized to H×W (what a person sees; the
             default, since a photo's subject is often off-centre), or ``crop`` — the
             ImageNet evaluation transform (``resize_and_crop``).
+        data: The file's bytes, already read (a run's champion as its ``champions.json``
+            entry describes it, ``RunFolder.read_champion_files``); ``path`` then only names it.
 
     Raises:
         EvofoolError: Missing or unreadable file, or the wrong size when ``resize`` is false.
@@ -62,7 +64,8 @@ def load_image(path: str | Path, shape: tuple[int, int, int], resize: bool = Fal
     try:
         # A FIFO or a device would block or never end: read a bounded regular file only
         # (a link the user names is theirs to follow: only writes never follow links).
-        data = safefs.read_bounded(path.resolve(), IMAGE_FILE_LIMIT)
+        if data is None:
+            data = safefs.read_bounded(path.resolve(), IMAGE_FILE_LIMIT)
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             # Palette/alpha/16-bit images all go through Pillow's own conversion.

@@ -17,9 +17,12 @@ never through a link; what is read back must be a regular file of bounded size.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ import numpy as np
 from evofool import __version__, checkpoint, safefs
 from evofool.config import RunConfig
 from evofool.errors import EvofoolError
-from evofool.imageio import save_png
+from evofool.imageio import to_pil
 from evofool.models.outputs import LOG_PROB, PROB_FLOOR, SCORE
 
 CONFIG = "config.json"
@@ -183,6 +186,9 @@ class RunFolder:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock: safefs.FolderLock | None = None
+        # Per class, the champion whose PNG is on disk: (generation, fitness, sha256), so a
+        # checkpoint re-writes only the PNGs of champions that changed (write_champions).
+        self._on_disk: dict[int, tuple[int, float, str]] | None = None
 
     # --- creation / opening ------------------------------------------------------------------
     @staticmethod
@@ -379,7 +385,15 @@ class RunFolder:
     # --- champions -----------------------------------------------------------------------------
     def write_champions(self, images: np.ndarray, confidences: np.ndarray, fitness: np.ndarray,
                         generations: np.ndarray, class_names: list[str], fitness_kind: str = LOG_PROB) -> None:
-        """Writes each filled class's champion PNG and ``champions.json``.
+        """Writes the PNG of each filled class's champion that changed, then ``champions.json``.
+
+        Each entry records the sha256 of its PNG's bytes, so a reader of a folder whose run
+        is going on can tell a PNG already re-written for the next checkpoint from the one
+        the entry describes (``read_champion_files``). A champion that is still the one
+        whose PNG is on disk (same generation and fitness: a new champion always beats the
+        old one) is not encoded again: PNG-encoding 1,000 ImageNet champions took 6 s at
+        each checkpoint (AMD EPYC Zen 4, 1 thread beside a 2-thread run), about a quarter
+        of a 25-generation checkpoint interval of an ImageNet CPPN run.
 
         Args:
             images: ``K×C×H×W`` uint8 champions.
@@ -397,22 +411,97 @@ class RunFolder:
             OSError: a write failed (disk full); no temp file is left.
         """
         out = safefs.make_dir(self.path / CHAMPIONS_DIR, self.path)
+        if self._on_disk is None:
+            self._on_disk = self._champions_on_disk()
         width = max(4, len(str(len(class_names) - 1)))
         entries = []
         for k, name in enumerate(class_names):
             if not np.isfinite(fitness[k]):
                 continue
             fname = champion_filename(k, name, width)
-            # Not fsynced: champions are re-written at every checkpoint; the checkpoint is what
-            # a crash must not lose.
-            save_png(images[k], out / fname, root=self.path)
+            key = (int(generations[k]), float(fitness[k]))
+            known = self._on_disk.get(k)
+            if known is None or known[:2] != key or not (out / fname).is_file():
+                data = safefs.png_bytes(to_pil(images[k]))
+                # Not fsynced: the checkpoint is what a crash must not lose.
+                safefs.write_bytes_atomic(out / fname, data, root=self.path, durable=False)
+                known = self._on_disk[k] = (*key, hashlib.sha256(data).hexdigest())
             values = ({ACTIVATION: float(fitness[k])} if fitness_kind == SCORE
                       else {CONFIDENCE: float(confidences[k]), "log_prob": float(fitness[k])})
             entries.append({"class": k, "name": name, **values, "generation": int(generations[k]),
-                            "file": f"{CHAMPIONS_DIR}/{fname}"})
+                            "file": f"{CHAMPIONS_DIR}/{fname}", "sha256": known[2]})
         safefs.write_json_atomic(self.path / CHAMPIONS, {"num_classes": len(class_names),
                                                          "fitness_kind": fitness_kind, "champions": entries},
                                  root=self.path)
+
+    def _champions_on_disk(self) -> dict[int, tuple[int, float, str]]:
+        """What an earlier process wrote (a resumed run): the champions ``champions.json``
+        lists whose PNG on disk still has the recorded sha256; nothing where it is absent,
+        damaged or from before digests were recorded."""
+        try:
+            doc = self.read_json(CHAMPIONS)
+            kind = champions_fitness_kind(doc)
+            found = {}
+            for entry in doc["champions"]:
+                data = safefs.read_bounded(self.path / str(entry["file"]), safefs.PNG_LIMIT, self.path)
+                if hashlib.sha256(data).hexdigest() == entry.get("sha256"):
+                    found[int(entry["class"])] = (int(entry["generation"]), champion_fitness(entry, kind),
+                                                  str(entry["sha256"]))
+            return found
+        except (OSError, ValueError, KeyError, TypeError, EvofoolError):
+            return {}
+
+    def read_champion_files(self, attempts: int = 50, pause: float = 0.2) -> tuple[dict, dict[str, bytes]]:
+        """``champions.json`` and the bytes of each PNG it lists, as one checkpoint wrote them.
+
+        A run going on re-writes PNGs before its next ``champions.json``: a PNG whose bytes
+        do not have its entry's sha256 is from a later checkpoint, so everything is read
+        again (up to ``attempts`` times, ``pause`` seconds apart). Entries without a digest
+        (runs written before them) are taken as they are; a listed file that is missing is
+        left out (callers name it).
+
+        Raises:
+            EvofoolError: ``champions.json`` is absent or damaged, a file is a link or leaves
+                the folder, or the run kept changing the champions while they were read.
+        """
+        for attempt in range(attempts):
+            doc = self.read_champions()
+            entries = doc.get("champions") if isinstance(doc, dict) else None
+            files: dict[str, bytes] = {}
+            for entry in entries if isinstance(entries, list) else []:
+                if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+                    continue  # callers report damaged entries
+                try:
+                    data = safefs.read_bounded(self.champion_path(entry["file"]), safefs.PNG_LIMIT, self.path)
+                except FileNotFoundError:
+                    continue
+                digest = entry.get("sha256")
+                if digest is not None and hashlib.sha256(data).hexdigest() != digest and self.run_going_on():
+                    break  # a newer champion: read champions.json again
+                files[entry["file"]] = data  # (with no run going on, a changed file is what there is)
+            else:
+                return doc, files
+            time.sleep(pause)
+        raise EvofoolError(f"the champions of {self.path} changed each of the {attempts} times they were read "
+                           f"(its run is writing them); try again")
+
+    def run_going_on(self) -> bool:
+        """Whether another process holds this folder's lock (its pid is in ``.lock`` while it
+        runs; a released or crashed run's pid is gone). Read without locking, so a reader
+        never keeps a run from starting."""
+        try:
+            text = safefs.read_bounded(self.path / safefs.LOCK, safefs.LOCK_LIMIT, self.path).decode("ascii")
+        except (OSError, EvofoolError, UnicodeDecodeError):
+            return False
+        if not text.strip().isdigit() or int(text) == os.getpid():
+            return False
+        try:
+            os.kill(int(text), 0)
+        except PermissionError:  # alive, another user's
+            return True
+        except (ProcessLookupError, OverflowError):  # gone; no such pid
+            return False
+        return True
 
     def read_champions(self) -> dict:
         try:

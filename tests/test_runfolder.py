@@ -156,6 +156,82 @@ def write_champions(folder: RunFolder) -> None:
     folder.write_champions(images, np.exp(log_probs), log_probs, np.arange(10), NAMES)
 
 
+def champion_images(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (10, 1, 4, 4), dtype=np.uint8)
+
+
+def test_a_checkpoint_rewrites_only_the_champions_that_changed(tmp_path):
+    """Each entry records its PNG's sha256; a champion with the same generation and fitness
+    is not written again (the file keeps its inode), a changed one is, also by a later
+    process resuming the run (a new RunFolder)."""
+    import hashlib
+
+    folder = make(tmp_path / "r")
+    images, log_probs, generations = champion_images(0), np.full(10, -0.5), np.arange(10)
+    folder.write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
+    inodes = {p.name: p.stat().st_ino for p in (folder.path / "champions").iterdir()}
+    doc = folder.read_champions()
+    for entry in doc["champions"]:
+        assert entry["sha256"] == hashlib.sha256((folder.path / entry["file"]).read_bytes()).hexdigest()
+    images[3], log_probs[3], generations[3] = champion_images(1)[3], -0.1, 12  # class 3's new champion
+    for writer in (folder, RunFolder.open(folder.path)):
+        writer.write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
+        changed = {p.name for p in (folder.path / "champions").iterdir() if p.stat().st_ino != inodes[p.name]}
+        assert changed == ({"0003-3.png"} if writer is folder else set())
+        inodes = {p.name: p.stat().st_ino for p in (folder.path / "champions").iterdir()}
+    entry = folder.read_champions()["champions"][3]
+    assert entry["generation"] == 12
+    assert entry["sha256"] == hashlib.sha256((folder.path / entry["file"]).read_bytes()).hexdigest()
+    (folder.path / entry["file"]).write_bytes(b"edited")  # a file changed behind the run's back
+    RunFolder.open(folder.path).write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
+    assert hashlib.sha256((folder.path / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+
+
+def test_readers_get_the_pngs_champions_json_describes_while_a_run_writes(tmp_path):
+    """A run going on writes a champion's new PNG before its next champions.json: a reader
+    that meets a PNG newer than its entry reads both again until they agree, or says the run
+    kept changing them; with no run going on, a changed PNG is taken as it is (callers decode it)."""
+    import subprocess
+    import sys
+    import threading
+
+    folder = make(tmp_path / "r")
+    images, log_probs, generations = champion_images(0), np.full(10, -0.5), np.arange(10)
+    folder.write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
+    old_doc = folder.read_champions()
+    newer = champion_images(1)
+    images[2], log_probs[2], generations[2] = newer[2], -0.2, 30
+    writer = RunFolder(folder.path)  # the run's next checkpoint, stopped between its PNGs and its json
+    writer._on_disk = dict(folder._on_disk)
+    real_json = safefs.write_json_atomic
+    safefs.write_json_atomic = lambda *a, **k: None
+    try:
+        writer.write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
+    finally:
+        safefs.write_json_atomic = real_json
+    assert folder.read_champions() == old_doc  # the PNG is new, champions.json is not yet
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder.path / ".lock").write_text(str(live.pid))  # as a running run holds it
+        reader = RunFolder.open(folder.path)
+        with pytest.raises(EvofoolError, match="changed each of the 3 times they were read"):
+            reader.read_champion_files(attempts=3, pause=0.01)
+        finish = threading.Timer(0.3, lambda: writer.write_champions(images, np.exp(log_probs), log_probs,
+                                                                     generations, NAMES))
+        finish.start()
+        doc, files = reader.read_champion_files(attempts=100, pause=0.02)
+        finish.join()
+    finally:
+        live.kill()
+        live.wait()
+    entry = doc["champions"][2]
+    assert entry["generation"] == 30 and files[entry["file"]] == (folder.path / entry["file"]).read_bytes()
+    (folder.path / ".lock").write_text(str(live.pid))  # that run has ended
+    (folder.path / entry["file"]).write_bytes(b"damaged")
+    _, files = RunFolder.open(folder.path).read_champion_files(attempts=2, pause=0.01)
+    assert files[entry["file"]] == b"damaged"
+
+
 @pytest.mark.parametrize("rel", ["../outside.png", "/etc/passwd", "champions/../../outside.png"])
 def test_champion_paths_stay_inside_the_folder(tmp_path, rel):
     folder = make(tmp_path / "r")

@@ -127,7 +127,7 @@ def score_champions(run: str | Path, specs: list[str], device: torch.device | st
     folder = RunFolder.open(run)
     config = folder.config()
     names = folder.class_names()
-    doc = folder.read_champions()
+    doc, files = folder.read_champion_files()  # as one checkpoint wrote them, even mid-run
     if champions_fitness_kind(doc) == SCORE:
         raise EvofoolError(f"{folder.path} is a unit run ({config.model}): its champions maximise raw "
                            f"activations, not a class's confidence, so there is nothing to transfer")
@@ -147,7 +147,7 @@ def score_champions(run: str | Path, specs: list[str], device: torch.device | st
             raise EvofoolError(f"{spec} has other classes than the run ({len(clf.class_names)} classes: "
                                f"{_brief(clf.class_names)}; the run's {config.model}: {_brief(names)})")
         batch = torch.stack([load_image(folder.path / r.file, clf.input_shape, resize=clf.resize_inputs,
-                                        model=spec) for r in rows])
+                                        model=spec, data=files.get(r.file)) for r in rows])
         # After the checks, so that a refused model is never exported.
         _, evaluator = build_scoring(clf, device=clf_device, runtime=runtime, probe=False)
         probs = evaluator.evaluate(batch).probs.cpu()  # one pass per model

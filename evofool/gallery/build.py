@@ -175,15 +175,15 @@ def _previous_manifest(gallery: GalleryFolder, run: RunData, force: bool) -> dic
 def _stamp(champion: Champion) -> str:
     """Identifies a champion's content: a new champion always has a higher fitness.
 
-    (Not the file's mtime: the run re-writes every champion PNG at each checkpoint.)
+    (Not the file's mtime: a resumed run may write a champion's PNG again.)
     """
-    return f"{champion.generation}:{champion.fitness!r}:{os.lstat(champion.source).st_size}"
+    return f"{champion.generation}:{champion.fitness!r}:{len(champion.png)}"
 
 
 def _write_class(run: RunData, ch: Champion, name: str, stamp: str, gallery: GalleryFolder, scale: int | None,
                  enlarge: bool) -> tuple[dict, Image.Image]:
     """Copies one champion PNG (and writes its enlargement); its manifest entry and image."""
-    data, image = gi.load_png(ch.source, run.folder.path)
+    data, image = ch.png, gi.decode_png(ch.png, ch.source)  # the bytes champions.json describes
     s = scale if scale is not None else gi.default_scale(image.height, image.width)
     gi.check_scale(s, image.height, image.width)
     gallery.write(f"{IMAGES_DIR}/{name}", data)  # the archived file, byte for byte
@@ -275,7 +275,7 @@ def _export_sheets(run: RunData, chosen: list[Champion], entries: list[dict], ga
 def _write_sheet(run: RunData, page: list[Champion], loaded: dict[int, Image.Image], titles: tuple[str, str],
                  gallery: GalleryFolder, name: str) -> None:
     """Renders and saves one contact-sheet page."""
-    tiles = [gi.tile_image(loaded.get(c.index) or gi.load_png(c.source, run.folder.path)[1]) for c in page]
+    tiles = [gi.tile_image(loaded.get(c.index) or gi.decode_png(c.png, c.source)) for c in page]
     gallery.write_png(name, gi.render_sheet(page, tiles, *titles))
 
 
@@ -312,7 +312,7 @@ def _by_class(manifest: dict | None) -> dict[int, dict]:
 
 def _first_image_size(run: RunData, chosen: list[Champion]) -> tuple[int, int]:
     """(height, width) of the first chosen champion (all of a run's champions share the model's size)."""
-    image = gi.load_png(chosen[0].source, run.folder.path)[1]
+    image = gi.decode_png(chosen[0].png, chosen[0].source)
     return image.height, image.width
 
 

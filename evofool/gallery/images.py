@@ -13,7 +13,6 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from evofool import safefs
 from evofool.errors import EvofoolError
 from evofool.gallery.rundata import Champion
 
@@ -59,20 +58,16 @@ def check_scale(scale: int, height: int, width: int) -> None:
                            f"or less")
 
 
-def load_png(path: Path, root: Path | None = None) -> tuple[bytes, Image.Image]:
-    """A champion PNG's bytes and its decoded image (bounded, never through a link).
+def decode_png(data: bytes, path: Path) -> Image.Image:
+    """A PNG's bytes (read from ``path``) decoded.
 
     Raises:
-        EvofoolError: missing, a link or not a regular file, too large, or not a readable image.
+        EvofoolError: not a readable image.
     """
-    try:
-        data = safefs.read_bounded(path, safefs.PNG_LIMIT, root)
-    except FileNotFoundError:
-        raise EvofoolError(f"{path} is missing") from None
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            return data, im
+            return im
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise EvofoolError(f"{path} is not a readable image ({exc.__class__.__name__})") from None
 

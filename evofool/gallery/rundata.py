@@ -26,6 +26,8 @@ class Champion:
         generation: Generation the champion was found in.
         source: Path of the run's champion PNG.
         file: That path as ``champions.json`` gives it (relative to the run folder).
+        png: The PNG's bytes, read with ``champions.json`` as one checkpoint wrote them
+            (``RunFolder.read_champion_files``): a run going on re-writes the file.
     """
 
     index: int
@@ -35,6 +37,7 @@ class Champion:
     generation: int
     source: Path
     file: str
+    png: bytes = field(default=b"", repr=False)
 
     def values(self) -> dict:
         """The champion's reported values as a manifest records them: ``confidence`` and
@@ -113,8 +116,9 @@ def _read_summary(folder: RunFolder) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _champion(folder: RunFolder, entry: object, class_names: list[str], fitness_kind: str) -> Champion:
-    """One validated ``champions.json`` entry (its file a regular file inside the run folder)."""
+def _champion(folder: RunFolder, entry: object, class_names: list[str], fitness_kind: str,
+              files: dict[str, bytes]) -> Champion:
+    """One validated ``champions.json`` entry, with its PNG's bytes (``files``: by file name)."""
     where = folder.path / CHAMPIONS
     try:
         index = int(entry["class"])
@@ -122,15 +126,14 @@ def _champion(folder: RunFolder, entry: object, class_names: list[str], fitness_
         confidence = float(entry[CONFIDENCE]) if fitness_kind == LOG_PROB else None
         champion = Champion(index=index, name=str(entry.get("name", class_names[index])),
                             fitness=champion_fitness(entry, fitness_kind), confidence=confidence,
-                            generation=int(entry["generation"]), source=folder.path / file, file=file)
+                            generation=int(entry["generation"]), source=folder.path / file, file=file,
+                            png=files.get(file, b""))
     except (KeyError, TypeError, ValueError, IndexError):
         raise EvofoolError(f"{where} is damaged (bad champion entry {str(entry)[:80]})") from None
     if not 0 <= index < len(class_names):
         raise EvofoolError(f"{where} is damaged (class {index} outside 0..{len(class_names) - 1})")
-    try:
-        folder.champion_path(file)  # inside the folder, no link on the way, a regular file
-    except FileNotFoundError:
-        raise EvofoolError(f"{champion.source} is missing (listed in {where})") from None
+    if file not in files:  # read_champion_files checked the rest: inside the folder, no link, regular
+        raise EvofoolError(f"{champion.source} is missing (listed in {where})")
     return champion
 
 
@@ -147,12 +150,12 @@ def load_run(path: str | Path) -> RunData:
     if not isinstance(names, list) or not names:
         raise EvofoolError(f"{folder.path / 'config.json'} is damaged (no class names)")
     class_names = [str(n) for n in names]
-    data = folder.read_champions()
+    data, files = folder.read_champion_files()
     entries = data.get("champions") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise EvofoolError(f"{folder.path / CHAMPIONS} is damaged (no champions list)")
     kind = champions_fitness_kind(data)
-    champions = sorted((_champion(folder, e, class_names, kind) for e in entries), key=lambda c: c.index)
+    champions = sorted((_champion(folder, e, class_names, kind, files) for e in entries), key=lambda c: c.index)
     if not champions:
         raise EvofoolError(f"{folder.path / CHAMPIONS} lists no champions yet")
     if len({c.index for c in champions}) != len(champions):
