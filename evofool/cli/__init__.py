@@ -6,7 +6,9 @@ Every user error (``EvofoolError``, bad options, missing files) is shown as a si
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -30,6 +32,22 @@ class Interrupted(OneLineError):
     exit_code = 130
 
 
+class _CtrlC:
+    """Whether Ctrl-C (SIGINT) came while a command ran: Python's own handler, remembered.
+
+    A KeyboardInterrupt raised inside a lazy import can surface as another error (seen:
+    numpy's ``numpy.ma`` half imported under matplotlib, then an AttributeError); with this
+    flag such an error still reads as the interruption it was.
+    """
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
+
+
 class EvofoolGroup(click.Group):
     """A click group whose commands report user errors on one line (exit 2)."""
 
@@ -45,9 +63,15 @@ class EvofoolGroup(click.Group):
         except click.UsageError as exc:
             raise OneLineError(exc.format_message()) from None
         except OSError as exc:
+            if _CtrlC.seen:
+                raise Interrupted("interrupted (Ctrl-C); files written before are intact") from None
             # Disk full, permission denied, ...: what was written stays; say what failed.
             raise OneLineError(f"{exc.strerror or exc}"
                                + (f": {exc.filename}" if getattr(exc, "filename", None) else "")) from None
+        except Exception:
+            if _CtrlC.seen:  # the interruption, surfacing as some other error
+                raise Interrupted("interrupted (Ctrl-C); files written before are intact") from None
+            raise
 
 
 @click.group(cls=EvofoolGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,8 +89,15 @@ for _module in (run, models, export, experiments, studies):
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    own_handler = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if own_handler:
+        signal.signal(signal.SIGINT, _CtrlC.handler)
     try:
         cli.main(args=argv, prog_name="evofool")
     except KeyboardInterrupt:  # pragma: no cover - interactive
         click.echo("error: interrupted", err=True)
         sys.exit(130)
+    finally:
+        if own_handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)

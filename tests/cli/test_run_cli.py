@@ -248,6 +248,41 @@ def test_ctrl_c_outside_a_run_s_generations_is_one_line_and_130(tmp_path, monkey
     assert result.output.strip() == "error: interrupted (Ctrl-C); files written before are intact"
 
 
+def test_ctrl_c_that_surfaces_as_another_error_is_still_one_line_and_130(tmp_path):
+    """A real SIGINT whose KeyboardInterrupt a library turns into another error (numpy's lazy
+    import under matplotlib gave an AttributeError): the interruption's line and 130, no traceback."""
+    script = tmp_path / "cmd.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "import click\n"
+        "from evofool.cli import cli, main\n"
+        "@cli.command('boom')\n"
+        "def boom():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    except KeyboardInterrupt:\n"
+        "        raise AttributeError(\"module 'numpy' has no attribute 'ma'\")\n"
+        "main(['boom'])\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr == "error: interrupted (Ctrl-C); files written before are intact\n"
+
+
+def test_ctrl_c_after_the_command_ended_ends_the_process_without_a_traceback(tmp_path):
+    """Ctrl-C during the interpreter's shutdown, after the command printed its result: that
+    output kept, no traceback, 130."""
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import atexit, os, signal, sys, time\n"
+        "sys.argv = ['evofool', 'models']\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(1)))\n"
+        "from evofool.__main__ import entry\n"
+        "entry()\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130 and proc.stderr == "", proc.stderr
+    assert "default: lenet-mnist" in proc.stdout
+
+
 def test_ctrl_c_while_the_cli_imports_is_one_line_and_130(monkeypatch, capsys):
     """The console script imports the CLI (and torch) before anything runs: Ctrl-C then was a
     traceback from inside torch."""
