@@ -5,7 +5,7 @@ Layout of ``runs/NAME/``::
     config.json                   resolved RunConfig + its hash + evofool version + class names
     log.jsonl                     one JSON record per generation
     champions/NNNN-name.png       each class's champion image, native resolution
-    champions.json                per class: name, confidence, log-prob, generation found, file
+    champions.json                per class: name, confidence, log-prob, generation found, file, its sha256
     summary.json                  where the run stands: generations, when targets were reached
     checkpoint.safetensors        latest checkpoint (+ checkpoint.prev.safetensors)
     gallery/                      written by ``evofool export`` (refreshed during runs)
