@@ -21,7 +21,6 @@ def transfer(run: Path, models: tuple[str, ...], out: Path | None, device: str |
     """Score a run's champion images with other models (do fooling images transfer?)."""
     from evofool.experiments.transfer import (check_report_targets, format_table, report_paths, score_champions,
                                               write_report)
-
     from evofool.runfolder import RunFolder
 
     RunFolder.open(run)  # a folder that is no run is refused before anything else

@@ -26,6 +26,10 @@ from evofool.runfolder import RunFolder, champions_fitness_kind, write_json_atom
 LEVELS = {"50": 0.5, "99": 0.99}
 
 
+# The report CSV's first columns (what tells a report transfer wrote from another file).
+CSV_COLUMNS = ("class", "name", "file", "own confidence")
+
+
 @dataclass
 class Scored:
     """One image under one other model."""
@@ -81,7 +85,7 @@ class TransferReport:
         """One row per champion; per other model: confidence, top-1 class and its confidence."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        header = ["class", "name", "file", "own confidence"]
+        header = list(CSV_COLUMNS)
         for spec in self.models:
             header += [f"{spec} confidence", f"{spec} top1", f"{spec} top1 confidence"]
         writer.writerow(header)
@@ -182,11 +186,7 @@ def check_report_targets(paths: list[Path]) -> None:
     """Raises ``EvofoolError`` unless every path may be written: a regular file or none, holding
     no one else's data, in a folder that is not a run folder in use. The CLI checks before
     scoring, so a refusal costs no forward pass; ``write_report`` checks again."""
-    for path in paths:
-        safefs.check_regular(path)
-        if not _replaceable(path):
-            raise EvofoolError(f"{path} exists and is not a transfer report; transfer replaces only its own "
-                               f"reports: give --out a new file")
+    _check_files(paths)
     for folder in {path.parent for path in paths}:
         lock = _lock_if_run_folder(folder)
         if lock is not None:
@@ -204,11 +204,7 @@ def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
     paths = report_paths(report.run, out)
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-    for path in paths:  # every target checked before either is written
-        safefs.check_regular(path)
-        if not _replaceable(path):
-            raise EvofoolError(f"{path} exists and is not a transfer report; transfer replaces only its own "
-                               f"reports: give --out a new file")
+    _check_files(paths)  # every target checked before either is written
     locks = [_lock_if_run_folder(folder) for folder in {path.parent for path in paths}]
     try:
         for path in paths:
@@ -224,7 +220,15 @@ def write_report(report: TransferReport, out: str | Path | None) -> list[Path]:
 
 
 REPORT_KEYS = {"run", "run_model", "models", "rows", "summary"}  # TransferReport.to_json's
-CSV_HEAD = "class,name,file,own confidence"                     # TransferReport.to_csv's first columns
+
+
+def _check_files(paths: list[Path]) -> None:
+    """Each path is absent or a regular file holding a report transfer wrote."""
+    for path in paths:
+        safefs.check_regular(path)
+        if not _replaceable(path):
+            raise EvofoolError(f"{path} exists and is not a transfer report; transfer replaces only its own "
+                               f"reports: give --out a new file")
 
 
 def _replaceable(path: Path) -> bool:
@@ -236,7 +240,7 @@ def _replaceable(path: Path) -> bool:
     except (OSError, EvofoolError):  # too large to be a report, or unreadable
         return False
     if path.suffix.lower() == ".csv":
-        return data.startswith(CSV_HEAD.encode())
+        return data.startswith(",".join(CSV_COLUMNS).encode())
     try:
         doc = json.loads(data)
     except ValueError:

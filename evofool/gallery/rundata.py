@@ -37,7 +37,7 @@ class Champion:
     generation: int
     source: Path
     file: str
-    png: bytes = field(default=b"", repr=False)
+    png: bytes = field(default=b"", repr=False, compare=False)
 
     def values(self) -> dict:
         """The champion's reported values as a manifest records them: ``confidence`` and
