@@ -4,10 +4,11 @@ Loads a run folder's newest checkpoint (read only), draws ``--children`` champio
 uniformly (with replacement, seeded; ``--band`` narrows them by confidence), and for each
 operator makes one child of each, scores them with the run's model (the scorer ``evofool run``
 builds) and counts how often a child beat some cell of the archive (usually its parent's), how
-many cells would improve, and the summed log-probability gain (each cell's best child over its champion). Operators: ``run`` (the run's
-own mutation, the parents' confidences handed over as the engine does), ``structural`` (the
-run's rates with no weights-only share) and ``P/ETA`` (only weights change: cppn
-``weights_only_p_weight`` P, at least one weight each, and ``weights_only_eta`` ETA).
+many cells would improve, and the summed log-probability gain (each cell's best child over its
+champion). Operators: ``run`` (the run's own mutation, the parents' confidences handed over as
+the engine does), ``structural`` (the run's rates with no weights-only share) and ``P/ETA``
+(only weights change: cppn ``weights_only_p_weight`` P, at least one weight each, and
+``weights_only_eta`` ETA).
 
     python benchmarks/weights_only_probe.py RUN_FOLDER [--children 800] [--seeds 1 2]
         [--ops run structural 0.1/40 0.05/40 0.02/100 0.02/200] [--band 0 0.99] [--threads 1]

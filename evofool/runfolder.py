@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -421,7 +420,9 @@ class RunFolder:
             fname = champion_filename(k, name, width)
             key = (int(generations[k]), float(fitness[k]))
             known = self._on_disk.get(k)
-            if known is None or known[:2] != key or not (out / fname).is_file():
+            # check_regular: absent, or a regular file (a link planted there is refused, as
+            # writing over it would be)
+            if known is None or known[:2] != key or safefs.check_regular(out / fname, self.path) is None:
                 data = safefs.png_bytes(to_pil(images[k]))
                 # Not fsynced: the checkpoint is what a crash must not lose.
                 safefs.write_bytes_atomic(out / fname, data, root=self.path, durable=False)
@@ -476,7 +477,7 @@ class RunFolder:
                 except FileNotFoundError:
                     continue
                 digest = entry.get("sha256")
-                if digest is not None and hashlib.sha256(data).hexdigest() != digest and self.run_going_on():
+                if digest is not None and hashlib.sha256(data).hexdigest() != digest and safefs.held_by_another_process(self.path):
                     break  # a newer champion: read champions.json again
                 files[entry["file"]] = data  # (with no run going on, a changed file is what there is)
             else:
@@ -484,24 +485,6 @@ class RunFolder:
             time.sleep(pause)
         raise EvofoolError(f"the champions of {self.path} changed each of the {attempts} times they were read "
                            f"(its run is writing them); try again")
-
-    def run_going_on(self) -> bool:
-        """Whether another process holds this folder's lock (its pid is in ``.lock`` while it
-        runs; a released or crashed run's pid is gone). Read without locking, so a reader
-        never keeps a run from starting."""
-        try:
-            text = safefs.read_bounded(self.path / safefs.LOCK, safefs.LOCK_LIMIT, self.path).decode("ascii")
-        except (OSError, EvofoolError, UnicodeDecodeError):
-            return False
-        if not text.strip().isdigit() or int(text) == os.getpid():
-            return False
-        try:
-            os.kill(int(text), 0)
-        except PermissionError:  # alive, another user's
-            return True
-        except (ProcessLookupError, OverflowError):  # gone; no such pid
-            return False
-        return True
 
     def read_champions(self) -> dict:
         try:

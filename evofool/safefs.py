@@ -505,6 +505,26 @@ def _owner(fd: int) -> str:
     return f"process {text}" if text.isdigit() else "another process"
 
 
+def held_by_another_process(folder: str | Path) -> bool:
+    """Whether another live process holds ``folder``'s lock: its pid is in ``.lock`` while it
+    holds it (a release empties the file; a crashed holder's pid is gone). Read without
+    locking, so asking never keeps a run from starting."""
+    folder = Path(folder)
+    try:
+        text = read_bounded(folder / LOCK, LOCK_LIMIT, folder).decode("ascii").strip()
+    except (OSError, EvofoolError, UnicodeDecodeError):
+        return False
+    if not text.isdigit() or int(text) == os.getpid():
+        return False
+    try:
+        os.kill(int(text), 0)
+    except PermissionError:  # alive, another user's
+        return True
+    except (ProcessLookupError, OverflowError):  # gone; no such pid
+        return False
+    return True
+
+
 def is_lock_file(path: str | Path) -> bool:
     """Whether ``path`` is a regular file that looks like one of evofool's lock files (empty or a pid)."""
     try:

@@ -185,6 +185,13 @@ def test_a_checkpoint_rewrites_only_the_champions_that_changed(tmp_path):
     (folder.path / entry["file"]).write_bytes(b"edited")  # a file changed behind the run's back
     RunFolder.open(folder.path).write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
     assert hashlib.sha256((folder.path / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+    victim = tmp_path / "victim.txt"  # a link planted over an unchanged champion: refused, not skipped
+    victim.write_text("keep")
+    (folder.path / entry["file"]).unlink()
+    (folder.path / entry["file"]).symlink_to(victim)
+    with pytest.raises(EvofoolError, match="symbolic link"):
+        folder.write_champions(images, np.exp(log_probs), log_probs, generations, NAMES)
+    assert victim.read_text() == "keep"
 
 
 def test_readers_get_the_pngs_champions_json_describes_while_a_run_writes(tmp_path):

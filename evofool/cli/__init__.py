@@ -26,6 +26,10 @@ class OneLineError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+# Files are written as new files renamed in place, so what was there before is intact.
+INTERRUPTED = "interrupted (Ctrl-C); files written before are intact"
+
+
 class Interrupted(OneLineError):
     """Ctrl-C outside a run's generations (loading, exporting...): one line, the shell's 130."""
 
@@ -57,20 +61,19 @@ class EvofoolGroup(click.Group):
         except EvofoolError as exc:
             raise OneLineError(str(exc)) from None
         except KeyboardInterrupt:
-            # click's own handling prints "Aborted!" and exits 1. Files are written as new
-            # files renamed in place, so what was there before is intact.
-            raise Interrupted("interrupted (Ctrl-C); files written before are intact") from None
+            # click's own handling prints "Aborted!" and exits 1.
+            raise Interrupted(INTERRUPTED) from None
         except click.UsageError as exc:
             raise OneLineError(exc.format_message()) from None
         except OSError as exc:
             if _CtrlC.seen:
-                raise Interrupted("interrupted (Ctrl-C); files written before are intact") from None
+                raise Interrupted(INTERRUPTED) from None
             # Disk full, permission denied, ...: what was written stays; say what failed.
             raise OneLineError(f"{exc.strerror or exc}"
                                + (f": {exc.filename}" if getattr(exc, "filename", None) else "")) from None
         except Exception:
             if _CtrlC.seen:  # the interruption, surfacing as some other error
-                raise Interrupted("interrupted (Ctrl-C); files written before are intact") from None
+                raise Interrupted(INTERRUPTED) from None
             raise
 
 

@@ -180,7 +180,7 @@ def _stamp(champion: Champion) -> str:
     return f"{champion.generation}:{champion.fitness!r}:{len(champion.png)}"
 
 
-def _write_class(run: RunData, ch: Champion, name: str, stamp: str, gallery: GalleryFolder, scale: int | None,
+def _write_class(ch: Champion, name: str, stamp: str, gallery: GalleryFolder, scale: int | None,
                  enlarge: bool) -> tuple[dict, Image.Image]:
     """Copies one champion PNG (and writes its enlargement); its manifest entry and image."""
     data, image = ch.png, gi.decode_png(ch.png, ch.source)  # the bytes champions.json describes
@@ -235,7 +235,7 @@ def _export_images(run: RunData, chosen: list[Champion], gallery: GalleryFolder,
             result.reused += 1
         else:
             entries.append(None)
-            jobs[i] = pool.submit(_write_class, run, ch, name, stamp, gallery, scale, enlarge)
+            jobs[i] = pool.submit(_write_class, ch, name, stamp, gallery, scale, enlarge)
     loaded = {}
     for i, job in jobs.items():
         entries[i], loaded[chosen[i].index] = job.result()
@@ -264,7 +264,7 @@ def _export_sheets(run: RunData, chosen: list[Champion], entries: list[dict], ga
         key = hashlib.sha256(json.dumps([*titles] + [entries[i]["source_stamp"] for i in span]).encode()).hexdigest()[:16]
         name = gi.sheet_name(number)
         if old_keys.get(name) != key or not gallery.has(name):
-            jobs.append(pool.submit(_write_sheet, run, page, loaded, titles, gallery, name))
+            jobs.append(pool.submit(_write_sheet, page, loaded, titles, gallery, name))
         sheets.append({"file": name, "classes": [c.index for c in page], "key": key})
     for job in jobs:
         job.result()
@@ -272,7 +272,7 @@ def _export_sheets(run: RunData, chosen: list[Champion], entries: list[dict], ga
     return sheets
 
 
-def _write_sheet(run: RunData, page: list[Champion], loaded: dict[int, Image.Image], titles: tuple[str, str],
+def _write_sheet(page: list[Champion], loaded: dict[int, Image.Image], titles: tuple[str, str],
                  gallery: GalleryFolder, name: str) -> None:
     """Renders and saves one contact-sheet page."""
     tiles = [gi.tile_image(loaded.get(c.index) or gi.decode_png(c.png, c.source)) for c in page]
@@ -310,7 +310,7 @@ def _by_class(manifest: dict | None) -> dict[int, dict]:
     return {e["class"]: e for e in _dicts(manifest["classes"]) if isinstance(e.get("class"), int)} if manifest else {}
 
 
-def _first_image_size(run: RunData, chosen: list[Champion]) -> tuple[int, int]:
+def _first_image_size(chosen: list[Champion]) -> tuple[int, int]:
     """(height, width) of the first chosen champion (all of a run's champions share the model's size)."""
     image = gi.decode_png(chosen[0].png, chosen[0].source)
     return image.height, image.width
@@ -348,7 +348,7 @@ def export_run_gallery(run_dir: str | Path, out: str | Path | None = None, *, to
               f"(first: line {run.log_damaged[0]}); the plots leave them out", file=sys.stderr)
     chosen = select(run, classes, top)
     if scale is not None:
-        gi.check_scale(scale, *_first_image_size(run, chosen))
+        gi.check_scale(scale, *_first_image_size(chosen))
     gallery = _gallery_folder(run, out)
     previous = _previous_manifest(gallery, run, force)  # refuses before anything is written
     try:
