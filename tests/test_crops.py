@@ -121,18 +121,28 @@ def test_raw_unit_scores_are_refused():
         TenCropClassifier.wrap(small_classifier(outputs="scores"))
 
 
-def test_ten_crop_scores_do_not_depend_on_the_chunk():
-    """The real LeNet scored by torch at --crops 10: the same bits at chunks of 100, 50, 30 and
-    25 images (the mean over crops once changed 2-3 rows of 100 at 30 and 25)."""
-    from evofool.devices import torch_threads
-    from evofool.scoring import build_scoring
+class PixelLogits(nn.Module):
+    """Logits that are 10 of each image's own pixels, scaled: no convolution or matrix product,
+    whose kernels (and so whose bits) torch may choose by batch size, so only the crops' mean
+    can make a row depend on the chunk."""
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, ::17][:, :10] * 8.0
+
+
+def test_ten_crop_scores_do_not_depend_on_the_chunk():
+    """--crops 10 scored by torch: the same bits at chunks of 100, 50, 30 and 25 images (the mean
+    over crops once changed 2-3 rows of 100 at 30 and 25)."""
+    from evofool.devices import torch_threads
+
+    base = Classifier(spec="pixels", module=PixelLogits(), input_shape=(1, 28, 28),
+                      class_names=[str(i) for i in range(10)], resize_inputs=True)
+    wrapped = TenCropClassifier.wrap(base)
     images = torch.randint(0, 256, (100, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     scores = []
     with torch_threads(1):
         for chunk in (100, 50, 30, 25):
-            _, evaluator = build_scoring("lenet-mnist", device="cpu", runtime="torch", crops=10, max_batch=chunk,
-                                         probe=False)
+            evaluator = BatchEvaluator(wrapped, device="cpu", max_batch=chunk)
             assert evaluator.chunk == chunk
             scores.append(evaluator.log_probs(images))
     for other in scores[1:]:
