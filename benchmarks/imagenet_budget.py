@@ -83,6 +83,10 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                               "weights_only_above=0.1", "--param", "weights_only_p_weight=0.02",
                                               "--param", "weights_only_eta=100"],
                                         "curiosity-bold-fine80-30-sparse, but from 10 % confidence"),
+    "curiosity-bold-fine80-30-extrap": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
+                                              "weights_only_above=0.3", "--extrapolate", "on"],
+                                        "curiosity-bold-fine80-30, and each weight step that won its parent's cell "
+                                        "continued at 0.5, 1 and 2 times its length (--extrapolate on)"),
     "curiosity-bold-fine50-50": (100, [*BOLD, "--param", "p_weights_only=0.5", "--param", "weights_only_above=0.5"],
                                  "curiosity-bold, but half the children of champions at >= 50 % confidence "
                                  "change only link weights"),

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from evofool.crops import CROP_CHOICES
 from evofool.encodings import ENCODINGS, RECORDED_ENCODINGS, check_params, encoding_class
-from evofool.emitters import FIRST_REFINE_LR, REFINE_STEPS
+from evofool.emitters import FIRST_REFINE_LR, REFINE_STEPS, parse_lengths
 from evofool.engine import SELECTIONS
 from evofool.errors import EvofoolError
 from evofool.evaluator import PRECISIONS
@@ -35,11 +35,11 @@ from evofool.values import (CLASS_NAMES, NO_LEGACY, ConfigError, Param, check_kn
 
 # Keys that change what a run computes: a resume must not change them.
 MEANING_KEYS = ("model", "encoding", "encoding_params", "population", "seed", "crops", "selection",
-                "focus_below", "recombine", "weight_steps", "refine", "refine_share", "refine_steps",
+                "focus_below", "recombine", "extrapolate", "weight_steps", "refine", "refine_share", "refine_steps",
                 "refine_lr", "refine_adapt", "refine_balance")
 # Meaning keys added after runs were first recorded: they enter the hash only when they differ
 # from this value (what every earlier run computed), so the folders of earlier runs keep theirs.
-LATER_MEANING_DEFAULTS = {"weight_steps": 0.0, "refine": "off", "refine_share": 0.1,
+LATER_MEANING_DEFAULTS = {"extrapolate": "off", "weight_steps": 0.0, "refine": "off", "refine_share": 0.1,
                           "refine_steps": REFINE_STEPS, "refine_lr": FIRST_REFINE_LR,
                           "refine_adapt": "off", "refine_balance": "off"}
 # Keys that mean something only for --refine grad: a black-box run's hash never holds them.
@@ -117,6 +117,10 @@ class RunConfig:
         recombine: Step recombination (``evofool.recombination``): ``auto`` (on, lengths
             2,4,8,16, where the encoding's genomes are vectors: direct), ``off``, or step
             lengths as ``"2,4,8"`` / a list.
+        extrapolate: ``off`` (default), ``on`` (lengths 0.5,1,2) or step lengths: after each
+            generation, for each cell a child that differs from its parent only in its
+            weights took, candidates that go on along the child's step by those multiples
+            of it (``evofool.emitters.ExtrapolationEmitter``; cppn only; black-box).
         weight_steps: Share of each generation given to per-cell Gaussian steps on a
             champion's weights, with their step sizes adapted by the 1/5 success rule
             (``evofool.emitters.WeightStepEmitter``; cppn only); 0: none.
@@ -158,6 +162,7 @@ class RunConfig:
     selection: str = setting(str, "lagging", choices=SELECTIONS)
     focus_below: float = setting(float, 0.9999, low=0.0, high=1.0, low_open=True)
     recombine: str | list = setting((str, list), "auto", test=parse_scales)
+    extrapolate: str | list = setting((str, list), "off", test=parse_lengths, legacy="off")
     weight_steps: float = setting(float, 0.0, low=0.0, high=0.9, legacy=0.0)
     refine: str = setting(str, "off", choices=REFINES, legacy="off")
     refine_share: float = setting(float, 0.1, low=0.0, high=0.9, low_open=True, legacy=0.1)

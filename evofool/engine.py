@@ -31,8 +31,8 @@ import torch
 
 from evofool.archive import ClassArchive
 from evofool.devices import torch_threads
-from evofool.emitters import (SELECTIONS, Emitter, LaggingSelector, MutationEmitter, StepRecombination,
-                              StepRecombinationEmitter, WeightStepEmitter, make_selector)
+from evofool.emitters import (SELECTIONS, Emitter, ExtrapolationEmitter, LaggingSelector, MutationEmitter,
+                              StepRecombination, StepRecombinationEmitter, WeightStepEmitter, make_selector)
 from evofool.encodings.base import Encoding, Genomes
 from evofool.evaluator import BatchEvaluator
 
@@ -85,6 +85,9 @@ class Engine:
         focus_below: Threshold of the ``lagging`` selection.
         recombination: Step recombination whose proposals take places in the next
             generation (vector encodings only); None: plain mutation.
+        extrapolate: Step lengths of an ``ExtrapolationEmitter`` (a weight step that won
+            its parent's cell, continued; cppn), whose proposals take places in the next
+            generation; empty: none.
         weight_steps: Places of each batch given to a ``WeightStepEmitter`` (per-cell
             Gaussian steps on a champion's weights; cppn), parents chosen among the cells
             below ``focus_below``; 0: none.
@@ -99,8 +102,8 @@ class Engine:
     def __init__(self, encoding: Encoding, evaluator: BatchEvaluator, archive: ClassArchive,
                  population: int, rng: np.random.Generator, scorer: Scorer | None = None,
                  selection: str = "uniform", focus_below: float = 0.9999,
-                 recombination: StepRecombination | None = None, *, weight_steps: int = 0,
-                 extra_emitters: Sequence[Emitter] = (), emitters: Sequence[Emitter] | None = None) -> None:
+                 recombination: StepRecombination | None = None, *, extrapolate: Sequence[float] = (),
+                 weight_steps: int = 0, extra_emitters: Sequence[Emitter] = (), emitters: Sequence[Emitter] | None = None) -> None:
         self.encoding = encoding
         self.evaluator = evaluator
         self.archive = archive
@@ -113,13 +116,16 @@ class Engine:
             emitters = [mutation]
             if recombination is not None:
                 emitters.append(StepRecombinationEmitter(encoding, mutation, self.population, recombination))
+            if extrapolate:
+                emitters.append(ExtrapolationEmitter(encoding, mutation, self.population, extrapolate,
+                                                      focus_below=focus_below))
             if weight_steps:
                 emitters.append(WeightStepEmitter(encoding, weight_steps, LaggingSelector(focus_below)))
             emitters.extend(extra_emitters)
         elif (recombination is not None or selection != "uniform" or focus_below != 0.9999
-              or weight_steps or extra_emitters):
-            raise ValueError("pass either emitters or selection/focus_below/recombination/weight_steps/"
-                             "extra_emitters, not both")
+              or extrapolate or weight_steps or extra_emitters):
+            raise ValueError("pass either emitters or selection/focus_below/recombination/extrapolate/"
+                             "weight_steps/extra_emitters, not both")
         self.emitters: list[Emitter] = list(emitters)
         if not self.emitters:
             raise ValueError("the engine needs at least one emitter")

@@ -27,7 +27,7 @@ from evofool.devices import resolve_device
 from evofool.encodings import encoding_class, make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
-from evofool.emitters import GradientRefineEmitter, LaggingSelector
+from evofool.emitters import GradientRefineEmitter, LaggingSelector, parse_lengths
 from evofool.evaluator import call_model, forward_chunk
 from evofool.models.outputs import SCORE, fitness_from_outputs, fitness_kind
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
@@ -105,6 +105,10 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
     if config.weight_steps and not hasattr(encoding_class(config.encoding), "step_weights"):
         raise EvofoolError(f"--weight-steps steps the weights of CPPN genomes; {config.encoding} genomes "
                            f"have none: use --encoding cppn or --weight-steps 0")
+    extrapolate = parse_lengths(config.extrapolate)  # its form checked by config.validate
+    if extrapolate and not hasattr(encoding_class(config.encoding), "same_graph"):
+        raise EvofoolError(f"--extrapolate continues the weight steps of CPPN genomes; {config.encoding} genomes "
+                           f"are not networks: use --encoding cppn or --extrapolate off")
     check_refine_config(config, classifier, kind)
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
@@ -147,7 +151,7 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
                                                     if config.refine_balance == "on" else None)))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
-                  recombination=recombination, weight_steps=weight_steps, extra_emitters=extra), classifier
+                  recombination=recombination, extrapolate=extrapolate, weight_steps=weight_steps, extra_emitters=extra), classifier
 
 
 def emitter_sizes(config: RunConfig) -> tuple[int, int]:

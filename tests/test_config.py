@@ -112,6 +112,12 @@ def test_defaults_validate_and_hashes_are_those_of_existing_run_folders():
     assert RunConfig(weight_steps=0.0).hash() == "792f242b2504801f"
     assert RunConfig(encoding="cppn", weight_steps=0.5).hash() != RunConfig(encoding="cppn").hash()
     assert RunConfig(weight_steps=0.5).differing_keys(RunConfig()) == ["weight_steps"]
+    # So does extrapolate (off is what earlier runs did); a config without it reads as off.
+    assert RunConfig(extrapolate="off").hash() == "792f242b2504801f"
+    assert RunConfig(encoding="cppn", extrapolate="on").hash() != RunConfig(encoding="cppn").hash()
+    recorded = RunConfig().to_dict()
+    del recorded["extrapolate"]
+    assert RunConfig.from_dict(recorded).extrapolate == "off"
 
 
 def test_refine_lr_is_part_of_a_refine_runs_meaning_only():

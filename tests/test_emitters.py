@@ -451,13 +451,15 @@ def test_mutation_emitter_tells_the_encoding_its_parents_confidences():
 
 
 @pytest.mark.parametrize("selection", ["curiosity", "lagging"])
-@pytest.mark.parametrize("variant", ["weight-steps", "fine-tune"])
+@pytest.mark.parametrize("variant", ["weight-steps", "fine-tune", "extrapolate"])
 def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_and_resume_exactly(selection,
                                                                                                     variant):
-    """The ImageNet-scale rules in small: per-cell weight steps, and weights-only children of
+    """The ImageNet-scale rules in small: per-cell weight steps; weights-only children of
     the champions above a confidence (cppn p_weights_only / weights_only_above), with their
-    own sparse rate and eta (weights_only_p_weight / weights_only_eta)."""
+    own sparse rate and eta (weights_only_p_weight / weights_only_eta); and those with their
+    winning steps continued (extrapolate)."""
     steps = 12 if variant == "weight-steps" else 0
+    lengths = (0.5, 1.0, 2.0) if variant == "extrapolate" else ()
     # A 1,000-class softmax starts near 0.001 a class: 0.0015 lets some parents through.
     params = {} if variant == "weight-steps" else {"p_weights_only": 0.8, "weights_only_above": 0.0015,
                                                     "weights_only_p_weight": 0.02, "weights_only_eta": 100.0,
@@ -467,10 +469,11 @@ def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_a
         enc = cppn(**params)
         clf = thousand_class_stand_in()
         return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(1000, enc), 24, np.random.default_rng(seed),
-                      selection=selection, weight_steps=steps)
+                      selection=selection, weight_steps=steps, extrapolate=lengths)
 
     a = make(4)
-    assert [e.name for e in a.emitters] == ["mutation", "weight_step"][:1 + bool(steps)]
+    assert [e.name for e in a.emitters] == (["mutation", "weight_step"][:1 + bool(steps)]
+                                            + ["extrapolation"] * bool(lengths))
     record = a.step()
     assert len(a.archive.occupied) == 1000 and record["evaluations"] == 24  # one image scores every class
     previous = a.archive.fitness.clone()
@@ -486,6 +489,12 @@ def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_a
         assert sigma is not None and ((sigma >= 1e-3) & (sigma <= 5.0)).all() and (sigma != WEIGHT_STEP_SIGMA0).any()
     else:
         assert kept > 0  # weights-only children of parents above the threshold (the rest gain a node)
+    if lengths:  # on to a checkpoint with proposals waiting
+        for _ in range(40):
+            if a.emitters[-1].batch_size:
+                break
+            a.step()
+        assert a.emitters[-1].batch_size % len(lengths) == 0 and a.emitters[-1].batch_size > 0
     state, arrays = a.state_dict()
     b = make(77)
     b.load_state_dict(json.loads(json.dumps(state)), arrays)
@@ -494,6 +503,8 @@ def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_a
     assert torch.equal(a.archive.fitness, b.archive.fitness)
     if steps:
         assert np.array_equal(a.emitters[1].sigma, b.emitters[1].sigma)
+    if lengths:
+        assert np.array_equal(a.emitters[-1].steps, b.emitters[-1].steps)
 
 
 # --- gradient refinement (--refine grad: not black-box) ---------------------------------------
@@ -753,3 +764,126 @@ def test_the_engine_tells_observers_what_each_side_of_the_batch_gained_and_cost(
         assert own[1] == places + 3 * places and own[1] + rest[1] == engine.evaluations - evaluations
         assert own[0] >= 0 and rest[0] >= 0
     assert len(seen) == 5 and any(own[0] > 0 for own, _ in seen[1:])
+
+
+# --- extrapolation (a winning weight step, continued) ------------------------------------------
+def extrapolation_setup(lengths=(0.5, 2.0)):
+    """Four cppn champions at log-probability -3 of their own class (-4 of the others); a mutation emitter whose
+    children change only weights; an extrapolation emitter learning from it."""
+    from evofool.emitters import ExtrapolationEmitter
+    enc = cppn(p_weights_only=1.0, weights_only_p_weight=0.5)  # every child moves a weight, nothing else
+    archive = ClassArchive(4, enc)
+    champions = enc.random(4, np.random.default_rng(0))
+    archive.update(champions, torch.zeros(4, 3, 16, 16, dtype=torch.uint8),
+                   torch.diag(torch.full((4,), 1.0, dtype=torch.float64)) - 4.0, 1)
+    mutation = MutationEmitter(enc, UniformSelector())
+    return enc, archive, mutation, ExtrapolationEmitter(enc, mutation, 16, lengths)
+
+
+def tell_both(archive, mutation, extrapolation, genomes, fitness, generation):
+    """What the engine does after scoring: the archive takes the batch, then each emitter its rows."""
+    images = torch.zeros(len(genomes), 3, 16, 16, dtype=torch.uint8)
+    archive.update(genomes, images, fitness, generation)
+    mutation.tell(archive, genomes, images, fitness, np.random.default_rng(9))
+    extrapolation.tell(archive, [], images[:0], fitness[:0], np.random.default_rng(9))
+
+
+def test_extrapolation_continues_the_step_of_a_same_graph_child_that_took_its_parents_cell():
+    enc, archive, mutation, extra = extrapolation_setup()
+    assert extra.batch_size == 0 and extra.ask(archive, 0, np.random.default_rng(1), 2) == []
+    children = mutation.ask(archive, 6, np.random.default_rng(1), 2)
+    classes, parents = mutation._asked
+    assert all(enc.same_graph(p, c) for p, c in zip(parents, children))
+    fitness = torch.full((6, 4), -9.0, dtype=torch.float64)
+    fitness[0, classes[0]] = -2.5                       # takes its parent's cell
+    other = (classes[1] + 1) % 4
+    fitness[1, other] = -2.9 if other != classes[0] else -9.0  # takes another class's cell: not its own step
+    tell_both(archive, mutation, extra, children, fitness, 2)
+    assert extra.batch_size == 2 and list(extra.classes) == [classes[0]] * 2
+    proposals = extra.ask(archive, 2, np.random.default_rng(1), 3)
+    step = children[0].link_weight.astype(np.float64) - parents[0].link_weight.astype(np.float64)
+    for s, proposal in zip((0.5, 2.0), proposals):
+        assert enc.same_graph(proposal, children[0]) and proposal.parent == children[0].gid
+        want = np.clip(children[0].link_weight + s * step, -enc.weight_bound, enc.weight_bound).astype(np.float32)
+        assert np.array_equal(proposal.link_weight, want)
+    # Asking again without a tell gives the same proposals; a wrong count is refused.
+    assert extra.ask(archive, 2, np.random.default_rng(5), 3) is proposals
+    with pytest.raises(ValueError, match="2 proposals are waiting"):
+        extra.ask(archive, 3, np.random.default_rng(1), 3)
+
+
+def test_an_extrapolation_that_wins_goes_on_along_its_own_step_and_one_that_loses_stops():
+    enc, archive, mutation, extra = extrapolation_setup()
+    extra.ask(archive, 0, np.random.default_rng(1), 2)  # the engine asks every emitter, for 0 too
+    children = mutation.ask(archive, 4, np.random.default_rng(1), 2)
+    classes, _ = mutation._asked
+    fitness = torch.full((4, 4), -9.0, dtype=torch.float64)
+    fitness[0, classes[0]] = -2.5
+    tell_both(archive, mutation, extra, children, fitness, 2)
+    proposals = extra.ask(archive, 2, np.random.default_rng(1), 3)
+    before = archive.genomes[classes[0]]
+    mutation.ask(archive, 0, np.random.default_rng(1), 3)  # the rest of the batch: nothing
+    # The longer proposal takes the cell; no mutation child this time.
+    fitness = torch.full((2, 4), -9.0, dtype=torch.float64)
+    fitness[1, classes[0]] = -2.0
+    images = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    archive.update(proposals, images, fitness, 3)
+    mutation.tell(archive, [], images[:0], fitness[:0], np.random.default_rng(9))
+    extra.tell(archive, proposals, images, fitness, np.random.default_rng(9))
+    assert archive.genomes[classes[0]] is proposals[1]
+    winner_step = proposals[1].link_weight.astype(np.float64) - before.link_weight.astype(np.float64)
+    again = extra.ask(archive, 2, np.random.default_rng(1), 4)
+    for s, proposal in zip((0.5, 2.0), again):
+        want = np.clip(proposals[1].link_weight + s * winner_step, -enc.weight_bound,
+                       enc.weight_bound).astype(np.float32)
+        assert np.allclose(proposal.link_weight, want, atol=1e-6) and proposal.parent == proposals[1].gid
+    # Nothing wins the next time: nothing waits after it.
+    mutation.ask(archive, 0, np.random.default_rng(1), 4)
+    fitness = torch.full((2, 4), -9.0, dtype=torch.float64)
+    archive.update(again, images, fitness, 4)
+    mutation.tell(archive, [], images[:0], fitness[:0], np.random.default_rng(9))
+    extra.tell(archive, again, images, fitness, np.random.default_rng(9))
+    assert extra.batch_size == 0 and extra.pending is None
+
+
+def test_extrapolation_ignores_children_whose_graph_changed_and_caps_its_share():
+    from evofool.emitters import ExtrapolationEmitter
+    enc, archive, _, _ = extrapolation_setup()
+    structural = MutationEmitter(cppn(p_add_node=1.0), UniformSelector())  # every child gains a node
+    extra = ExtrapolationEmitter(enc, structural, 16, (1.0,))
+    extra.ask(archive, 0, np.random.default_rng(1), 2)
+    children = structural.ask(archive, 4, np.random.default_rng(1), 2)
+    fitness = torch.diag(torch.full((4,), 2.0, dtype=torch.float64))[structural._asked[0]] - 2.5
+    tell_both(archive, structural, extra, children, fitness, 2)
+    assert archive.generation.eq(2).any() and extra.batch_size == 0
+    # A quarter of a population of 4 is one place: one class proposes, the first in line.
+    enc, archive, mutation, _ = extrapolation_setup()
+    extra = ExtrapolationEmitter(enc, mutation, 4, (1.0,))
+    extra.ask(archive, 0, np.random.default_rng(1), 2)
+    children = mutation.ask(archive, 8, np.random.default_rng(3), 2)
+    classes = mutation._asked[0]
+    fitness = torch.full((8, 4), -9.0, dtype=torch.float64)
+    fitness[np.arange(8), classes] = -2.0
+    tell_both(archive, mutation, extra, children, fitness, 2)
+    assert extra.batch_size == 1 and extra.classes[0] == classes[0]
+    # A class whose new champion is fooled (>= focus_below) proposes nothing.
+    enc, archive, mutation, extra = extrapolation_setup()
+    extra.ask(archive, 0, np.random.default_rng(1), 2)
+    children = mutation.ask(archive, 2, np.random.default_rng(3), 2)
+    classes = mutation._asked[0]
+    fitness = torch.full((2, 4), -9.0, dtype=torch.float64)
+    fitness[0, classes[0]] = np.log(0.99995)
+    tell_both(archive, mutation, extra, children, fitness, 2)
+    assert archive.confidences()[classes[0]] > extra.focus_below and extra.batch_size == 0
+    with pytest.raises(ValueError, match="networks"):
+        ExtrapolationEmitter(direct(), MutationEmitter(direct()), 16)
+
+
+def test_parse_lengths_reads_off_on_and_lists():
+    from evofool.emitters import DEFAULT_LENGTHS, parse_lengths
+    assert parse_lengths("off") == () and parse_lengths(" OFF ") == () and parse_lengths(None) == ()
+    assert parse_lengths("on") == DEFAULT_LENGTHS
+    assert parse_lengths("0.5, 3") == (0.5, 3.0) and parse_lengths([1, 2.5]) == (1.0, 2.5)
+    for bad in ("0,1", "-1", "nan", "1,inf", [0], ["1"], [True], "up", 3):
+        with pytest.raises(ValueError, match="extrapolate"):
+            parse_lengths(bad)

@@ -20,7 +20,7 @@ _FIELDS = {"model": "model", "encoding": "encoding", "population": "population",
            "runtime": "runtime", "threads": "threads",
            "checkpoint_every": "checkpoint_every", "stop_at": "stop_at", "crops": "crops",
            "ray": "ray", "workers": "workers", "selection": "selection", "focus_below": "focus_below",
-           "recombine": "recombine", "weight_steps": "weight_steps", "refine": "refine",
+           "recombine": "recombine", "extrapolate": "extrapolate", "weight_steps": "weight_steps", "refine": "refine",
            "refine_share": "refine_share", "refine_steps": "refine_steps", "refine_lr": "refine_lr",
            "refine_adapt": "refine_adapt", "refine_balance": "refine_balance"}
 
@@ -119,6 +119,9 @@ def _hooks(no_gallery: bool) -> list:
 @click.option("--recombine", default=_DEFAULTS.recombine, show_default=True, metavar="auto|off|2,4,8,16",
               help="Step recombination: candidates along each class's averaged best mutation steps "
                    "(direct encoding; auto = on with lengths 2,4,8,16 where the genomes are vectors).")
+@click.option("--extrapolate", default=_DEFAULTS.extrapolate, show_default=True, metavar="off|on|0.5,1,2",
+              help="For each class a child that changed only its parent's CPPN weights took, candidates "
+                   "going on along its step by these multiples of it (cppn; black-box; on = 0.5,1,2).")
 @click.option("--weight-steps", type=float, default=_DEFAULTS.weight_steps, show_default=True,
               help="Share of each generation given to per-class Gaussian steps on a champion's CPPN weights, "
                    "step sizes adapted by the 1/5 success rule (cppn; 0: off).")
@@ -155,7 +158,7 @@ def _hooks(no_gallery: bool) -> list:
 @click.pass_context
 def run(ctx: click.Context, model, encoding, generations, population, seed, params, out, config_file,
         resume_dir, device, max_batch, precision, runtime, threads, checkpoint_every, stop_at, crops, selection, focus_below, recombine,
-        weight_steps, refine, refine_share, refine_steps, refine_lr, refine_adapt, refine_balance, ray,
+        extrapolate, weight_steps, refine, refine_share, refine_steps, refine_lr, refine_adapt, refine_balance, ray,
         workers, quiet, no_gallery) -> None:
     """Evolve fooling images: one champion per class, saved in a run folder."""
     from evofool.job import Job

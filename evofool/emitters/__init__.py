@@ -8,12 +8,14 @@ pass, updates the archive, and tells every emitter its own rows::
     MutationEmitter(encoding, LaggingSelector())                 # champions, mutated
     StepRecombinationEmitter(encoding, mutation, population)     # their averaged best steps
     WeightStepEmitter(encoding, size)                            # per-cell (1+1)-ES on weights
+    ExtrapolationEmitter(encoding, mutation, population)         # winning weight steps, continued
     GradientRefineEmitter(encoding, size, objective)             # gradient steps on weights (not black-box)
 
 ``Emitter`` is the base to subclass for new ones (pass them as ``Engine(..., emitters=[...])``).
 """
 
-from evofool.emitters._emitter import Emitter
+from evofool.emitters._emitter import Emitter, ProposalEmitter
+from evofool.emitters._extrapolation import DEFAULT_LENGTHS, ExtrapolationEmitter, parse_lengths
 from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, FIRST_REFINE_LR, REFINE_STEPS,
                                                GradientRefineEmitter)
 from evofool.emitters._mutation import Lineage, MutationEmitter
@@ -24,7 +26,8 @@ from evofool.emitters._step_recombination import (DEFAULT_SCALES, StepRecombinat
                                                   parse_scales)
 from evofool.emitters._weight_step import WEIGHT_STEP_SIGMA0, WeightStepEmitter
 
-__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_SCALES", "EVALUATIONS_PER_GRADIENT_STEP", "Emitter",
-           "GradientRefineEmitter", "LAGGING_UNIFORM_SHARE", "REFINE_STEPS",
-           "LaggingSelector", "Lineage", "MutationEmitter", "SELECTIONS", "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter",
-           "UniformSelector", "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_scales"]
+__all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_LENGTHS", "DEFAULT_SCALES",
+           "EVALUATIONS_PER_GRADIENT_STEP", "Emitter", "ExtrapolationEmitter", "GradientRefineEmitter",
+           "LAGGING_UNIFORM_SHARE", "LaggingSelector", "Lineage", "MutationEmitter", "ProposalEmitter", "REFINE_STEPS", "SELECTIONS",
+           "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter", "UniformSelector",
+           "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_lengths", "parse_scales"]

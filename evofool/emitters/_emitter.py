@@ -90,3 +90,40 @@ class Emitter(ABC):
     def empty(self, archive) -> Genomes:
         """A batch of no genomes (what an emitter with nothing to propose returns)."""
         return self.encoding.take(archive.genomes, np.empty(0, dtype=np.int64))
+
+
+class ProposalEmitter(Emitter):
+    """An emitter whose proposals are made when it is told a generation and wait for the
+    next one: its batch size is how many wait, and its ``ask`` hands them out (the same ones
+    until the next ``tell``). Subclasses set ``pending`` in ``tell``; the waiting genomes are
+    checkpointed as ``pending.*`` arrays (``pending_state`` / ``load_pending``)."""
+
+    pending: Genomes | None = None   # proposals waiting for the next generation
+    _generation: int = 0             # of the last ask: the generation the next tell scores
+
+    @property
+    def batch_size(self) -> int:
+        return 0 if self.pending is None else len(self.pending)
+
+    def ask(self, archive, n: int, rng: np.random.Generator, generation: int) -> Genomes:
+        if n != self.batch_size:
+            raise ValueError(f"{self.batch_size} proposals are waiting, {n} asked for")
+        self._generation = generation
+        # Kept until the next tell: asking again (without a tell) gives the same proposals.
+        return self.empty(archive) if self.pending is None else self.pending
+
+    def pending_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """``{"pending": n}`` and the waiting genomes packed as ``pending.*`` arrays."""
+        n = self.batch_size
+        arrays = {} if not n else {f"pending.{k}": v for k, v in
+                                   self.encoding.pack(self.pending, np.arange(n)).items()}
+        return {"pending": n}, arrays
+
+    def load_pending(self, state: dict, arrays: dict[str, np.ndarray]) -> int:
+        """Restores what ``pending_state`` returned; returns how many wait."""
+        n = int(state["pending"])
+        packed = {k[len("pending."):]: v for k, v in arrays.items() if k.startswith("pending.")}
+        if n and not packed:
+            raise ValueError(f"{n} pending proposals recorded but none saved")
+        self.pending = self.encoding.unpack(packed, np.arange(n), n) if n else None
+        return n

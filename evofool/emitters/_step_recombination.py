@@ -22,35 +22,44 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from evofool.emitters._emitter import Emitter
+from evofool.emitters._emitter import ProposalEmitter
 from evofool.emitters._mutation import MutationEmitter
 from evofool.encodings.base import Encoding, Genomes
 
 DEFAULT_SCALES = (2.0, 4.0, 8.0, 16.0)
 
 
+def step_lengths(value: str | Sequence[float], option: str, words: str) -> tuple[float, ...]:
+    """Step lengths from ``"2,4,8"`` or a list of numbers, each finite and > 0; errors name
+    the ``option`` and its keywords (``words``, e.g. ``"auto, off"``).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(value, str):
+        try:
+            lengths = tuple(float(s) for s in value.strip().lower().split(","))
+        except ValueError:
+            raise ValueError(f"{option} must be {words} or comma-separated step lengths, not {value!r:.100}") \
+                from None
+    else:
+        # Numbers only: float() would also take True and "2", which no one means as a length.
+        if (isinstance(value, (bytes, bytearray)) or not hasattr(value, "__iter__")
+                or not all(type(s) in (int, float) for s in value)):
+            raise ValueError(f"{option} must be {words} or a list of step lengths, not {value!r:.100}")
+        lengths = tuple(float(s) for s in value)
+    if any(not np.isfinite(s) or s <= 0 for s in lengths):
+        raise ValueError(f"{option} step lengths must be > 0 (got {list(lengths)})")
+    return lengths
+
+
 def parse_scales(value: str | Sequence[float] | None) -> tuple[float, ...] | None:
     """``"2,4,8"`` / ``[2, 4, 8]`` → scales; ``"auto"``/``None`` → None (the default); ``"off"`` → ()."""
     if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
         return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("off", "none", ""):
-            return ()
-        try:
-            scales = tuple(float(s) for s in text.split(","))
-        except ValueError:
-            raise ValueError(f"recombine must be auto, off or comma-separated step lengths, not {value!r}") \
-                from None
-    else:
-        # Numbers only: float() would also take True and "2", which no one means as a length.
-        if (isinstance(value, (str, bytes)) or not hasattr(value, "__iter__")
-                or not all(type(s) in (int, float) for s in value)):
-            raise ValueError(f"recombine must be auto, off or a list of step lengths, not {value!r:.100}")
-        scales = tuple(float(s) for s in value)
-    if any(not np.isfinite(s) or s <= 0 for s in scales):
-        raise ValueError(f"recombine step lengths must be > 0 (got {list(scales)})")
-    return scales
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", ""):
+        return ()
+    return step_lengths(value, "recombine", "auto, off")
 
 
 class StepRecombination:
@@ -137,7 +146,7 @@ class StepRecombination:
         return encoding.from_vectors(proposals.reshape(-1, *shape))
 
 
-class StepRecombinationEmitter(Emitter):
+class StepRecombinationEmitter(ProposalEmitter):
     """Asks for the proposals ``StepRecombination`` made from the previous generation.
 
     It learns from another emitter's offspring: in ``tell`` it reads the ``lineage`` of
@@ -164,17 +173,7 @@ class StepRecombinationEmitter(Emitter):
         self.source = source
         self.population = int(population)
         self.recombination = recombination if recombination is not None else StepRecombination()
-        self.pending: Genomes | None = None  # proposals waiting for the next generation
-
-    @property
-    def batch_size(self) -> int:
-        return 0 if self.pending is None else len(self.pending)
-
-    def ask(self, archive, n: int, rng: np.random.Generator, generation: int) -> Genomes:
-        if n != self.batch_size:
-            raise ValueError(f"{self.batch_size} proposals are waiting, {n} asked for")
-        # Kept until the next tell: asking again (without a tell) gives the same proposals.
-        return self.empty(archive) if self.pending is None else self.pending
+        self.pending = None
 
     def tell(self, archive, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
              rng: np.random.Generator) -> None:
@@ -184,17 +183,10 @@ class StepRecombinationEmitter(Emitter):
             archive.genomes, self.population)
 
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
-        n = self.batch_size
-        arrays = {} if not n else {f"pending.{k}": v for k, v in
-                                   self.encoding.pack(self.pending, np.arange(n)).items()}
-        return {"pending": n}, arrays
+        return self.pending_state()
 
     def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
-        n = int(state["pending"])
-        packed = {k[len("pending."):]: v for k, v in arrays.items() if k.startswith("pending.")}
-        if n and not packed:
-            raise ValueError(f"{n} pending proposals recorded but none saved")
-        self.pending = self.encoding.unpack(packed, np.arange(n), n) if n else None
+        self.load_pending(state, arrays)
 
     def config(self) -> dict:
         return {"type": self.name, **self.recombination.config()}

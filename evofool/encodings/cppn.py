@@ -221,6 +221,12 @@ class CPPNEncoding(Encoding):
         """How many of ``weights_of``'s values each genome has: its links."""
         return np.array([len(g.link_weight) for g in genomes], dtype=np.int64)
 
+    def same_graph(self, a: Genome, b: Genome) -> bool:
+        """Whether ``a`` and ``b`` differ at most in their link weights (same nodes,
+        activations and links, in the same order): ``weights_of`` lines them up."""
+        return (np.array_equal(a.node_id, b.node_id) and np.array_equal(a.node_act, b.node_act)
+                and np.array_equal(a.link_id, b.link_id))
+
     @classmethod
     def default_refine_lr(cls, params: dict) -> float:
         """Adam's default step for ``--refine grad`` with these encoding parameters."""

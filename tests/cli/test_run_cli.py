@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from evofool import checkpoint
 from evofool.cli import cli
 from fault_helpers import one_line_error
+from resume_helpers import assert_same_result
 
 
 def run_cli(*args):
@@ -141,6 +142,32 @@ def test_cppn_crossover_runs_record_it_and_resume_exactly(tmp_path, kind):
     doc = json.loads((tmp_path / "straight" / "config.json").read_text())
     recorded = doc["config"]["encoding_params"]
     assert recorded["crossover_rate"] == 0.5 and recorded["crossover"] == kind
+
+
+def test_extrapolate_runs_record_it_propose_and_resume_exactly_with_proposals_waiting(tmp_path):
+    """--extrapolate on: the run records the setting and the emitter, its checkpoint holds the
+    proposals waiting for the next generation, and a stopped and resumed run gives the same
+    archive and log as a straight one."""
+    common = ["--model", "lenet-mnist", "--encoding", "cppn", "--population", "30", "--seed", "2", "--quiet",
+              "--no-gallery", "--extrapolate", "on", "--param", "p_weights_only=1",
+              "--param", "weights_only_p_weight=0.3"]
+    assert run_cli("run", *common, "--generations", "10", "--out", str(tmp_path / "straight")).exit_code == 0
+    assert run_cli("run", *common, "--generations", "2", "--out", str(tmp_path / "stopped")).exit_code == 0
+    for generation in range(3, 9):  # on, a generation at a time, to a checkpoint with proposals waiting
+        state, stopped, _ = checkpoint.load(tmp_path / "stopped")
+        waiting = state["engine"]["emitters"][1]
+        assert waiting["type"] == "extrapolation"
+        if waiting["state"]["pending"]:
+            break
+        assert run_cli("resume", str(tmp_path / "stopped"), "--generations", str(generation), "--quiet",
+                       "--no-gallery").exit_code == 0
+    assert waiting["state"]["pending"] > 0 and len(stopped["emitters.1.classes"]) == waiting["state"]["pending"]
+    assert run_cli("resume", str(tmp_path / "stopped"), "--generations", "10", "--quiet", "--no-gallery").exit_code == 0
+    assert_same_result(tmp_path / "straight", tmp_path / "stopped", 10)
+    doc = json.loads((tmp_path / "straight" / "config.json").read_text())
+    assert doc["config"]["extrapolate"] == "on"
+    assert doc["emitters_resolved"][1] == {"type": "extrapolation", "lengths": [0.5, 1.0, 2.0], "max_share": 0.25,
+                                          "focus_below": 0.9999}
 
 
 def test_direct_encoding_fools_lenet_on_all_ten_classes(tmp_path):

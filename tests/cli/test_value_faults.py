@@ -59,6 +59,12 @@ CASES = [
     # --- flags -------------------------------------------------------------------------------
     ("weight_steps_direct", ["run", "--weight-steps", "0.5", "--generations", "1"],
      ["--weight-steps steps the weights of CPPN genomes", "direct genomes have none"]),
+    ("extrapolate_direct", ["run", "--extrapolate", "on", "--generations", "1"],
+     ["--extrapolate continues the weight steps of CPPN genomes", "direct genomes are not networks"]),
+    ("extrapolate_bad", ["run", "--encoding", "cppn", "--extrapolate", "0,1"],
+     ["extrapolate step lengths must be > 0", "0.0"]),
+    ("extrapolate_word", ["run", "--encoding", "cppn", "--extrapolate", "yes"],
+     ["extrapolate must be off, on or comma-separated step lengths", "yes"]),
     ("weight_steps_range", ["run", "--encoding", "cppn", "--weight-steps", "1.5"], ["weight-steps must be a finite number in [0, 0.9]", "1.5"]),
     ("refine_units", ["run", "--encoding", "cppn", "--refine", "grad", "--model", "unit:conv2.5:lenet-mnist"],
      ["--refine grad climbs a class's log-probability", "raw unit activations"]),
