@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import random
@@ -27,7 +28,7 @@ from evofool.devices import resolve_device
 from evofool.encodings import encoding_class, make_encoding
 from evofool.engine import THRESHOLDS, Engine
 from evofool.errors import EvofoolError
-from evofool.emitters import GradientRefineEmitter, LaggingSelector, parse_lengths
+from evofool.emitters import GradientRefineEmitter, LaggingSelector, extrapolation_places, parse_lengths
 from evofool.evaluator import call_model, forward_chunk
 from evofool.models.outputs import SCORE, fitness_from_outputs, fitness_kind
 from evofool.recombination import DEFAULT_SCALES, StepRecombination, parse_scales
@@ -110,6 +111,7 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
         raise EvofoolError(f"--extrapolate continues the weight steps of CPPN genomes; {config.encoding} genomes "
                            f"are not networks: use --encoding cppn or --extrapolate off")
     check_refine_config(config, classifier, kind)
+    check_places(config)
     # Before anything is allocated, and so before Job.start creates a run folder.
     check_batch_memory(config.population, classifier.input_shape, classifier.num_classes,
                        config.max_batch, device, forward_images=forward_images(classifier.input_shape, device,
@@ -140,26 +142,46 @@ def build_engine(config: RunConfig, classifier=None) -> tuple[Engine, "object"]:
         except ImportError as exc:
             raise EvofoolError(f"--ray needs Ray: install it with pip install 'evofool[ray]' ({exc})") from None
         scorer = RayEvaluator.from_config(config, encoding, classifier)
-    weight_steps, refined = emitter_sizes(config)
+    weight_steps, refined, extrapolated = emitter_sizes(config)
     extra = []
     if refined:
         extra.append(GradientRefineEmitter(encoding, refined, gradient_objective(classifier), config.refine_steps,
                                            lr=config.resolved_refine_lr(),
                                            selector=LaggingSelector(config.focus_below),
                                            adapt=config.refine_adapt == "on",
-                                           balance=(config.population - weight_steps
+                                           balance=(config.population - weight_steps - extrapolated
                                                     if config.refine_balance == "on" else None)))
     return Engine(encoding, evaluator, archive, config.population, rng, scorer=scorer,
                   selection=selection, focus_below=config.focus_below,
                   recombination=recombination, extrapolate=extrapolate, weight_steps=weight_steps, extra_emitters=extra), classifier
 
 
-def emitter_sizes(config: RunConfig) -> tuple[int, int]:
-    """Places of each batch for the weight-step and gradient-refine emitters (the mutation
-    emitter fills the rest)."""
+def emitter_sizes(config: RunConfig) -> tuple[int, int, int]:
+    """Places of each batch for the weight-step and gradient-refine emitters, and the most the
+    extrapolation emitter's proposals take (the mutation emitter fills the rest)."""
     weight_steps = int(round(config.weight_steps * config.population))
     refined = max(1, int(round(config.refine_share * config.population))) if config.refine == "grad" else 0
-    return weight_steps, refined
+    lengths = len(parse_lengths(config.extrapolate))
+    extrapolated = extrapolation_places(config.population, lengths) if lengths else 0
+    return weight_steps, refined, extrapolated
+
+
+def check_places(config: RunConfig) -> None:
+    """The fixed shares of the batch (weight steps, refined children, the most extrapolation
+    proposals) must leave the mutation emitter a place; --extrapolate needs one itself."""
+    weight_steps, refined, extrapolated = emitter_sizes(config)
+    lengths = len(parse_lengths(config.extrapolate))
+    if lengths and not extrapolated:
+        least = next(n for n in itertools.count(config.population) if extrapolation_places(n, lengths))
+        raise EvofoolError(f"--extrapolate with {lengths} length(s) needs a population of at least {least} "
+                           f"(its proposals take at most a share of the batch, one place a length); got "
+                           f"{config.population}")
+    taken = {"--weight-steps": weight_steps, "--refine-share": refined, "--extrapolate": extrapolated}
+    named = [name for name, places in taken.items() if places]
+    if sum(taken.values()) >= config.population:
+        names = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+        raise EvofoolError(f"{names} take {sum(taken.values())} of the {config.population} places of each "
+                           f"generation: leave some for mutation")
 
 
 def forward_images(input_shape, device, max_batch: int) -> int:
@@ -194,10 +216,6 @@ def check_refine_config(config: RunConfig, classifier, kind: str) -> None:
     if scored_outside_torch(classifier):
         raise EvofoolError(f"--refine grad needs gradients through the model; {config.model} is scored by "
                            f"ONNX Runtime, which has none: use a torchscript: copy of it or --refine off")
-    weight_steps, refined = emitter_sizes(config)
-    if weight_steps + refined >= config.population:
-        raise EvofoolError(f"--weight-steps and --refine-share take {weight_steps + refined} of the "
-                           f"{config.population} places of each generation: leave some for mutation")
 
 
 @dataclass

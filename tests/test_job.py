@@ -127,3 +127,24 @@ def test_a_unit_run_shows_activations_in_its_progress_bar_and_result(tmp_path, c
 def test_build_engine_resolves_devices_with_evofool_devices():
     assert job_module.resolve_device is resolve_device
     assert not hasattr(job_module, "_resolve_device")  # the old private alias is gone
+
+
+def test_balanced_refinement_leaves_extrapolation_proposals_their_places():
+    """With --refine-balance on, the refined share moves up to all but one place of what the
+    fixed emitters leave: the most the extrapolation proposals take is not part of it, so a
+    batch never needs more places than the population holds."""
+    import numpy as np
+
+    from evofool.emitters import ExtrapolationEmitter, GradientRefineEmitter, extrapolation_places
+    from evofool.job import build_engine
+
+    config = RunConfig(model="lenet-mnist", encoding="cppn", population=20, refine="grad", refine_balance="on",
+                       extrapolate="on", runtime="torch", threads=1)
+    engine, _ = build_engine(config)
+    refine = next(e for e in engine.emitters if isinstance(e, GradientRefineEmitter))
+    extrapolation = next(e for e in engine.emitters if isinstance(e, ExtrapolationEmitter))
+    most = extrapolation_places(20, 3)
+    assert most == 3 and refine.population == 20 - most
+    refine.share = 1.0  # as high as the balance can ever push it
+    extrapolation.pending = engine.encoding.random(most, np.random.default_rng(0))
+    assert sum(engine.shares()) == 20 and engine.shares()[0] >= 1

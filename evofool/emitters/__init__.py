@@ -15,7 +15,8 @@ pass, updates the archive, and tells every emitter its own rows::
 """
 
 from evofool.emitters._emitter import Emitter, ProposalEmitter
-from evofool.emitters._extrapolation import DEFAULT_LENGTHS, ExtrapolationEmitter, parse_lengths
+from evofool.emitters._extrapolation import (DEFAULT_LENGTHS, ExtrapolationEmitter, extrapolation_places,
+                                             parse_lengths)
 from evofool.emitters._gradient_refine import (EVALUATIONS_PER_GRADIENT_STEP, FIRST_REFINE_LR, REFINE_STEPS,
                                                GradientRefineEmitter)
 from evofool.emitters._mutation import Lineage, MutationEmitter
@@ -30,4 +31,4 @@ __all__ = ["CURIOSITY_DECAY", "CuriositySelector", "DEFAULT_LENGTHS", "DEFAULT_S
            "EVALUATIONS_PER_GRADIENT_STEP", "Emitter", "ExtrapolationEmitter", "GradientRefineEmitter",
            "LAGGING_UNIFORM_SHARE", "LaggingSelector", "Lineage", "MutationEmitter", "ProposalEmitter", "REFINE_STEPS", "SELECTIONS",
            "SELECTORS", "Selector", "StepRecombination", "StepRecombinationEmitter", "UniformSelector",
-           "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "make_selector", "parse_lengths", "parse_scales"]
+           "WEIGHT_STEP_SIGMA0", "WeightStepEmitter", "extrapolation_places", "make_selector", "parse_lengths", "parse_scales"]

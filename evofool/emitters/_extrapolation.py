@@ -55,10 +55,18 @@ def parse_lengths(value: str | Sequence[float] | None) -> tuple[float, ...]:
     return step_lengths(value, "extrapolate", "off, on")
 
 
+def extrapolation_places(population: int, lengths: int, max_share: float = DEFAULT_MAX_SHARE) -> int:
+    """The most places of a batch an ``ExtrapolationEmitter``'s proposals take: one per
+    length for each proposing class, at most ``max_share`` of the population."""
+    return int(max_share * population) // lengths * lengths
+
+
 def took_own_cell(archive, classes: np.ndarray, fitness: torch.Tensor, generation: int) -> np.ndarray:
     """Per row, whether it holds its class's cell after ``generation``'s update: the cell
     changed then and this row's fitness for it is the cell's (the first such row of a class
-    only, so that one class proposes once)."""
+    only, so that one class proposes once). A row that ties bit for bit with an earlier row
+    of the batch, which the archive kept, counts too: the two scored alike, so going on
+    from either is as good a bet."""
     if len(classes) == 0:
         return np.zeros(0, dtype=bool)
     index = torch.from_numpy(classes).to(archive.device)
@@ -94,6 +102,9 @@ class ExtrapolationEmitter(ProposalEmitter):
             raise ValueError(f"extrapolation steps the weights of networks; {encoding.name} genomes are not")
         if not lengths:
             raise ValueError("ExtrapolationEmitter needs at least one step length")
+        if extrapolation_places(population, len(lengths), max_share) < 1:
+            raise ValueError(f"a population of {population} leaves {len(lengths)} extrapolation lengths no place "
+                             f"(at most {max_share:g} of it goes to proposals, one place a length)")
         super().__init__(encoding)
         self.source = source
         self.population = int(population)
@@ -140,7 +151,7 @@ class ExtrapolationEmitter(ProposalEmitter):
         self._propose(bases, classes, steps)
 
     def _propose(self, bases: list, classes: np.ndarray, steps: list) -> None:
-        room = int(self.max_share * self.population) // len(self.lengths)
+        room = extrapolation_places(self.population, len(self.lengths), self.max_share) // len(self.lengths)
         if room < 1 or len(bases) == 0:
             self.pending, self.classes, self.steps = None, np.zeros(0, dtype=np.int64), np.zeros(0)
             return
@@ -170,7 +181,8 @@ class ExtrapolationEmitter(ProposalEmitter):
             raise ValueError(f"{n} pending extrapolations recorded without their classes and steps")
         self.classes = np.asarray(arrays["classes"], dtype=np.int64).copy()
         self.steps = np.asarray(arrays["steps"], dtype=np.float64).copy()
-        if len(self.classes) != n or len(self.steps) != int(self.encoding.weight_counts(self.pending).sum()):
+        if (len(self.classes) != n or (self.classes < 0).any() or not np.isfinite(self.steps).all()
+                or len(self.steps) != int(self.encoding.weight_counts(self.pending).sum())):
             raise ValueError("the pending extrapolations' classes or steps do not match them")
 
     def config(self) -> dict:

@@ -153,14 +153,15 @@ def test_extrapolate_runs_record_it_propose_and_resume_exactly_with_proposals_wa
               "--param", "weights_only_p_weight=0.3"]
     assert run_cli("run", *common, "--generations", "10", "--out", str(tmp_path / "straight")).exit_code == 0
     assert run_cli("run", *common, "--generations", "2", "--out", str(tmp_path / "stopped")).exit_code == 0
-    for generation in range(3, 9):  # on, a generation at a time, to a checkpoint with proposals waiting
-        state, stopped, _ = checkpoint.load(tmp_path / "stopped")
-        waiting = state["engine"]["emitters"][1]
-        assert waiting["type"] == "extrapolation"
-        if waiting["state"]["pending"]:
+    state, stopped, _ = checkpoint.load(tmp_path / "stopped")
+    for generation in range(3, 10):  # on, a generation at a time, to a checkpoint with proposals waiting
+        if state["engine"]["emitters"][1]["state"]["pending"]:
             break
         assert run_cli("resume", str(tmp_path / "stopped"), "--generations", str(generation), "--quiet",
                        "--no-gallery").exit_code == 0
+        state, stopped, _ = checkpoint.load(tmp_path / "stopped")
+    waiting = state["engine"]["emitters"][1]
+    assert waiting["type"] == "extrapolation"
     assert waiting["state"]["pending"] > 0 and len(stopped["emitters.1.classes"]) == waiting["state"]["pending"]
     assert run_cli("resume", str(tmp_path / "stopped"), "--generations", "10", "--quiet", "--no-gallery").exit_code == 0
     assert_same_result(tmp_path / "straight", tmp_path / "stopped", 10)
