@@ -46,11 +46,10 @@ def parse_lengths(value: str | Sequence[float] | None) -> tuple[float, ...]:
     Raises:
         ValueError: anything else, or a length that is not a finite number > 0.
     """
-    if value is None:
+    word = value.strip().lower() if isinstance(value, str) else None
+    if value is None or word in ("off", "none", ""):
         return ()
-    if isinstance(value, str) and value.strip().lower() in ("off", "none", ""):
-        return ()
-    if isinstance(value, str) and value.strip().lower() == "on":
+    if word == "on":
         return DEFAULT_LENGTHS
     return step_lengths(value, "extrapolate", "off, on")
 
@@ -111,11 +110,12 @@ class ExtrapolationEmitter(ProposalEmitter):
         self.lengths = tuple(float(s) for s in lengths)
         self.max_share = float(max_share)
         self.focus_below = float(focus_below)
-        # Beside the proposals waiting (``pending``): their classes and their own steps
-        # (float64, concatenated genome by genome as weights_of lays them out).
-        self.pending = None
-        self.classes = np.zeros(0, dtype=np.int64)
-        self.steps = np.zeros(0, dtype=np.float64)
+        self._wait(None, np.zeros(0, dtype=np.int64), np.zeros(0))
+
+    def _wait(self, proposals: Genomes | None, classes: np.ndarray, steps: np.ndarray) -> None:
+        """What waits for the next generation: the proposals (``pending``), their classes and
+        their own steps (float64, concatenated genome by genome as ``weights_of`` lays them out)."""
+        self.pending, self.classes, self.steps = proposals, classes, steps
 
     def tell(self, archive, genomes: Genomes, images: torch.Tensor, fitness: torch.Tensor,
              rng: np.random.Generator) -> None:
@@ -151,20 +151,20 @@ class ExtrapolationEmitter(ProposalEmitter):
         self._propose(bases, classes, steps)
 
     def _propose(self, bases: list, classes: np.ndarray, steps: list) -> None:
-        room = extrapolation_places(self.population, len(self.lengths), self.max_share) // len(self.lengths)
-        if room < 1 or len(bases) == 0:
-            self.pending, self.classes, self.steps = None, np.zeros(0, dtype=np.int64), np.zeros(0)
+        if not bases:
+            self._wait(None, np.zeros(0, dtype=np.int64), np.zeros(0))
             return
-        # The first in line (proposals that won, then the mutation's children, in batch order).
+        # The first in line (proposals that won, then the mutation's children, in batch order);
+        # the constructor made sure at least one class fits.
+        room = extrapolation_places(self.population, len(self.lengths), self.max_share) // len(self.lengths)
         bases, classes, steps = bases[:room], classes[:room], steps[:room]
         repeated = [b for b in bases for _ in self.lengths]
-        base_w = np.concatenate([self.encoding.weights_of([b]).astype(np.float64) for b in repeated])
+        base_w = self.encoding.weights_of(repeated).astype(np.float64)
         moves = np.concatenate([s * step for step in steps for s in self.lengths])
         proposals = self.encoding.with_weights(repeated, base_w + moves)
         # A proposal's own step is where it landed minus where it started (after clipping).
-        self.pending = proposals
-        self.classes = np.repeat(classes, len(self.lengths))
-        self.steps = self.encoding.weights_of(proposals).astype(np.float64) - base_w
+        self._wait(proposals, np.repeat(classes, len(self.lengths)),
+                   self.encoding.weights_of(proposals).astype(np.float64) - base_w)
 
     def state_dict(self) -> tuple[dict, dict[str, np.ndarray]]:
         state, arrays = self.pending_state()
@@ -175,15 +175,16 @@ class ExtrapolationEmitter(ProposalEmitter):
     def load_state_dict(self, state: dict, arrays: dict[str, np.ndarray]) -> None:
         n = self.load_pending(state, arrays)
         if not n:
-            self.classes, self.steps = np.zeros(0, dtype=np.int64), np.zeros(0)
+            self._wait(None, np.zeros(0, dtype=np.int64), np.zeros(0))
             return
         if "classes" not in arrays or "steps" not in arrays:
             raise ValueError(f"{n} pending extrapolations recorded without their classes and steps")
-        self.classes = np.asarray(arrays["classes"], dtype=np.int64).copy()
-        self.steps = np.asarray(arrays["steps"], dtype=np.float64).copy()
-        if (len(self.classes) != n or (self.classes < 0).any() or not np.isfinite(self.steps).all()
-                or len(self.steps) != int(self.encoding.weight_counts(self.pending).sum())):
+        classes = np.asarray(arrays["classes"], dtype=np.int64).copy()
+        steps = np.asarray(arrays["steps"], dtype=np.float64).copy()
+        if (len(classes) != n or (classes < 0).any() or not np.isfinite(steps).all()
+                or len(steps) != int(self.encoding.weight_counts(self.pending).sum())):
             raise ValueError("the pending extrapolations' classes or steps do not match them")
+        self._wait(self.pending, classes, steps)
 
     def config(self) -> dict:
         return {"type": self.name, "lengths": list(self.lengths), "max_share": self.max_share,
