@@ -119,6 +119,9 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "direct-squares-flat-large": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
                                         "init=flat", "--param", "square_min=0.05", "--param", "square_max=0.5"],
                                   "direct-squares-flat, sides 5-50 % of the image"),
+    "direct-lattice-flat": (100, ["--encoding", "direct", "--param", "mutation=lattice", "--param", "init=flat"],
+                            "the direct encoding from flat colours, each child one painted rectangle repeated "
+                            "over the image"),
     "direct-squares3": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "squares=3"],
                         "direct-squares, three squares per child"),
     "direct-squares-small": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",

@@ -249,16 +249,10 @@ def paint_squares(pixels: torch.Tensor, top: np.ndarray, left: np.ndarray, side:
     function of its arguments: the draws live in ``random_squares``.
     """
     n, _, h, w = pixels.shape
-    device = pixels.device
-
-    def inside(start: np.ndarray, size: int) -> torch.Tensor:  # B×size: the square's span on one axis
-        at = torch.arange(size, device=device)
-        lo = torch.as_tensor(start, device=device).view(-1, 1)
-        return (at >= lo) & (at < lo + torch.as_tensor(side, device=device).view(-1, 1))
-
-    mask = inside(top, h).unsqueeze(2) & inside(left, w).unsqueeze(1)  # B×H×W
-    paint = torch.as_tensor(colour, device=device).to(pixels.dtype).view(n, -1, 1, 1)
-    return torch.where(mask.unsqueeze(1), paint, pixels)
+    # One lattice cell: with a period of h + w (at least a side longer than either axis) the
+    # square does not come round again inside the image.
+    once = np.full(n, h + w, dtype=np.int64)
+    return paint_lattices(pixels, top, left, side, side, once, once, colour)
 
 
 def random_squares(pixels: torch.Tensor, count: int, smallest: float, largest: float,
@@ -285,3 +279,52 @@ def random_squares(pixels: torch.Tensor, count: int, smallest: float, largest: f
         colour = rng.integers(0, 2, (n, c), dtype=np.int64) * 255
         out = paint_squares(out, top, left, side, colour)
     return out
+
+
+def paint_lattices(pixels: torch.Tensor, top: np.ndarray, left: np.ndarray, side_y: np.ndarray,
+                   side_x: np.ndarray, period_y: np.ndarray, period_x: np.ndarray,
+                   colour: np.ndarray) -> torch.Tensor:
+    """A copy of ``pixels`` (``B×C×H×W``) with one lattice of rectangles painted on each image.
+
+    Image ``i`` gets every pixel ``(y, x)`` with ``(y - top[i]) mod period_y[i] < side_y[i]``
+    and ``(x - left[i]) mod period_x[i] < side_x[i]`` set to ``colour[i]`` (one value per
+    channel): a ``side_y × side_x`` rectangle repeated every ``period_y`` rows and
+    ``period_x`` columns (stripes where a side equals its period). A pure function of its
+    arguments: the draws live in ``random_lattices``.
+    """
+    n, _, h, w = pixels.shape
+    device = pixels.device
+
+    def inside(start: np.ndarray, side: np.ndarray, period: np.ndarray, size: int) -> torch.Tensor:
+        at = torch.arange(size, device=device).view(1, -1)
+        offset = torch.remainder(at - torch.as_tensor(start, device=device).view(-1, 1),
+                                 torch.as_tensor(period, device=device).view(-1, 1))
+        return offset < torch.as_tensor(side, device=device).view(-1, 1)  # B×size
+
+    mask = inside(top, side_y, period_y, h).unsqueeze(2) & inside(left, side_x, period_x, w).unsqueeze(1)
+    paint = torch.as_tensor(colour, device=device).to(pixels.dtype).view(n, -1, 1, 1)
+    return torch.where(mask.unsqueeze(1), paint, pixels)
+
+
+def random_lattices(pixels: torch.Tensor, smallest: float, largest: float,
+                    rng: np.random.Generator) -> torch.Tensor:
+    """One lattice of rectangles painted on each 8-bit image: the direct encoding's
+    ``mutation=lattice``.
+
+    A square (``random_squares``) changes one place of the image, and a network that pools
+    over the whole image (EfficientNet-Lite0 averages a 7×7 map) sees a local change diluted;
+    a pattern repeated over the image, as CPPN images are, reaches every place at once. Each
+    axis's period is log-uniform between ``smallest`` and ``largest`` (shares of the image's
+    shorter side, at least 2 pixels), the rectangle's side on that axis uniform in 1 ..
+    period, its offset uniform in 0 .. period - 1, and each channel of its colour 0 or 255.
+    All draws come from ``rng`` (NumPy), so the result does not depend on the device.
+    """
+    n, c, h, w = pixels.shape
+    short = min(h, w)
+    lo, hi = max(2.0, smallest * short), max(2.0, largest * short)
+    period = np.exp(rng.uniform(np.log(lo), np.log(hi), (2, n))).round().astype(np.int64)
+    side = 1 + np.floor(rng.random((2, n)) * period).astype(np.int64)
+    start = np.floor(rng.random((2, n)) * period).astype(np.int64)
+    colour = rng.integers(0, 2, (n, c), dtype=np.int64) * 255
+    return paint_lattices(pixels, start[0], start[1], side[0], side[1], period[0], period[1], colour)
+

@@ -210,6 +210,47 @@ def test_paint_squares_paints_exactly_each_images_square_and_leaves_the_input():
     assert torch.equal(out, expected)
 
 
+def test_paint_lattices_paints_exactly_each_images_repeated_rectangle_and_leaves_the_input():
+    from evofool.operators import paint_lattices
+
+    pixels = torch.arange(2 * 3 * 7 * 9, dtype=torch.int64).remainder(200).to(torch.uint8).view(2, 3, 7, 9)
+    before = pixels.clone()
+    colour = np.array([[0, 255, 0], [255, 255, 255]])
+    # Image 0: a 1×2 rectangle every 3 rows and 4 columns from (1, 2); image 1: full-height
+    # stripes (side = period on the rows), one column wide every 5 columns from column 3.
+    out = paint_lattices(pixels, np.array([1, 0]), np.array([2, 3]), np.array([1, 2]), np.array([2, 1]),
+                         np.array([3, 2]), np.array([4, 5]), colour)
+    assert torch.equal(pixels, before) and out.dtype == torch.uint8
+    expected = before.clone()
+    for y in (1, 4):
+        for x in (2, 3, 6, 7):
+            expected[0, :, y, x] = torch.tensor([0, 255, 0], dtype=torch.uint8)
+    expected[1, :, :, [3, 8]] = 255
+    assert torch.equal(out, expected)
+
+
+def test_random_lattices_are_seeded_periodic_in_range_and_of_extreme_colours():
+    from evofool.operators import random_lattices
+
+    grey = torch.full((100, 3, 40, 60), 128, dtype=torch.uint8)
+    a = random_lattices(grey, 0.1, 0.5, np.random.default_rng(3))
+    assert torch.equal(a, random_lattices(grey, 0.1, 0.5, np.random.default_rng(3)))
+    assert not torch.equal(a, random_lattices(grey, 0.1, 0.5, np.random.default_rng(4)))
+    assert set(torch.unique(a[(a != 128)]).tolist()) <= {0, 255}
+    changed = (a != grey).any(1)
+    assert changed.any(2).any(1).all()  # every child was painted
+    for axis, size in ((2, 40), (1, 60)):  # rows (any column changed), columns
+        lines = changed.any(axis).numpy()
+        for line in lines:
+            # The painted lines repeat with a period of 4-20 pixels (10-50 % of the 40-pixel
+            # side) that fits inside the image: some p in range maps the set onto itself.
+            periods = [p for p in range(4, 21) if (line[:-p] <= line[p:]).all() and (line[p:] <= line[:-p]).all()]
+            assert periods or line.all(), line
+    rows, cols = changed.any(2).sum(1), changed.any(1).sum(1)
+    assert torch.equal(changed.sum((1, 2)), rows * cols)  # one lattice each: every painted row meets every column
+    assert (rows < 40).float().mean() > 0.5 and (cols < 60).float().mean() > 0.5
+
+
 def test_random_squares_are_seeded_in_range_and_of_extreme_colours():
     from evofool.operators import random_squares
 

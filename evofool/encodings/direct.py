@@ -15,12 +15,20 @@ import torch
 from evofool.devices import copy_rows_
 from evofool.values import ConfigError, Param
 from evofool.encodings.base import Encoding, inert_when, torch_generator
-from evofool.operators import (polynomial_bounded, polynomial_bounded_pixels, random_squares,
+from evofool.operators import (polynomial_bounded, polynomial_bounded_pixels, random_lattices, random_squares,
                                simulated_binary_bounded)
 
 
+MUTATIONS = ("polynomial", "squares", "lattice")
+# The settings under which a mutation's own parameters compute nothing.
+PAINTED = inert_when(("mutation", "squares"), ("mutation", "lattice"))
+NOT_SQUARES = (("mutation", "polynomial"), ("mutation", "lattice"))
+NOT_LATTICE = (("mutation", "polynomial"), ("mutation", "squares"))
+
+
 class DirectEncoding(Encoding):
-    """Pixel genomes with polynomial bounded mutation and optional SBX crossover.
+    """Pixel genomes with polynomial bounded mutation and optional SBX crossover, or painted
+    squares or lattices.
 
     Args:
         image_shape: ``(C, H, W)`` of the model input.
@@ -36,32 +44,39 @@ class DirectEncoding(Encoding):
     vector_genomes = True
     renders = False  # the genome is the image
     PARAMS = {
-        "eta": Param(float, 15.0, low=0.0, low_open=True, inert=inert_when(("mutation", "squares")),
+        "eta": Param(float, 15.0, low=0.0, low_open=True, inert=PAINTED,
                      help="polynomial mutation crowding degree (paper: 15)"),
-        "mutation_rate": Param(float, 0.1, low=0.0, high=1.0, inert=inert_when(("mutation", "squares")),
+        "mutation_rate": Param(float, 0.1, low=0.0, high=1.0, inert=PAINTED,
                                help="initial per-gene mutation probability (paper: 0.1)"),
-        "halve_every": Param(int, 1000, low=0, inert=inert_when(("mutation", "squares")),
+        "halve_every": Param(int, 1000, low=0, inert=PAINTED,
                              help="the mutation rate halves every this many generations (paper: 1000; 0: never)"),
         "crossover_rate": Param(float, 0.0, low=0.0, high=1.0,
                                 help="share of offspring made by SBX crossover first (original code: 0.5; 0: off)"),
         "crossover_eta": Param(float, 10.0, low=0.0, low_open=True, inert=inert_when(("crossover_rate", 0)),
                                help="SBX crowding degree (original code: 10)"),
-        "mutation": Param(str, "polynomial", choices=("polynomial", "squares"),
+        "mutation": Param(str, "polynomial", choices=MUTATIONS,
                           help="polynomial: per-pixel polynomial steps (paper); squares: paint "
-                               "random squares (Square Attack's step)"),
+                               "random squares (Square Attack's step); lattice: paint a random "
+                               "rectangle repeated over the image"),
         "init": Param(str, "noise", choices=("noise", "flat"),
                       help="first images: noise (uniform per pixel, paper) or flat (one random colour each)"),
         # Black-box on EfficientNet-Lite0 (seed 0, 10k evaluations, Intel Xeon): one square of
         # 2-25 % of the side, median 0.32 % (polynomial, the paper's: 0.11 %); 1-10 %: 0.28 %;
         # 5-50 %: 0.32 %; three squares: 0.33 %. With init=flat: 0.49 % (0.74 % at 50k).
-        "squares": Param(int, 1, low=1, high=64, inert=inert_when(("mutation", "polynomial")),
+        "squares": Param(int, 1, low=1, high=64, inert=inert_when(*NOT_SQUARES),
                          help="squares painted per child (mutation=squares)"),
-        "square_min": Param(float, 0.02, low=0.0, high=1.0, low_open=True,
-                            inert=inert_when(("mutation", "polynomial")),
+        "square_min": Param(float, 0.02, low=0.0, high=1.0, low_open=True, inert=inert_when(*NOT_SQUARES),
                             help="smallest square side, a share of the image's shorter side"),
-        "square_max": Param(float, 0.25, low=0.0, high=1.0, low_open=True,
-                            inert=inert_when(("mutation", "polynomial")),
+        "square_max": Param(float, 0.25, low=0.0, high=1.0, low_open=True, inert=inert_when(*NOT_SQUARES),
                             help="largest square side, a share of the image's shorter side"),
+        # The lattice's periods span what a square's side spans (4-56 pixels of 224): with
+        # init=flat, seed 0, AMD EPYC Zen 4, median 0.96 % at 19.4k evaluations against the
+        # squares' 0.55 %.
+        "period_min": Param(float, 0.02, low=0.0, high=1.0, low_open=True, inert=inert_when(*NOT_LATTICE),
+                            help="shortest lattice period (mutation=lattice), a share of the image's shorter "
+                                 "side (at least 2 pixels)"),
+        "period_max": Param(float, 0.25, low=0.0, high=1.0, low_open=True, inert=inert_when(*NOT_LATTICE),
+                            help="longest lattice period, a share of the image's shorter side"),
     }
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
@@ -78,18 +93,20 @@ class DirectEncoding(Encoding):
         self.squares = int(p["squares"])
         self.square_min = float(p["square_min"])
         self.square_max = float(p["square_max"])
-        if self.square_min > self.square_max:
-            raise ConfigError(f"encoding direct: square_min ({self.square_min:g}) must not exceed square_max "
-                              f"({self.square_max:g})")
-        if self.mutation == "squares" and self.crossover_rate > 0:
-            raise ConfigError("encoding direct: crossover_rate applies to mutation=polynomial; with "
-                              "mutation=squares leave it 0")
+        self.period_min = float(p["period_min"])
+        self.period_max = float(p["period_max"])
+        for low, high in (("square_min", "square_max"), ("period_min", "period_max")):
+            if p[low] > p[high]:
+                raise ConfigError(f"encoding direct: {low} ({p[low]:g}) must not exceed {high} ({p[high]:g})")
+        if self.mutation != "polynomial" and self.crossover_rate > 0:
+            raise ConfigError(f"encoding direct: crossover_rate applies to mutation=polynomial; with "
+                              f"mutation={self.mutation} leave it 0")
 
     def config(self) -> dict:
         return {"eta": self.eta, "mutation_rate": self.mutation_rate, "halve_every": self.halve_every,
                 "crossover_rate": self.crossover_rate, "crossover_eta": self.crossover_eta,
                 "mutation": self.mutation, "init": self.init, "squares": self.squares, "square_min": self.square_min,
-                "square_max": self.square_max}
+                "square_max": self.square_max, "period_min": self.period_min, "period_max": self.period_max}
 
     def rate_at(self, generation: int) -> float:
         """The per-gene mutation probability used at ``generation``."""
@@ -107,6 +124,8 @@ class DirectEncoding(Encoding):
                              dtype=torch.uint8)
 
     def vary(self, parents: torch.Tensor, rng: np.random.Generator, generation: int) -> torch.Tensor:
+        if self.mutation == "lattice":
+            return random_lattices(parents, self.period_min, self.period_max, rng)
         if self.mutation == "squares":
             return random_squares(parents, self.squares, self.square_min, self.square_max, rng)
         gen = torch_generator(rng, self.device)

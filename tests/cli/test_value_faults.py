@@ -106,7 +106,12 @@ CASES = [
                              "square_max=0.1"], ["square_min (0.5) must not exceed square_max (0.1)"]),
     ("param_squares_crossover", ["run", "--param", "mutation=squares", "--param", "crossover_rate=0.5"],
      ["crossover_rate applies to mutation=polynomial"]),
-    ("param_mutation_choice", ["run", "--param", "mutation=gauss"], ["mutation must be one of polynomial, squares"]),
+    ("param_periods_order", ["run", "--param", "mutation=lattice", "--param", "period_min=0.5", "--param",
+                             "period_max=0.1"], ["period_min (0.5) must not exceed period_max (0.1)"]),
+    ("param_lattice_crossover", ["run", "--param", "mutation=lattice", "--param", "crossover_rate=0.5"],
+     ["crossover_rate applies to mutation=polynomial; with mutation=lattice leave it 0"]),
+    ("param_mutation_choice", ["run", "--param", "mutation=gauss"],
+     ["mutation must be one of polynomial, squares, lattice"]),
     # --- run.toml ----------------------------------------------------------------------------
     ("toml_refine_adapt", ["run", "--config", "refine_adapt.toml"],
      ["refine_adapt.toml: refine_adapt must be one of off, on", "'yes'"]),

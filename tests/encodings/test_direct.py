@@ -74,6 +74,23 @@ def test_squares_mutation_paints_one_square_per_child_and_flat_init_is_one_colou
     assert (rows <= 16).all() and (rows >= 8).float().mean() > 0.9
 
 
+def test_lattice_mutation_paints_one_repeated_rectangle_per_child():
+    enc = DirectEncoding((3, 32, 32), mutation="lattice", init="flat", period_min=0.25, period_max=0.5)
+    assert enc.config()["mutation"] == "lattice" and enc.config()["period_max"] == 0.5
+    rng = np.random.default_rng(0)
+    parents = enc.random(50, rng)
+    children = enc.vary(parents, rng, generation=1)
+    assert torch.equal(enc.vary(parents, np.random.default_rng(7), 1), enc.vary(parents, np.random.default_rng(7), 1))
+    changed = (children != parents).any(1)
+    rows, cols = changed.any(2).sum(1), changed.any(1).sum(1)
+    assert torch.equal(changed.sum((1, 2)), rows * cols)  # a product of painted rows and columns
+    # Periods of 8-16 pixels on a 32-pixel side: each painted rectangle comes round at least
+    # once on an axis it does not fill (unless its colour met the flat one's).
+    repeats = [len(np.flatnonzero(np.diff(np.flatnonzero(line)) > 1)) >= 1 or line.all() or not line.any()
+               for line in changed.any(2).numpy()]
+    assert all(repeats)
+
+
 def test_pixels_as_weights_round_trip_for_gradient_refinement():
     enc = DirectEncoding((3, 8, 8))
     genomes = enc.random(4, np.random.default_rng(0))

@@ -116,6 +116,10 @@ INERT = [
     ("direct", {"mutation": "squares"}, "eta", 2.0, "mutation=squares"),
     ("direct", {"mutation": "squares"}, "mutation_rate", 0.9, "mutation=squares"),
     ("direct", {"mutation": "squares"}, "halve_every", 1, "mutation=squares"),
+    ("direct", {"mutation": "lattice"}, "eta", 2.0, "mutation=lattice"),
+    ("direct", {"mutation": "lattice"}, "square_max", 0.9, "mutation=lattice"),
+    ("direct", {}, "period_max", 0.9, "mutation=polynomial"),
+    ("direct", {"mutation": "squares"}, "period_max", 0.9, "mutation=squares"),
     ("cppn", {}, "crossover", "line", "crossover_rate=0"),
     ("cppn", {}, "crossover_sigma", 3.0, "crossover_rate=0"),
     ("cppn", {"crossover_rate": 0.9}, "crossover_sigma", 3.0, "crossover=uniform"),
@@ -123,6 +127,7 @@ INERT = [
 COUNTS = [
     ("direct", {"crossover_rate": 0.9}, "crossover_eta", 2.0),
     ("direct", {"mutation": "squares"}, "squares", 5),
+    ("direct", {"mutation": "lattice"}, "period_max", 0.9),
     ("direct", {}, "eta", 2.0),
     ("cppn", {"crossover_rate": 0.9}, "crossover", "line"),
     ("cppn", {"crossover_rate": 0.9, "crossover": "line"}, "crossover_sigma", 3.0),
