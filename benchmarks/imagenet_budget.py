@@ -122,6 +122,9 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "direct-lattice-flat": (100, ["--encoding", "direct", "--param", "mutation=lattice", "--param", "init=flat"],
                             "the direct encoding from flat colours, each child one painted rectangle repeated "
                             "over the image"),
+    "direct-patterns-flat": (100, ["--encoding", "direct", "--param", "mutation=patterns", "--param", "init=flat"],
+                             "the direct encoding from flat colours, each child a painted lattice, an added sine "
+                             "grating or added rings"),
     "direct-squares3": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "squares=3"],
                         "direct-squares, three squares per child"),
     "direct-squares-small": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",

@@ -328,3 +328,84 @@ def random_lattices(pixels: torch.Tensor, smallest: float, largest: float,
     colour = rng.integers(0, 2, (n, c), dtype=np.int64) * 255
     return paint_lattices(pixels, start[0], start[1], side[0], side[1], period[0], period[1], colour)
 
+
+
+def add_patterns(pixels: torch.Tensor, patterns: torch.Tensor, amplitude: np.ndarray) -> torch.Tensor:
+    """``pixels`` (``B×C×H×W`` uint8) plus ``patterns`` (``B×H×W`` in [-1, 1]) times
+    ``amplitude`` (``B×C`` grey levels, signed: a channel gets the pattern or its negative),
+    rounded (half to even) and clipped to 8 bits: a new tensor."""
+    n, c = pixels.shape[:2]
+    scale = torch.as_tensor(amplitude, dtype=torch.float32, device=pixels.device).view(n, c, 1, 1)
+    return (pixels.to(torch.float32) + patterns.unsqueeze(1) * scale).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _periods(rng: np.random.Generator, n: int, smallest: float, largest: float, short: int) -> np.ndarray:
+    """``n`` periods log-uniform between ``smallest`` and ``largest`` shares of ``short``
+    pixels, at least 2 pixels (float64, not rounded: waves need no whole periods)."""
+    lo, hi = max(2.0, smallest * short), max(2.0, largest * short)
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+
+
+def _signed_amplitudes(rng: np.random.Generator, n: int, c: int, amplitude: tuple[float, float]) -> np.ndarray:
+    """``n×c`` amplitudes: one uniform in ``amplitude`` per image, signed per channel."""
+    amp = rng.uniform(amplitude[0], amplitude[1], n)
+    return amp[:, None] * (rng.integers(0, 2, (n, c)) * 2 - 1)
+
+
+def _axes(h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column coordinates, ``1×H×1`` and ``1×1×W`` float32."""
+    return (torch.arange(h, dtype=torch.float32, device=device).view(1, h, 1),
+            torch.arange(w, dtype=torch.float32, device=device).view(1, 1, w))
+
+
+def _per_image(values: np.ndarray, device) -> torch.Tensor:
+    return torch.as_tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1)
+
+
+def random_waves(pixels: torch.Tensor, smallest: float, largest: float, rng: np.random.Generator,
+                 amplitude: tuple[float, float] = (16.0, 128.0)) -> torch.Tensor:
+    """One sine grating added to each 8-bit image: ``sin(2π (x cos θ + y sin θ) / period + φ)``.
+
+    The period is log-uniform between ``smallest`` and ``largest`` (shares of the shorter
+    side, at least 2 pixels), the angle θ uniform in [0, π), the phase φ in [0, 2π); the
+    amplitude uniform in ``amplitude`` grey levels, added or subtracted per channel. Unlike
+    a painted lattice it keeps what the parent had, shifted, so children build on it.
+    """
+    n, c, h, w = pixels.shape
+    period = _periods(rng, n, smallest, largest, min(h, w))
+    angle = rng.uniform(0, np.pi, n)
+    phase = rng.uniform(0, 2 * np.pi, n)
+    scale = _signed_amplitudes(rng, n, c, amplitude)
+    ys, xs = _axes(h, w, pixels.device)
+    fx, fy = _per_image(np.cos(angle) / period, pixels.device), _per_image(np.sin(angle) / period, pixels.device)
+    waves = torch.sin(2 * np.pi * (xs * fx + ys * fy) + _per_image(phase, pixels.device))
+    return add_patterns(pixels, waves, scale)
+
+
+def random_rings(pixels: torch.Tensor, smallest: float, largest: float, rng: np.random.Generator,
+                 amplitude: tuple[float, float] = (16.0, 128.0)) -> torch.Tensor:
+    """Concentric rings added to each 8-bit image: ``sin(2π r / period + φ)``, ``r`` the
+    distance to a centre uniform over the image; period, phase and amplitude as
+    ``random_waves`` draws them."""
+    n, c, h, w = pixels.shape
+    period = _periods(rng, n, smallest, largest, min(h, w))
+    cy, cx = rng.uniform(0, h, n), rng.uniform(0, w, n)
+    phase = rng.uniform(0, 2 * np.pi, n)
+    scale = _signed_amplitudes(rng, n, c, amplitude)
+    ys, xs = _axes(h, w, pixels.device)
+    r = torch.sqrt((ys - _per_image(cy, pixels.device)) ** 2 + (xs - _per_image(cx, pixels.device)) ** 2)
+    rings = torch.sin(2 * np.pi * r / _per_image(period, pixels.device) + _per_image(phase, pixels.device))
+    return add_patterns(pixels, rings, scale)
+
+
+def random_choice_of(pixels: torch.Tensor, operators, rng: np.random.Generator) -> torch.Tensor:
+    """Each image varied by one of ``operators`` (functions of a batch), chosen uniformly:
+    the images that drew the same one go through it together, in the order listed."""
+    which = rng.integers(0, len(operators), pixels.shape[0])
+    out = pixels.clone()
+    for k, operator in enumerate(operators):
+        rows = np.flatnonzero(which == k)
+        if len(rows):
+            index = torch.as_tensor(rows, device=pixels.device)
+            out.index_copy_(0, index, operator(pixels.index_select(0, index)))
+    return out

@@ -251,6 +251,59 @@ def test_random_lattices_are_seeded_periodic_in_range_and_of_extreme_colours():
     assert (rows < 40).float().mean() > 0.5 and (cols < 60).float().mean() > 0.5
 
 
+def test_add_patterns_adds_signed_amplitudes_rounds_half_to_even_and_clips():
+    from evofool.operators import add_patterns
+
+    pixels = torch.tensor([[[[100, 250, 3, 10]]] * 2], dtype=torch.uint8).view(1, 2, 1, 4)
+    pattern = torch.tensor([[[0.5, 0.5, -0.5, 0.25]]])  # 1×1×4
+    out = add_patterns(pixels, pattern, np.array([[10.0, -10.0]]))
+    # Channel 0: 100 + 5, 250 + 5, 3 - 5 -> 0 (clipped), 10 + 2.5 -> 12 (half to even);
+    # channel 1 gets the negative pattern.
+    assert out.tolist() == [[[[105, 255, 0, 12]], [[95, 245, 8, 8]]]] and out.dtype == torch.uint8
+    assert pixels[0, 0, 0, 0] == 100  # the input is left as it was
+
+
+@pytest.mark.parametrize("name", ["random_waves", "random_rings"])
+def test_random_waves_and_rings_are_seeded_bounded_one_pattern_signed_per_channel(name):
+    import evofool.operators as ops
+
+    make = getattr(ops, name)
+    grey = torch.full((50, 3, 40, 60), 128, dtype=torch.uint8)
+    a = make(grey, 0.1, 0.5, np.random.default_rng(3), (20.0, 60.0))
+    assert torch.equal(a, make(grey, 0.1, 0.5, np.random.default_rng(3), (20.0, 60.0)))
+    assert not torch.equal(a, make(grey, 0.1, 0.5, np.random.default_rng(4), (20.0, 60.0)))
+    delta = a.to(torch.float32) - 128
+    peak = delta.abs().amax((1, 2, 3))
+    assert (peak <= 60).all() and (peak >= 15).all()  # a crest (or near one) of 20-60 grey levels in each
+    # Every channel carries the same pattern, added or subtracted (up to rounding).
+    assert ((delta[:, 1].abs() - delta[:, 0].abs()).abs() <= 1).all()
+    assert ((delta[:, 2].abs() - delta[:, 0].abs()).abs() <= 1).all()
+    # A wave or ring pattern is smooth: neighbouring pixels differ by at most 2π·60/4 grey levels
+    # (the steepest slope at the shortest period, 4 pixels) plus rounding.
+    assert delta.diff(dim=3).abs().max() <= 2 * np.pi * 60 / 4 + 1
+
+
+def test_random_choice_of_gives_each_image_exactly_one_operator_in_list_order():
+    from evofool.operators import random_choice_of
+
+    pixels = torch.zeros((300, 1, 2, 2), dtype=torch.uint8)
+    seen = []
+
+    def mark(value):
+        def operator(batch):
+            seen.append(value)
+            return torch.full_like(batch, value)
+        return operator
+
+    out = random_choice_of(pixels, [mark(1), mark(2), mark(3)], np.random.default_rng(0))
+    assert seen == [1, 2, 3] and torch.equal(pixels, torch.zeros_like(pixels))
+    values = out.view(300, -1)
+    assert (values == values[:, :1]).all() and set(values[:, 0].tolist()) == {1, 2, 3}
+    assert all(80 <= int((values[:, 0] == v).sum()) <= 120 for v in (1, 2, 3))
+    again = random_choice_of(pixels, [mark(1), mark(2), mark(3)], np.random.default_rng(0))
+    assert torch.equal(out, again)
+
+
 def test_random_squares_are_seeded_in_range_and_of_extreme_colours():
     from evofool.operators import random_squares
 

@@ -110,8 +110,12 @@ CASES = [
                              "period_max=0.1"], ["period_min (0.5) must not exceed period_max (0.1)"]),
     ("param_lattice_crossover", ["run", "--param", "mutation=lattice", "--param", "crossover_rate=0.5"],
      ["crossover_rate applies to mutation=polynomial; with mutation=lattice leave it 0"]),
+    ("param_amplitudes_order", ["run", "--param", "mutation=waves", "--param", "amplitude_min=200"],
+     ["amplitude_min (200) must not exceed amplitude_max (128)"]),
+    ("param_amplitude_range", ["run", "--param", "mutation=rings", "--param", "amplitude_max=300"],
+     ["amplitude_max must be a finite number in [0, 255]"]),
     ("param_mutation_choice", ["run", "--param", "mutation=gauss"],
-     ["mutation must be one of polynomial, squares, lattice"]),
+     ["mutation must be one of polynomial, squares, lattice, waves, rings, patterns"]),
     # --- run.toml ----------------------------------------------------------------------------
     ("toml_refine_adapt", ["run", "--config", "refine_adapt.toml"],
      ["refine_adapt.toml: refine_adapt must be one of off, on", "'yes'"]),

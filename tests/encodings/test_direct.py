@@ -91,6 +91,21 @@ def test_lattice_mutation_paints_one_repeated_rectangle_per_child():
     assert all(repeats)
 
 
+def test_patterns_mutation_gives_each_child_a_lattice_a_wave_or_rings():
+    enc = DirectEncoding((3, 32, 32), mutation="patterns", init="flat")
+    rng = np.random.default_rng(0)
+    parents = enc.random(60, rng)
+    children = enc.vary(parents, rng, generation=1)
+    assert torch.equal(enc.vary(parents, np.random.default_rng(5), 1), enc.vary(parents, np.random.default_rng(5), 1))
+    delta = children.to(torch.int16) - parents.to(torch.int16)
+    changed = (delta != 0).any(1)
+    # A painted lattice sets whole channels to 0 or 255; a wave or ring shifts every channel
+    # by one pattern, signed: both kinds appear among 60 children.
+    painted = ((children == 0) | (children == 255) | (delta == 0)).all(1).all(2).all(1)
+    assert changed.any(2).any(1).float().mean() > 0.9
+    assert 5 < int(painted.sum()) < 55
+
+
 def test_pixels_as_weights_round_trip_for_gradient_refinement():
     enc = DirectEncoding((3, 8, 8))
     genomes = enc.random(4, np.random.default_rng(0))
