@@ -35,8 +35,8 @@ def unused_by(param: str):
 
 
 class DirectEncoding(Encoding):
-    """Pixel genomes with polynomial bounded mutation and optional SBX crossover, or painted
-    squares or lattices.
+    """Pixel genomes with polynomial bounded mutation and optional SBX crossover (the paper's),
+    or one structured change a child: a painted square or lattice, an added wave or rings.
 
     Args:
         image_shape: ``(C, H, W)`` of the model input.
