@@ -507,6 +507,35 @@ def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_a
         assert np.array_equal(a.emitters[-1].steps, b.emitters[-1].steps)
 
 
+@pytest.mark.parametrize("mutation", ["lattice", "waves", "rings", "patterns"])
+def test_direct_pattern_mutations_on_a_thousand_class_stand_in_keep_the_archive_invariants_and_resume_exactly(
+        mutation):
+    """The direct encoding's structured mutations at ImageNet's class count, in small, with
+    step recombination (the direct encoding's default) proposing from their children."""
+    def make(seed):
+        enc = DirectEncoding((3, 16, 16), mutation=mutation, init="flat")
+        return Engine(enc, BatchEvaluator(thousand_class_stand_in(), "cpu"), ClassArchive(1000, enc), 24,
+                      np.random.default_rng(seed), selection="lagging", recombination=StepRecombination())
+
+    a = make(4)
+    a.step()
+    assert len(a.archive.occupied) == 1000
+    previous, first = a.archive.fitness.clone(), np.median(a.archive.confidences())
+    for _ in range(6):
+        a.step()
+        assert (a.archive.fitness >= previous).all()
+        previous = a.archive.fitness.clone()
+        # The stored image of every champion is its genome (the direct encoding renders nothing).
+        assert torch.equal(a.archive.images, a.archive.genomes)
+    assert np.median(a.archive.confidences()) > first  # flat colours are beaten within 6 generations
+    state, arrays = a.state_dict()
+    b = make(77)
+    b.load_state_dict(json.loads(json.dumps(state)), arrays)
+    for _ in range(3):
+        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    assert torch.equal(a.archive.genomes, b.archive.genomes)
+
+
 # --- gradient refinement (--refine grad: not black-box) ---------------------------------------
 def stand_in_objective(clf: Classifier):
     from evofool.job import gradient_objective
