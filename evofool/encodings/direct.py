@@ -80,8 +80,8 @@ class DirectEncoding(Encoding):
                             help="largest square side, a share of the image's shorter side"),
         # Black-box on EfficientNet-Lite0 (init=flat, population 100, seed 0, 20k evaluations,
         # AMD EPYC Zen 4; squares: 0.55 %): lattice, periods 2-25 % of the side (those of the
-        # squares' sides), median 0.99 %; waves alone (periods 2-25 %) 1.62 %; patterns with
-        # lattice and waves 2.15 %, with rings too 2.88 %, waves and rings to 50 % 4.97 %, to
+        # squares' sides), median 0.99 %; waves alone (periods 2-25 %) 1.63 %; patterns with
+        # lattice and waves 2.14 %, with rings too 2.88 %, waves and rings to 50 % 4.97 %, to
         # 100 % 5.80 %; amplitudes 8-64 level with 16-128 at 12.5k, 32-255 behind at 5k.
         "period_min": Param(float, 0.02, low=0.0, high=1.0, low_open=True, inert=unused_by("period_min"),
                             help="shortest period of a lattice, wave or ring pattern, a share of the image's "
