@@ -450,6 +450,15 @@ def test_mutation_emitter_tells_the_encoding_its_parents_confidences():
     assert not any(same_graph(archive.genomes[c], child) for c, child in zip(classes, plain))
 
 
+def resumed_steps_agree(a: Engine, b: Engine, generations: int) -> None:
+    """``b`` given ``a``'s state (through JSON, as a checkpoint holds it) runs the next
+    ``generations`` exactly as ``a`` does, record for record (timings aside)."""
+    state, arrays = a.state_dict()
+    b.load_state_dict(json.loads(json.dumps(state)), arrays)
+    for _ in range(generations):
+        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+
+
 @pytest.mark.parametrize("selection", ["curiosity", "lagging"])
 @pytest.mark.parametrize("variant", ["weight-steps", "fine-tune", "extrapolate"])
 def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_and_resume_exactly(selection,
@@ -495,11 +504,8 @@ def test_new_emitters_on_a_thousand_class_stand_in_keep_the_archive_invariants_a
                 break
             a.step()
         assert a.emitters[-1].batch_size % len(lengths) == 0 and a.emitters[-1].batch_size > 0
-    state, arrays = a.state_dict()
     b = make(77)
-    b.load_state_dict(json.loads(json.dumps(state)), arrays)
-    for _ in range(3):
-        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    resumed_steps_agree(a, b, 3)
     assert torch.equal(a.archive.fitness, b.archive.fitness)
     if steps:
         assert np.array_equal(a.emitters[1].sigma, b.emitters[1].sigma)
@@ -528,11 +534,8 @@ def test_direct_pattern_mutations_on_a_thousand_class_stand_in_keep_the_archive_
         # The stored image of every champion is its genome (the direct encoding renders nothing).
         assert torch.equal(a.archive.images, a.archive.genomes)
     assert np.median(a.archive.confidences()) > first  # flat colours are beaten within 6 generations
-    state, arrays = a.state_dict()
     b = make(77)
-    b.load_state_dict(json.loads(json.dumps(state)), arrays)
-    for _ in range(3):
-        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    resumed_steps_agree(a, b, 3)
     assert torch.equal(a.archive.genomes, b.archive.genomes)
 
 
@@ -677,11 +680,8 @@ def test_gradient_steps_count_three_evaluations_each_and_resume_exactly():
     records = [a.step() for _ in range(3)]
     # Generation 1 is random (no gradient steps); then 24 images + 6 children × 2 steps × 3.
     assert [r["evaluations"] for r in records] == [24, 24 + 60, 24 + 2 * 60]
-    state, arrays = a.state_dict()
     b = make(77)
-    b.load_state_dict(json.loads(json.dumps(state)), arrays)
-    for _ in range(2):
-        assert a.step() | {"seconds": 0, "evals_per_s": 0} == b.step() | {"seconds": 0, "evals_per_s": 0}
+    resumed_steps_agree(a, b, 2)
     assert torch.equal(a.archive.fitness, b.archive.fitness)
     with pytest.raises(ValueError, match="not both"):
         Engine(cppn(), BatchEvaluator(thousand_class_stand_in(), "cpu"), ClassArchive(1000, cppn()), 8,
