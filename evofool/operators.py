@@ -306,6 +306,13 @@ def paint_lattices(pixels: torch.Tensor, top: np.ndarray, left: np.ndarray, side
     return torch.where(mask.unsqueeze(1), paint, pixels)
 
 
+def _periods(rng: np.random.Generator, size, smallest: float, largest: float, short: int) -> np.ndarray:
+    """Periods (an array of ``size``) log-uniform between ``smallest`` and ``largest`` shares
+    of ``short`` pixels, at least 2 pixels (float64, not rounded: waves need no whole periods)."""
+    lo, hi = max(2.0, smallest * short), max(2.0, largest * short)
+    return np.exp(rng.uniform(np.log(lo), np.log(hi), size))
+
+
 def random_lattices(pixels: torch.Tensor, smallest: float, largest: float,
                     rng: np.random.Generator) -> torch.Tensor:
     """One lattice of rectangles painted on each 8-bit image: the direct encoding's
@@ -320,14 +327,11 @@ def random_lattices(pixels: torch.Tensor, smallest: float, largest: float,
     All draws come from ``rng`` (NumPy), so the result does not depend on the device.
     """
     n, c, h, w = pixels.shape
-    short = min(h, w)
-    lo, hi = max(2.0, smallest * short), max(2.0, largest * short)
-    period = np.exp(rng.uniform(np.log(lo), np.log(hi), (2, n))).round().astype(np.int64)
+    period = _periods(rng, (2, n), smallest, largest, min(h, w)).round().astype(np.int64)
     side = 1 + np.floor(rng.random((2, n)) * period).astype(np.int64)
     start = np.floor(rng.random((2, n)) * period).astype(np.int64)
     colour = rng.integers(0, 2, (n, c), dtype=np.int64) * 255
     return paint_lattices(pixels, start[0], start[1], side[0], side[1], period[0], period[1], colour)
-
 
 
 def add_patterns(pixels: torch.Tensor, patterns: torch.Tensor, amplitude: np.ndarray) -> torch.Tensor:
@@ -337,13 +341,6 @@ def add_patterns(pixels: torch.Tensor, patterns: torch.Tensor, amplitude: np.nda
     n, c = pixels.shape[:2]
     scale = torch.as_tensor(amplitude, dtype=torch.float32, device=pixels.device).view(n, c, 1, 1)
     return (pixels.to(torch.float32) + patterns.unsqueeze(1) * scale).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _periods(rng: np.random.Generator, n: int, smallest: float, largest: float, short: int) -> np.ndarray:
-    """``n`` periods log-uniform between ``smallest`` and ``largest`` shares of ``short``
-    pixels, at least 2 pixels (float64, not rounded: waves need no whole periods)."""
-    lo, hi = max(2.0, smallest * short), max(2.0, largest * short)
-    return np.exp(rng.uniform(np.log(lo), np.log(hi), n))
 
 
 def _signed_amplitudes(rng: np.random.Generator, n: int, c: int, amplitude: tuple[float, float]) -> np.ndarray:
@@ -402,7 +399,7 @@ def random_choice_of(pixels: torch.Tensor, operators, rng: np.random.Generator) 
     """Each image varied by one of ``operators`` (functions of a batch), chosen uniformly:
     the images that drew the same one go through it together, in the order listed."""
     which = rng.integers(0, len(operators), pixels.shape[0])
-    out = pixels.clone()
+    out = torch.empty_like(pixels)  # every row drew an operator, so every row is written below
     for k, operator in enumerate(operators):
         rows = np.flatnonzero(which == k)
         if len(rows):
