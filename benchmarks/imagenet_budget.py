@@ -36,6 +36,10 @@ from pathlib import Path
 BOLD = ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param", "p_add_link=0.8", "--param",
         "p_remove_node=0.3", "--param", "p_remove_link=0.5"]
 
+# The direct encoding's mutation and first images before patterns from flat colours became its
+# defaults: the direct variants measured before then pin them, so a new folder computes what they did.
+POLYNOMIAL = ["--param", "mutation=polynomial", "--param", "init=noise"]
+
 # name -> (population, extra `evofool run` flags, what it is)
 VARIANTS: dict[str, tuple[int, list[str], str]] = {
     "paper": (400, ["--selection", "uniform", "--param", "eta=15"],
@@ -109,11 +113,13 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                     "--refine-share", "0.05"],
                               "curiosity-bold, and one gradient step (lr 0.01) on a dense read-out for a fixed 5 % "
                               "of each batch (not black-box)"),
-    "direct": (100, ["--encoding", "direct"], "the direct encoding, evofool's defaults, population 100"),
-    "direct-squares": (100, ["--encoding", "direct", "--param", "mutation=squares"],
+    "direct": (100, ["--encoding", "direct", *POLYNOMIAL],
+               "the direct encoding with the paper's polynomial mutation from noise, population 100"),
+    "direct-squares": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=noise"],
                        "the direct encoding, each child one painted square (Square Attack's step)"),
-    "direct-squares-curiosity": (100, ["--encoding", "direct", "--param", "mutation=squares", "--selection",
-                                       "curiosity"], "direct-squares with curiosity selection"),
+    "direct-squares-curiosity": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
+                                       "init=noise", "--selection", "curiosity"],
+                                 "direct-squares with curiosity selection"),
     "direct-squares-flat": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=flat"],
                             "direct-squares starting from flat colours"),
     "direct-squares-flat-large": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
@@ -123,15 +129,16 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                             "the direct encoding from flat colours, each child one painted rectangle repeated "
                             "over the image"),
     "direct-patterns-flat": (100, ["--encoding", "direct", "--param", "mutation=patterns", "--param", "init=flat"],
-                             "the direct encoding from flat colours, each child a painted lattice, an added sine "
-                             "grating or added rings"),
-    "direct-squares3": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "squares=3"],
+                             "the direct encoding's defaults: from flat colours, each child a painted lattice, an "
+                             "added sine grating or added rings"),
+    "direct-squares3": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "squares=3",
+                              "--param", "init=noise"],
                         "direct-squares, three squares per child"),
-    "direct-squares-small": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
-                                   "square_min=0.01", "--param", "square_max=0.1"],
+    "direct-squares-small": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=noise",
+                                   "--param", "square_min=0.01", "--param", "square_max=0.1"],
                              "direct-squares, sides 1-10 % of the image"),
-    "direct-squares-large": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
-                                   "square_min=0.05", "--param", "square_max=0.5"],
+    "direct-squares-large": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=noise",
+                                   "--param", "square_min=0.05", "--param", "square_max=0.5"],
                              "direct-squares, sides 5-50 % of the image"),
     # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations. Those measured
     # before --refine-adapt and refine_links existed keep their one lr ("off") and step every CPPN
@@ -144,24 +151,24 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                        "--refine-share", "0.3", "--refine-lr", "0.1", "--refine-adapt", "off",
                                        "--param", "refine_links=all"],
                                  "curiosity-eta15, and 30 % of each batch refined by 4 gradient steps (NOT black-box)"),
-    "direct-refine": (100, ["--encoding", "direct", "--refine", "grad", "--refine-adapt", "off"],
+    "direct-refine": (100, ["--encoding", "direct", *POLYNOMIAL, "--refine", "grad", "--refine-adapt", "off"],
                       "the direct encoding, and 10 % of each batch champions whose pixels took 4 Adam steps "
                       "(the default lr 0.01) up their class's log-probability (NOT black-box)"),
-    "direct-refine30": (100, ["--encoding", "direct", "--refine", "grad", "--refine-lr", "0.01",
+    "direct-refine30": (100, ["--encoding", "direct", *POLYNOMIAL, "--refine", "grad", "--refine-lr", "0.01",
                               "--refine-share", "0.3", "--refine-adapt", "off"],
                         "the direct encoding, and 30 % of each batch champions whose pixels took 4 Adam steps "
                         "(lr 0.01) up their class's log-probability (NOT black-box)"),
-    "direct-refine60": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6",
+    "direct-refine60": (100, ["--encoding", "direct", *POLYNOMIAL, "--refine", "grad", "--refine-share", "0.6",
                               "--refine-adapt", "off"],
                         "direct-refine with 60 % of each batch refined (NOT black-box)"),
-    "direct-refine-balance": (100, ["--encoding", "direct", "--refine", "grad", "--refine-balance", "on"],
+    "direct-refine-balance": (100, ["--encoding", "direct", *POLYNOMIAL, "--refine", "grad", "--refine-balance", "on"],
                               "direct-refine starting at 10 % of each batch, the share following gain per "
                               "evaluation (NOT black-box)"),
-    "direct-refine60-adapt": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.6",
+    "direct-refine60-adapt": (100, ["--encoding", "direct", *POLYNOMIAL, "--refine", "grad", "--refine-share", "0.6",
                                     "--refine-adapt", "on"],
                               "direct-refine60 with a refine step per class, 1/5 success rule (today's "
                               "default; NOT black-box)"),
-    "direct-refine90": (100, ["--encoding", "direct", "--refine", "grad", "--refine-share", "0.9",
+    "direct-refine90": (100, ["--encoding", "direct", *POLYNOMIAL, "--refine", "grad", "--refine-share", "0.9",
                               "--refine-adapt", "off"],
                         "direct-refine with 90 % of each batch refined (NOT black-box)"),
     "curiosity-refine": (100, ["--selection", "curiosity", "--refine", "grad", "--refine-adapt", "off"],

@@ -533,7 +533,11 @@ def _merged_config(folder: RunFolder, stored: RunConfig, overrides: dict | None)
     """The stored config with the user's overrides, refusing ones that make it another run."""
     if not overrides:
         return stored
-    if isinstance(overrides.get("encoding_params"), dict):
+    if overrides.get("encoding", stored.encoding) != stored.encoding:
+        # Another encoding: the recorded parameters are not its own (checking them would name
+        # them unknown); the refusal below names what differs.
+        overrides = {"encoding_params": {}, **overrides}
+    elif isinstance(overrides.get("encoding_params"), dict):
         # Parameters given again are compared one by one; one not given again stays as
         # recorded (e.g. a render_dtype the run recorded, or took as legacy).
         overrides = {**overrides, "encoding_params": {**stored.encoding_params, **overrides["encoding_params"]}}

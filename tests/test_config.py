@@ -187,9 +187,9 @@ def test_refine_adapt_is_off_for_recorded_runs_and_part_of_a_refine_runs_meaning
     del first["refine_adapt"]
     recorded = RunConfig.from_dict(first)
     assert recorded.refine_adapt == "off"
-    assert recorded.hash() == RunConfig(encoding="direct", refine="grad", refine_adapt="off").hash()
+    assert recorded.hash() == RunConfig(encoding="direct", refine="grad", refine_adapt="off").for_new_run().hash()
     adapted = RunConfig(encoding="direct", refine="grad")
-    assert adapted.refine_adapt == "on" and adapted.differing_keys(recorded) == ["refine_adapt"]
+    assert adapted.refine_adapt == "on" and adapted.for_new_run().differing_keys(recorded) == ["refine_adapt"]
     assert RunConfig(refine_adapt="on").hash() == RunConfig().hash()  # black-box: no refine step to adapt
     with pytest.raises(ConfigError, match=r"refine-adapt must be one of off, on \(got 'yes'\)"):
         RunConfig.check_values({"refine_adapt": "yes"})
@@ -208,7 +208,13 @@ def test_an_encoding_default_changed_after_runs_were_recorded_keeps_their_meanin
     assert recorded.encoding_params == {"eta": 20, "render_dtype": "float64", "refine_links": "all"}
     assert recorded.hash() == "aecf877ef8a066b9"  # the hash such folders hold
     assert RunConfig.from_record(new.to_dict()) == new  # recorded explicitly: read back as written
-    assert RunConfig().for_new_run().hash() == "792f242b2504801f"  # direct has no such parameter
+    # The direct encoding's mutation and init became patterns from flat colours in the same way:
+    # a folder recorded before holds the paper's polynomial mutation from noise, and its hash.
+    direct = RunConfig.from_record(RunConfig().to_dict())
+    assert direct.encoding_params == {"mutation": "polynomial", "init": "noise"}
+    assert direct.hash() == "792f242b2504801f"  # the hash such folders hold
+    assert RunConfig().for_new_run().encoding_params == {"mutation": "patterns", "init": "flat"}
+    assert RunConfig().for_new_run().hash() != direct.hash()
 
 
 def test_a_config_recorded_before_runtimes_means_torch():

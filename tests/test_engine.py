@@ -18,9 +18,9 @@ def tiny_classifier(k=4) -> Classifier:
     return Classifier("tiny", module, (1, 6, 6), [f"c{i}" for i in range(k)])
 
 
-def make_engine(seed=0, population=16, scorer=None, recombination=None) -> Engine:
+def make_engine(seed=0, population=16, scorer=None, recombination=None, **params) -> Engine:
     clf = tiny_classifier()
-    enc = DirectEncoding(clf.input_shape)
+    enc = DirectEncoding(clf.input_shape, **params)
     return Engine(enc, BatchEvaluator(clf, "cpu"), ClassArchive(clf.num_classes, enc), population,
                   np.random.default_rng(seed), scorer=scorer, recombination=recombination)
 
@@ -35,7 +35,7 @@ def assert_same_future(a: Engine, b: Engine, steps: int = 3) -> None:
 
 
 def test_first_generation_is_random_then_children_of_champions():
-    engine = make_engine()
+    engine = make_engine(mutation="polynomial", init="noise")  # the paper's: few pixels a child
     rec = engine.step()
     assert rec["generation"] == 1 and rec["evaluations"] == 16
     assert len(engine.archive.occupied) == 4  # every class has some best image

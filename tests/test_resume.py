@@ -22,8 +22,10 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from evofool import checkpoint
 from resume_helpers import (SHIPPED_LENET, assert_same_result, complete_lines, evofool, model_spec, read_log, run_args,
@@ -436,6 +438,36 @@ def test_a_cppn_run_recorded_before_float32_rendering_resumes_in_float64(tmp_pat
     # Given again on resume, the same flags are the same run; another dtype is another run.
     again = evofool("run", "--resume", new, "--param", "render_dtype=float64", "--generations", "2", "--quiet")
     assert again.returncode == 2 and "encoding_params" in again.stderr
+
+
+def test_a_direct_run_recorded_before_the_pattern_mutations_resumes_with_the_papers(tmp_path, model):
+    """The direct encoding mutates by whole-image patterns from flat colours since that became
+    its default; a folder written before (no mutation or init in its encoding_params) mutated by
+    polynomial steps from noise and must resume so, under its own hash."""
+    def args(out, generations):
+        return [*run_args(model, out, encoding="direct", generations=generations, population=20, every=2),
+                "--param", "mutation=polynomial", "--param", "init=noise"]
+
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    assert evofool(*args(straight, 6)).returncode == 0
+    assert evofool(*args(old, 3)).returncode == 0
+    doc = json.loads((old / "config.json").read_text())
+    for key in ("mutation", "init"):  # as evofool wrote it before the new defaults
+        del doc["config"]["encoding_params"][key]
+    (old / "config.json").write_text(json.dumps(doc))
+    proc = evofool("resume", old, "--generations", "6", "--quiet", "--no-gallery")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_result(straight, old, 6)
+    assert json.loads((old / "config.json").read_text())["config_hash"] == doc["config_hash"]
+
+    new = tmp_path / "new"
+    assert evofool(*run_args(model, new, encoding="direct", generations=1, population=20)).returncode == 0
+    recorded = json.loads((new / "config.json").read_text())
+    assert recorded["config"]["encoding_params"] == {"mutation": "patterns", "init": "flat"}
+    assert recorded["config_hash"] != doc["config_hash"]
+    # the first generation's images, one flat colour each (from noise: ~256 grey levels each)
+    images = [np.asarray(Image.open(p)) for p in sorted((new / "champions").glob("*.png"))]
+    assert len(images) == 10 and all(len(np.unique(im)) == 1 for im in images)
 
 
 # --- 6. `evofool run --out` on a folder holding a run --------------------------------------------------

@@ -185,13 +185,15 @@ def test_direct_encoding_fools_lenet_on_all_ten_classes(tmp_path):
 
 def test_config_toml_and_command_line_override(tmp_path):
     toml = tmp_path / "run.toml"
-    toml.write_text('population = 30\ngenerations = 3\nseed = 4\n[encoding_params]\neta = 20.0\n')
+    toml.write_text('population = 30\ngenerations = 3\nseed = 4\n[encoding_params]\nmutation = "polynomial"\n'
+                    'eta = 20.0\n')
     out = tmp_path / "t"
     assert run_cli("run", "--config", str(toml), "--generations", "2", "--out", str(out),
                    "--quiet", "--no-gallery").exit_code == 0
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert (cfg["population"], cfg["generations"], cfg["seed"]) == (30, 2, 4)
-    assert cfg["encoding_params"] == {"eta": 20.0}
+    # the parameters whose default changed after runs were recorded are recorded explicitly
+    assert cfg["encoding_params"] == {"eta": 20.0, "mutation": "polynomial", "init": "flat"}
 
 
 @pytest.mark.parametrize("args, fragment", [

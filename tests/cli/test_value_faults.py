@@ -109,7 +109,8 @@ CASES = [
     ("param_periods_order", ["run", "--param", "mutation=lattice", "--param", "period_min=0.5", "--param",
                              "period_max=0.1"], ["period_min (0.5) must not exceed period_max (0.1)"]),
     ("param_lattice_crossover", ["run", "--param", "mutation=lattice", "--param", "crossover_rate=0.5"],
-     ["crossover_rate applies to mutation=polynomial; with mutation=lattice leave it 0"]),
+     ["crossover_rate applies to mutation=polynomial (the paper's); add --param mutation=polynomial, or "
+      "leave it 0 with mutation=lattice"]),
     ("param_amplitudes_order", ["run", "--param", "mutation=waves", "--param", "amplitude_min=200"],
      ["amplitude_min (200) must not exceed amplitude_max (128)"]),
     ("param_amplitude_range", ["run", "--param", "mutation=rings", "--param", "amplitude_max=300"],

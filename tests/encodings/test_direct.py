@@ -10,7 +10,7 @@ from evofool.errors import EvofoolError
 
 
 def test_random_vary_render_are_uint8_images_of_the_model_shape():
-    enc = DirectEncoding((1, 28, 28))
+    enc = DirectEncoding((1, 28, 28), mutation="polynomial", init="noise")  # the paper's
     rng = np.random.default_rng(0)
     g = enc.random(8, rng)
     assert g.shape == (8, 1, 28, 28) and g.dtype == torch.uint8
@@ -29,12 +29,13 @@ def test_rate_halves_on_schedule():
 
 
 def test_same_rng_same_offspring_and_crossover_changes_genes():
-    enc = DirectEncoding((3, 8, 8), crossover_rate=1.0)
+    enc = DirectEncoding((3, 8, 8), crossover_rate=1.0, mutation="polynomial", init="noise")
     parents = enc.random(6, np.random.default_rng(1))
     a = enc.vary(parents, np.random.default_rng(5), 1)
     b = enc.vary(parents, np.random.default_rng(5), 1)
     assert torch.equal(a, b)
-    no_cx = DirectEncoding((3, 8, 8), crossover_rate=0.0).vary(parents, np.random.default_rng(5), 1)
+    no_cx = DirectEncoding((3, 8, 8), crossover_rate=0.0, mutation="polynomial")
+    no_cx = no_cx.vary(parents, np.random.default_rng(5), 1)
     assert (a != parents).float().mean() > (no_cx != parents).float().mean()
 
 

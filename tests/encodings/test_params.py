@@ -110,33 +110,37 @@ def test_run_help_lists_every_parameter_with_its_default_and_the_encoding_choice
 # the setting the encoding names as the reason); and the same parameter where it counts.
 INERT = [
     ("direct", {}, "crossover_eta", 2.0, "crossover_rate=0"),
-    ("direct", {}, "squares", 5, "mutation=polynomial"),
-    ("direct", {}, "square_min", 0.2, "mutation=polynomial"),
-    ("direct", {}, "square_max", 0.9, "mutation=polynomial"),
+    ("direct", {"mutation": "polynomial"}, "squares", 5, "mutation=polynomial"),
+    ("direct", {"mutation": "polynomial"}, "square_min", 0.2, "mutation=polynomial"),
+    ("direct", {"mutation": "polynomial"}, "square_max", 0.9, "mutation=polynomial"),
     ("direct", {"mutation": "squares"}, "eta", 2.0, "mutation=squares"),
     ("direct", {"mutation": "squares"}, "mutation_rate", 0.9, "mutation=squares"),
     ("direct", {"mutation": "squares"}, "halve_every", 1, "mutation=squares"),
     ("direct", {"mutation": "lattice"}, "eta", 2.0, "mutation=lattice"),
     ("direct", {"mutation": "lattice"}, "square_max", 0.9, "mutation=lattice"),
-    ("direct", {}, "period_max", 0.9, "mutation=polynomial"),
+    ("direct", {"mutation": "polynomial"}, "period_max", 0.9, "mutation=polynomial"),
     ("direct", {"mutation": "squares"}, "period_max", 0.9, "mutation=squares"),
     ("direct", {"mutation": "waves"}, "period_max", 0.9, "mutation=waves"),
     ("direct", {"mutation": "lattice"}, "amplitude_max", 64.0, "mutation=lattice"),
     ("direct", {"mutation": "patterns"}, "squares", 5, "mutation=patterns"),
     ("direct", {"mutation": "patterns"}, "halve_every", 1, "mutation=patterns"),
+    ("direct", {}, "eta", 2.0, "mutation=patterns"),  # the default mutation
+    ("direct", {}, "square_max", 0.9, "mutation=patterns"),
     ("cppn", {}, "crossover", "line", "crossover_rate=0"),
     ("cppn", {}, "crossover_sigma", 3.0, "crossover_rate=0"),
     ("cppn", {"crossover_rate": 0.9}, "crossover_sigma", 3.0, "crossover=uniform"),
 ]
 COUNTS = [
-    ("direct", {"crossover_rate": 0.9}, "crossover_eta", 2.0),
+    ("direct", {"crossover_rate": 0.9, "mutation": "polynomial"}, "crossover_eta", 2.0),
     ("direct", {"mutation": "squares"}, "squares", 5),
     ("direct", {"mutation": "lattice"}, "period_max", 0.9),
     ("direct", {"mutation": "waves"}, "amplitude_max", 64.0),
     ("direct", {"mutation": "rings"}, "wave_period_max", 0.9),
     ("direct", {"mutation": "patterns"}, "period_max", 0.9),
     ("direct", {"mutation": "patterns"}, "amplitude_min", 64.0),
-    ("direct", {}, "eta", 2.0),
+    ("direct", {"mutation": "polynomial"}, "eta", 2.0),
+    ("direct", {}, "period_max", 0.9),  # the default mutation
+    ("direct", {}, "amplitude_max", 64.0),
     ("cppn", {"crossover_rate": 0.9}, "crossover", "line"),
     ("cppn", {"crossover_rate": 0.9, "crossover": "line"}, "crossover_sigma", 3.0),
 ]
@@ -177,7 +181,7 @@ def test_run_names_given_inert_parameters_in_one_note_line(tmp_path):
                                  "--out", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
     assert [line for line in result.output.splitlines() if line.startswith("note:")] == [
-        "note: ignored with crossover_rate=0: --param crossover_eta; with mutation=polynomial: --param squares"]
+        "note: ignored with crossover_rate=0: --param crossover_eta; with mutation=patterns: --param squares"]
     counted = runner.invoke(cli, [*args, "--encoding", "cppn", "--param", "crossover_rate=0.5", "--param",
                                   "crossover=line", "--param", "crossover_sigma=2", "--out", str(tmp_path / "b")])
     assert counted.exit_code == 0, counted.output
