@@ -264,6 +264,29 @@ def test_add_patterns_adds_signed_amplitudes_rounds_half_to_even_and_clips():
 
 
 @pytest.mark.parametrize("name", ["random_waves", "random_rings"])
+def test_waves_and_rings_are_the_same_made_a_block_at_a_time_as_a_whole_batch_at_once(name, monkeypatch):
+    """add_patterns works a block of images at a time on the CPU; every step is per pixel,
+    so the block (one image, three, or the whole batch) changes no bit, and the torch formula
+    (the GPU's) gives the same images."""
+    import evofool.operators as ops
+
+    pixels = torch.randint(0, 256, (7, 3, 17, 23), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    made = {}
+    for images in (1, 3, 7):
+        monkeypatch.setattr(ops, "PATTERN_BLOCK_FLOATS", images * 3 * 17 * 23)
+        made[images] = getattr(ops, name)(pixels, 0.05, 2.0, np.random.default_rng(8), (16.0, 128.0))
+    assert torch.equal(made[1], made[3]) and torch.equal(made[1], made[7])
+    assert (made[7] != pixels).float().mean() > 0.5  # a pattern over every image
+
+    patterns = torch.rand(7, 17, 23, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    amplitude = np.random.default_rng(2).uniform(-128, 128, (7, 3))
+    scale = torch.as_tensor(amplitude, dtype=torch.float32).view(7, 3, 1, 1)
+    formula = (pixels.to(torch.float32) + patterns.unsqueeze(1) * scale).round_().clamp_(0, 255).to(torch.uint8)
+    assert torch.equal(ops.add_patterns(pixels, patterns, amplitude), formula)
+    assert torch.equal(ops.add_patterns(pixels, lambda a, b: patterns[a:b], amplitude), formula)
+
+
+@pytest.mark.parametrize("name", ["random_waves", "random_rings"])
 def test_random_waves_and_rings_are_seeded_bounded_one_pattern_signed_per_channel(name):
     import evofool.operators as ops
 
