@@ -91,6 +91,15 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                               "weights_only_above=0.3", "--extrapolate", "on"],
                                         "curiosity-bold-fine80-30, and each weight step that won its parent's cell "
                                         "continued at 0.5, 1 and 2 times its length (--extrapolate on)"),
+    "curiosity-bold-fine80-30-waves": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
+                                             "weights_only_above=0.3", "--param", "p_add_wave=0.5"],
+                                       "curiosity-bold-fine80-30, and half the structural children add a "
+                                       "grating or rings node into an output (the direct encoding's patterns)"),
+    "curiosity-bold-fine80-30-waves03": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
+                                               "weights_only_above=0.3", "--param", "p_add_wave=0.5", "--param",
+                                               "wave_weight=0.3"],
+                                         "curiosity-bold-fine80-30-waves, the patterns added at weights within "
+                                         "±0.3"),
     "curiosity-bold-fine50-50": (100, [*BOLD, "--param", "p_weights_only=0.5", "--param", "weights_only_above=0.5"],
                                  "curiosity-bold, but half the children of champions at >= 50 % confidence "
                                  "change only link weights"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from evofool.devices import copy_rows_
+from evofool.devices import copy_rows_, take_rows
 from evofool.encodings.base import Encoding, Genomes
 from evofool.models.outputs import FITNESS_KINDS, LOG_PROB, SCORE
 
@@ -107,7 +107,7 @@ class ClassArchive:
         self.fitness[cells] = best[cells]
         self.generation[cells] = generation
         cells_np = cells.cpu().numpy()
-        copy_rows_(self.images, cells_np, images.index_select(0, winners.to(images.device)))
+        copy_rows_(self.images, cells_np, take_rows(images, winners.to(images.device)))
         self.genomes = self.encoding.put(self.genomes, cells_np, genomes, self.last_winners)
         return cells_np
 

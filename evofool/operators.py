@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from evofool.devices import copy_rows_
+from evofool.devices import copy_rows_, take_rows
 
 
 def _uniform(shape: torch.Size, like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -445,6 +445,5 @@ def random_choice_of(pixels: torch.Tensor, operators, rng: np.random.Generator) 
     for k, operator in enumerate(operators):
         rows = np.flatnonzero(which == k)
         if len(rows):
-            index = torch.as_tensor(rows, device=pixels.device)
-            copy_rows_(out, rows, operator(pixels.index_select(0, index)))  # a memcpy a row on the CPU
+            copy_rows_(out, rows, operator(take_rows(pixels, rows)))  # a memcpy a row each way on the CPU
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +69,24 @@ def test_copy_rows_is_index_copy(dtype, row):
     assert torch.equal(copy_rows_(dest, rows, source * 0), expected.index_fill_(0, rows, 0))
     view = torch.zeros(20, *row, dtype=dtype).transpose(0, -1).transpose(0, -1)[::2]  # not contiguous
     assert torch.equal(copy_rows_(view, [1, 2], source[:2])[1:3], source[:2])
+
+
+@pytest.mark.parametrize("dtype, row", [(torch.uint8, (3, 32, 32)), (torch.uint8, (1, 28, 28)),
+                                        (torch.float64, (5,))])
+def test_take_rows_is_index_select(dtype, row):
+    """The NumPy row gather on the CPU gives exactly ``index_select``'s rows, repeats and an
+    empty selection included, from NumPy or torch indices, and never a view of the source."""
+    from evofool.devices import take_rows
+
+    g = torch.Generator().manual_seed(1)
+    source = (torch.rand(20, *row, generator=g) * 255).to(dtype)
+    for rows in ([19, 0, 7, 7, 3], [], list(range(20))):
+        expected = source.index_select(0, torch.tensor(rows, dtype=torch.long))
+        for index in (np.asarray(rows, dtype=np.int64), torch.tensor(rows, dtype=torch.long)):
+            got = take_rows(source, index)
+            assert got.dtype == dtype and torch.equal(got, expected)
+    got = take_rows(source, [2, 4])
+    got.zero_()
+    assert source[2].any()  # a copy
+    strided = source.transpose(0, -1).transpose(0, -1)[::2]  # not contiguous: index_select
+    assert torch.equal(take_rows(strided, [1, 3]), source[[2, 6]])

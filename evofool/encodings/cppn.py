@@ -101,6 +101,15 @@ class CPPNEncoding(Encoding):
         "weights_only_eta": Param(float, MutationRates.weights_only_eta, low=0.0,
                                   inert=inert_when(("p_weights_only", 0)),
                                   help="polynomial mutation eta for the weights-only children (0: eta)"),
+        # The direct encoding's pattern mutations as a CPPN operator: a new sine node fed by x, y
+        # and the bias (a grating) or by d and the bias (rings), added into one output at a
+        # small weight, so a child keeps its parent's image with one whole-image pattern added
+        # (a node split by add_node changes what flows along an existing path instead).
+        "p_add_wave": _probability(MutationRates.p_add_wave, "per-offspring probability of adding a grating or "
+                                                             "rings node into an output (0: off, as in the paper)"),
+        "wave_weight": Param(float, MutationRates.wave_weight, low=0.0, low_open=True,
+                             inert=inert_when(("p_add_wave", 0)),
+                             help="the added pattern's weight into its output is uniform in ±this"),
         # float32 by default: measured (benchmarks/imagenet.py, EfficientNet-Lite0, pop 100, Intel
         # Xeon 2 cores) engine 125-141 -> 154 evals/s, render thread time 61 % -> 42 %; 1.8-1.9x faster
         # rendering at 224x224. The images are float32's: against float64, ~1e-4 of the pixels of
@@ -156,7 +165,7 @@ class CPPNEncoding(Encoding):
     refine_lr = REFINE_LRS["output"]
     REFINE_ONLY_PARAMS = ("refine_links",)  # part of a run's meaning only with --refine grad
     PROBABILITIES = ("p_weight", "p_activation", "p_add_link", "p_remove_link", "p_add_node", "p_remove_node",
-                     "p_weights_only")
+                     "p_weights_only", "p_add_wave")
 
     def __init__(self, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
                  **params) -> None:
@@ -168,6 +177,7 @@ class CPPNEncoding(Encoding):
                                    weights_only_above=float(p["weights_only_above"]),
                                    weights_only_p_weight=float(p["weights_only_p_weight"]),
                                    weights_only_eta=float(p["weights_only_eta"]),
+                                   wave_weight=float(p["wave_weight"]),
                                    **{k: float(p[k]) for k in self.PROBABILITIES})
         self.uses_parent_confidence = self.rates.p_weights_only > 0 and self.rates.weights_only_above > 0
         self.render_dtype = p["render_dtype"]
@@ -354,7 +364,8 @@ class CPPNEncoding(Encoding):
             "p_remove_link": r.p_remove_link, "p_add_node": r.p_add_node,
             "p_remove_node": r.p_remove_node, "p_weights_only": r.p_weights_only,
             "weights_only_above": r.weights_only_above, "weights_only_p_weight": r.weights_only_p_weight,
-            "weights_only_eta": r.weights_only_eta, "activations": list(ACTIVATIONS),
+            "weights_only_eta": r.weights_only_eta, "p_add_wave": r.p_add_wave, "wave_weight": r.wave_weight,
+            "activations": list(ACTIVATIONS),
             "colour_space": "hsv" if self.n_out == 3 else "gray",
             "inputs": ["x", "y", "d", "bias"], "output_squash": "min(|out|, 1)",
             "render_dtype": self.render_dtype, "render_chunk_elements": self.render_chunk_elements,

@@ -115,6 +115,10 @@ class MutationRates:
     # With a probability, each such child moves at least one weight (mutate_some_weights).
     weights_only_p_weight: float = 0.0
     weights_only_eta: float = 0.0
+    # Per-offspring probability of adding one wave or ring pattern (_Work.add_wave), and the
+    # bound of the weight that adds it to an output; 0 as in the paper (nothing drawn).
+    p_add_wave: float = 0.0
+    wave_weight: float = 1.0
 
 
 # --- graph helpers (all vectorised over links; graphs have tens of nodes) ---------------
@@ -330,6 +334,24 @@ class _Work:
         counters.next_node += 1
         self._append_links([s, new], [new, d], [w, w_out], counters)
 
+    def add_wave(self, rng: np.random.Generator, counters: Counters, bound: float, weight: float) -> None:
+        """Adds a new sine node fed by x, y and the bias (a grating: any angle, frequency and
+        phase) or by d and the bias (rings around the centre), half and half, and links it
+        into one random output at a weight uniform in ±``weight``: the parent's image with
+        one whole-image pattern added under that output's activation, as the direct
+        encoding's ``waves`` and ``rings`` add one to pixels. The input weights are uniform
+        in ±``bound``."""
+        sources = [2, 3] if rng.random() < 0.5 else [0, 1, 3]  # d, bias or x, y, bias
+        w_in = rng.uniform(-bound, bound, len(sources))
+        output = N_INPUTS + int(rng.integers(self.n_out))
+        w_out = rng.uniform(-weight, weight)
+        new = self.n
+        self.node_id = np.concatenate((self.node_id, [counters.next_node]))
+        self.node_act = np.concatenate((self.node_act, np.array([ACTIVATIONS.index("sine")],
+                                                                dtype=self.node_act.dtype)))
+        counters.next_node += 1
+        self._append_links([*sources, new], [new] * len(sources) + [output], [*w_in, w_out], counters)
+
     def remove_node(self, rng: np.random.Generator) -> None:
         """Deletes a random hidden node and its links, unless an output would be cut off."""
         fixed = N_INPUTS + self.n_out
@@ -375,7 +397,8 @@ def mutate_structure(parent: Genome, weight: np.ndarray, act: np.ndarray, rng: n
     """The child of ``parent`` with already-mutated ``weight``/``act`` and structural mutations.
 
     Each structural operator fires with its own probability, in the original's order:
-    add link, remove link, add node (split a link), remove hidden node.
+    add link, remove link, add node (split a link), remove hidden node; then, with
+    ``rates.p_add_wave`` > 0, add a wave (drawn only then: runs without it keep their stream).
     """
     work = _Work(parent, weight, act)
     fire = rng.random(4) < np.array([rates.p_add_link, rates.p_remove_link,
@@ -388,6 +411,8 @@ def mutate_structure(parent: Genome, weight: np.ndarray, act: np.ndarray, rng: n
         work.add_node(rng, counters, rates.weight_bound)
     if fire[3]:
         work.remove_node(rng)
+    if rates.p_add_wave > 0 and rng.random() < rates.p_add_wave:
+        work.add_wave(rng, counters, rates.weight_bound, rates.wave_weight)
     gid = counters.next_genome
     counters.next_genome += 1
     return work.freeze(gid, parent.gid)

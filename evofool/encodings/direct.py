@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from evofool.devices import copy_rows_
+from evofool.devices import copy_rows_, take_rows
 from evofool.values import ConfigError, Param
 from evofool.encodings.base import Encoding, inert_when, torch_generator
 from evofool.operators import (polynomial_bounded, polynomial_bounded_pixels, random_choice_of, random_lattices,
@@ -222,8 +222,8 @@ class DirectEncoding(Encoding):
         return torch.cat([first, second.to(first.device)])
 
     def take(self, genomes: torch.Tensor, index: np.ndarray) -> torch.Tensor:
-        # index_select: ~10x cheaper than advanced indexing for uint8 batches on the CPU.
-        return genomes.index_select(0, torch.as_tensor(index, device=genomes.device, dtype=torch.long))
+        # a memcpy a row (take_rows): torch's advanced indexing and index_select move uint8 rows slowly
+        return take_rows(genomes, index)
 
     def rows(self, genomes: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         return genomes[start:stop]  # a view: batches are never written after they are made

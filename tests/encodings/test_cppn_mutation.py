@@ -17,7 +17,7 @@ from evofool.encodings.cppn_genome import (
 )
 
 ONLY = dict(p_weight=0.0, p_activation=0.0, p_add_link=0.0, p_remove_link=0.0, p_add_node=0.0, p_remove_node=0.0,
-            p_weights_only=0.0)
+            p_weights_only=0.0, p_add_wave=0.0)
 BOLD = dict(p_add_node=0.8, p_add_link=0.8, p_remove_node=0.3, p_remove_link=0.5, p_activation=0.3)
 
 
@@ -153,6 +153,33 @@ def test_weights_only_children_keep_graph_and_activations_and_are_never_copies()
     half = CPPNEncoding((3, 8, 8), p_weights_only=0.5, **BOLD)
     children = half.vary(parents, np.random.default_rng(4), 0)
     assert 0.28 < np.mean([same_graph(p, c) for p, c in zip(parents, children)]) < 0.46
+
+
+def test_add_wave_adds_one_sine_node_from_x_y_or_d_into_one_output_at_a_small_weight():
+    """The direct encoding's gratings and rings as a CPPN operator: the parent's graph, links
+    and weights are all kept, and one new sine node (fed by x, y and the bias, or by d and the
+    bias) adds its pattern into one output at a weight within ±wave_weight."""
+    enc = CPPNEncoding((3, 32, 32), **{**ONLY, "p_add_wave": 1.0, "wave_weight": 0.3})
+    rng = np.random.default_rng(4)
+    parents = enc.random(200, rng)
+    children = enc.vary(parents, rng, 0)
+    feeds = set()
+    for parent, child in zip(parents, children):
+        check_genome(child)
+        new = child.n_nodes - 1
+        assert child.n_hidden == parent.n_hidden + 1 and child.node_act[new] == 0  # sine
+        assert np.array_equal(child.link_id[:parent.n_links], parent.link_id)
+        assert np.array_equal(child.link_weight[:parent.n_links], parent.link_weight)
+        into, out_of = child.link_dst == new, child.link_src == new
+        feeds.add(tuple(sorted(child.link_src[into].tolist())))
+        assert out_of.sum() == 1 and N_INPUTS <= child.link_dst[out_of][0] < N_INPUTS + 3
+        assert abs(child.link_weight[out_of][0]) <= 0.3
+        assert np.all(np.abs(child.link_weight[into]) <= 10.0)
+    assert feeds == {(0, 1, 3), (2, 3)}  # gratings and rings
+    before, after = enc.render(parents), enc.render(children)
+    # Most images change (78 % of these): where the output is saturated (or is a hue at zero
+    # saturation or value) a small added pattern does not show.
+    assert (before != after).any((1, 2, 3)).float().mean() > 0.6
 
 
 def test_no_weights_only_share_draws_nothing_for_it():

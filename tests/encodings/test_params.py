@@ -129,6 +129,7 @@ INERT = [
     ("cppn", {}, "crossover", "line", "crossover_rate=0"),
     ("cppn", {}, "crossover_sigma", 3.0, "crossover_rate=0"),
     ("cppn", {"crossover_rate": 0.9}, "crossover_sigma", 3.0, "crossover=uniform"),
+    ("cppn", {}, "wave_weight", 0.3, "p_add_wave=0"),
 ]
 COUNTS = [
     ("direct", {"crossover_rate": 0.9, "mutation": "polynomial"}, "crossover_eta", 2.0),
@@ -143,6 +144,7 @@ COUNTS = [
     ("direct", {}, "amplitude_max", 64.0),
     ("cppn", {"crossover_rate": 0.9}, "crossover", "line"),
     ("cppn", {"crossover_rate": 0.9, "crossover": "line"}, "crossover_sigma", 3.0),
+    ("cppn", {"p_add_wave": 0.5}, "wave_weight", 0.3),
 ]
 
 
