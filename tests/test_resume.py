@@ -410,24 +410,33 @@ def test_resume_with_more_generations_extends_a_finished_run(tmp_path, straight)
     assert_same_result(straight("direct", 40), out, 40)
 
 
-def test_a_cppn_run_recorded_before_float32_rendering_resumes_in_float64(tmp_path, model):
-    """CPPN runs render in float32 since that became the default; a run folder written before
-    (no render_dtype in its encoding_params) rendered in float64 and must resume as it ran,
-    under its own hash. A new run records float32 explicitly."""
+def resume_a_folder_recorded_without(tmp_path, model, encoding: str, legacy: dict) -> dict:
+    """A run with the ``legacy`` values of parameters whose default changed, its folder then
+    written as evofool wrote it before they existed (no such keys), resumes to the same
+    result as the run never interrupted, under the hash it had. Returns its config.json."""
     def args(out, generations):
-        return [*run_args(model, out, encoding="cppn", generations=generations, population=20, every=2),
-                "--param", "render_dtype=float64"]
+        flags = [flag for key, value in legacy.items() for flag in ("--param", f"{key}={value}")]
+        return [*run_args(model, out, encoding=encoding, generations=generations, population=20, every=2), *flags]
 
     straight, old = tmp_path / "straight", tmp_path / "old"
     assert evofool(*args(straight, 6)).returncode == 0
     assert evofool(*args(old, 3)).returncode == 0
     doc = json.loads((old / "config.json").read_text())
-    del doc["config"]["encoding_params"]["render_dtype"]  # as evofool wrote it before the new default
+    for key in legacy:  # as evofool wrote it before the new default
+        del doc["config"]["encoding_params"][key]
     (old / "config.json").write_text(json.dumps(doc))
     proc = evofool("resume", old, "--generations", "6", "--quiet", "--no-gallery")
     assert proc.returncode == 0, proc.stderr
     assert_same_result(straight, old, 6)
     assert json.loads((old / "config.json").read_text())["config_hash"] == doc["config_hash"]
+    return doc
+
+
+def test_a_cppn_run_recorded_before_float32_rendering_resumes_in_float64(tmp_path, model):
+    """CPPN runs render in float32 since that became the default; a run folder written before
+    (no render_dtype in its encoding_params) rendered in float64 and must resume as it ran,
+    under its own hash. A new run records float32 explicitly."""
+    doc = resume_a_folder_recorded_without(tmp_path, model, "cppn", {"render_dtype": "float64"})
 
     new = tmp_path / "new"
     assert evofool(*run_args(model, new, encoding="cppn", generations=1, population=20)).returncode == 0
@@ -444,21 +453,7 @@ def test_a_direct_run_recorded_before_the_pattern_mutations_resumes_with_the_pap
     """The direct encoding mutates by whole-image patterns from flat colours since that became
     its default; a folder written before (no mutation or init in its encoding_params) mutated by
     polynomial steps from noise and must resume so, under its own hash."""
-    def args(out, generations):
-        return [*run_args(model, out, encoding="direct", generations=generations, population=20, every=2),
-                "--param", "mutation=polynomial", "--param", "init=noise"]
-
-    straight, old = tmp_path / "straight", tmp_path / "old"
-    assert evofool(*args(straight, 6)).returncode == 0
-    assert evofool(*args(old, 3)).returncode == 0
-    doc = json.loads((old / "config.json").read_text())
-    for key in ("mutation", "init"):  # as evofool wrote it before the new defaults
-        del doc["config"]["encoding_params"][key]
-    (old / "config.json").write_text(json.dumps(doc))
-    proc = evofool("resume", old, "--generations", "6", "--quiet", "--no-gallery")
-    assert proc.returncode == 0, proc.stderr
-    assert_same_result(straight, old, 6)
-    assert json.loads((old / "config.json").read_text())["config_hash"] == doc["config_hash"]
+    doc = resume_a_folder_recorded_without(tmp_path, model, "direct", {"mutation": "polynomial", "init": "noise"})
 
     new = tmp_path / "new"
     assert evofool(*run_args(model, new, encoding="direct", generations=1, population=20)).returncode == 0
