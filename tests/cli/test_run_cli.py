@@ -329,3 +329,20 @@ def test_ctrl_c_while_the_cli_imports_is_one_line_and_130(monkeypatch, capsys):
         entry()
     assert info.value.code == 130
     assert capsys.readouterr().err == "error: interrupted (Ctrl-C) before the command started; nothing was written\n"
+
+
+def test_refine_grad_on_the_default_direct_mutation_suggests_the_papers(tmp_path):
+    """The gradient hybrid climbed faster from polynomial steps on noise: a direct run given
+    --refine grad without a mutation says so in one note line and goes on; one that names
+    its mutation, or a CPPN run, gets no such line."""
+    args = ["--refine", "grad", "--generations", "1", "--population", "20", "--quiet", "--no-gallery"]
+    notes = {}
+    for name, extra in (("default", []), ("named", ["--param", "mutation=polynomial"]),
+                        ("cppn", ["--encoding", "cppn"])):
+        result = run_cli("run", *args, *extra, "--out", str(tmp_path / name))
+        assert result.exit_code == 0, result.output
+        notes[name] = [line for line in result.stderr.splitlines() if "--refine grad on the direct" in line]
+    assert notes["default"] == [
+        "note: --refine grad on the direct encoding climbed faster with the paper's mutation from noise "
+        "(add --param mutation=polynomial --param init=noise; see README)"]
+    assert notes["named"] == notes["cppn"] == []
