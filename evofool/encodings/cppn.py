@@ -104,7 +104,9 @@ class CPPNEncoding(Encoding):
         # The direct encoding's pattern mutations as a CPPN operator: a new sine node fed by x, y
         # and the bias (a grating) or by d and the bias (rings), added into one output at a
         # small weight, so a child keeps its parent's image with one whole-image pattern added
-        # (a node split by add_node changes what flows along an existing path instead).
+        # (a node split by add_node changes what flows along an existing path instead). Measured
+        # (EfficientNet-Lite0, curiosity-bold-fine80-30 + 0.5, Intel Xeon, 200k evaluations):
+        # median 69.97 / 71.27 % (seeds 0 / 1) against 74.57 / 66.31 % without: level. Off.
         "p_add_wave": _probability(MutationRates.p_add_wave, "per-offspring probability of adding a grating or "
                                                              "rings node into an output (0: off, as in the paper)"),
         "wave_weight": Param(float, MutationRates.wave_weight, low=0.0, low_open=True,
