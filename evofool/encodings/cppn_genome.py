@@ -328,10 +328,7 @@ class _Work:
         act = int(rng.integers(N_ACT))
         w_out = rng.uniform(-bound, bound)
         self._keep_links(np.arange(self.src.size) != k)
-        new = self.n  # appended last: ids only grow, so node ids stay ascending
-        self.node_id = np.concatenate((self.node_id, [counters.next_node]))
-        self.node_act = np.concatenate((self.node_act, np.array([act], dtype=self.node_act.dtype)))
-        counters.next_node += 1
+        new = self._append_node(act, counters)
         self._append_links([s, new], [new, d], [w, w_out], counters)
 
     def add_wave(self, rng: np.random.Generator, counters: Counters, bound: float, weight: float) -> None:
@@ -345,11 +342,7 @@ class _Work:
         w_in = rng.uniform(-bound, bound, len(sources))
         output = N_INPUTS + int(rng.integers(self.n_out))
         w_out = rng.uniform(-weight, weight)
-        new = self.n
-        self.node_id = np.concatenate((self.node_id, [counters.next_node]))
-        self.node_act = np.concatenate((self.node_act, np.array([ACTIVATIONS.index("sine")],
-                                                                dtype=self.node_act.dtype)))
-        counters.next_node += 1
+        new = self._append_node(ACTIVATIONS.index("sine"), counters)
         self._append_links([*sources, new], [new] * len(sources) + [output], [*w_in, w_out], counters)
 
     def remove_node(self, rng: np.random.Generator) -> None:
@@ -368,6 +361,14 @@ class _Work:
         # Positions above v shift down by one.
         self.src = self.src - (self.src > v)
         self.dst = self.dst - (self.dst > v)
+
+    def _append_node(self, act: int, counters: Counters) -> int:
+        """Appends a hidden node with activation ``act`` and a new id; returns its position
+        (the last: ids only grow, so node ids stay ascending)."""
+        self.node_id = np.concatenate((self.node_id, [counters.next_node]))
+        self.node_act = np.concatenate((self.node_act, np.array([act], dtype=self.node_act.dtype)))
+        counters.next_node += 1
+        return self.n - 1
 
     def _append_links(self, src: list[int], dst: list[int], w: list[float], counters: Counters) -> None:
         """Appends links ``src[i] -> dst[i]`` with new innovation ids, in order (one
