@@ -38,7 +38,8 @@ BOLD = ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param", "p_a
 
 # The direct encoding's mutation and first images before patterns from flat colours became its
 # defaults: the direct variants measured before then pin them, so a new folder computes what they did.
-POLYNOMIAL = ["--param", "mutation=polynomial", "--param", "init=noise"]
+NOISE = ["--param", "init=noise"]
+POLYNOMIAL = ["--param", "mutation=polynomial", *NOISE]
 
 # name -> (population, extra `evofool run` flags, what it is)
 VARIANTS: dict[str, tuple[int, list[str], str]] = {
@@ -124,10 +125,10 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                               "of each batch (not black-box)"),
     "direct": (100, ["--encoding", "direct", *POLYNOMIAL],
                "the direct encoding with the paper's polynomial mutation from noise, population 100"),
-    "direct-squares": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=noise"],
+    "direct-squares": (100, ["--encoding", "direct", "--param", "mutation=squares", *NOISE],
                        "the direct encoding, each child one painted square (Square Attack's step)"),
-    "direct-squares-curiosity": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param",
-                                       "init=noise", "--selection", "curiosity"],
+    "direct-squares-curiosity": (100, ["--encoding", "direct", "--param", "mutation=squares", *NOISE,
+                                       "--selection", "curiosity"],
                                  "direct-squares with curiosity selection"),
     "direct-squares-flat": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=flat"],
                             "direct-squares starting from flat colours"),
@@ -141,12 +142,12 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                              "the direct encoding's defaults: from flat colours, each child a painted lattice, an "
                              "added sine grating or added rings"),
     "direct-squares3": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "squares=3",
-                              "--param", "init=noise"],
+                              *NOISE],
                         "direct-squares, three squares per child"),
-    "direct-squares-small": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=noise",
+    "direct-squares-small": (100, ["--encoding", "direct", "--param", "mutation=squares", *NOISE,
                                    "--param", "square_min=0.01", "--param", "square_max=0.1"],
                              "direct-squares, sides 1-10 % of the image"),
-    "direct-squares-large": (100, ["--encoding", "direct", "--param", "mutation=squares", "--param", "init=noise",
+    "direct-squares-large": (100, ["--encoding", "direct", "--param", "mutation=squares", *NOISE,
                                    "--param", "square_min=0.05", "--param", "square_max=0.5"],
                              "direct-squares, sides 5-50 % of the image"),
     # Hybrids (not black-box): each forward + backward pass counts as 3 evaluations. Those measured
