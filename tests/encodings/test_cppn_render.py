@@ -90,6 +90,28 @@ def test_inputs_and_squashing_on_a_hand_made_genome():
     assert planes[1][0, 0] == -1 and planes[1][-1, 0] == 1
 
 
+def test_nodes_without_a_path_to_an_output_are_not_computed_and_change_nothing():
+    """A hidden chain fed by x that reaches no output (as remove_link leaves behind) gets no
+    row of the layout and no link; the image is the same bits as without it, and its link
+    weights get no gradient."""
+    def genome(links):  # nodes: 4 inputs, output 4, hidden 5 -> 6 (dead) and 7 (into the output)
+        src, dst, w = (np.array(v) for v in zip(*links))
+        return Genome(gid=0, parent=-1, n_out=1, node_id=np.arange(8), node_act=[-1, -1, -1, -1, 0, 1, 2, 0],
+                      node_layer=compute_layers(8, src, dst), link_id=np.arange(len(src)), link_src=src,
+                      link_dst=dst, link_weight=w.astype(np.float32))
+
+    live = [(0, 7, 1.5), (2, 7, -0.7), (7, 4, 2.0), (1, 4, 0.3)]
+    with_dead = genome(live[:2] + [(0, 5, 0.9), (5, 6, 1.1), (3, 6, 0.4)] + live[2:])
+    layout = cppn_render.build_layout([with_dead], 1)
+    assert layout.n_rows == 4 + 2  # the inputs, node 7 and the output
+    assert sorted(np.r_[layout.first_link[layout.first_link >= 0], layout.extra_link]) == [0, 1, 5, 6]
+    enc = CPPNEncoding((1, 12, 10), render_dtype="float64")
+    assert torch.equal(enc.render([with_dead]), enc.render([genome(live)]))
+    weights = torch.from_numpy(with_dead.link_weight.astype(np.float64)).requires_grad_(True)
+    (grad,) = torch.autograd.grad(enc.render_differentiable([with_dead], weights).sum(), weights)
+    assert np.array_equal(grad[2:5].numpy(), np.zeros(3)) and (grad[[0, 1, 5, 6]] != 0).all()
+
+
 def test_hsv_to_rgb_matches_colorsys():
     hsv = torch.rand(1, 3, 500, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     hsv[0, 0, :5] = torch.tensor([0.0, 1.0, 1 / 6, 0.5, 5 / 6], dtype=torch.float64)
