@@ -119,6 +119,11 @@ class MutationRates:
     # bound of the weight that adds it to an output; 0 as in the paper (nothing drawn).
     p_add_wave: float = 0.0
     wave_weight: float = 1.0
+    # Which weights the weights-only children move: "all" (the polynomial mutation above) or
+    # "output", every link into an output node by a Gaussian step of weights_only_sigma
+    # (step_output_links).
+    weights_only_links: str = "all"
+    weights_only_sigma: float = 0.02
 
 
 # --- graph helpers (all vectorised over links; graphs have tens of nodes) ---------------
@@ -272,6 +277,27 @@ def mutate_some_weights(weights: np.ndarray, counts: np.ndarray, chosen: np.ndar
     u = torch.from_numpy(rng.random(sites.size))
     stepped = polynomial_step(x, u, eta, -bound, bound).numpy()
     out[sites] = np.clip(stepped.astype(np.float32), np.float32(-bound), np.float32(bound))
+    return out
+
+
+def into_outputs(genomes: list[Genome]) -> np.ndarray:
+    """Per link of ``genomes`` (genome after genome, each in its link order), whether it
+    feeds an output node: the image's last weighted sums, a smooth function of these weights."""
+    if not genomes:
+        return np.zeros(0, dtype=bool)
+    return np.concatenate([(g.link_dst >= N_INPUTS) & (g.link_dst < N_INPUTS + g.n_out) for g in genomes])
+
+
+def step_output_links(parents: list[Genome], chosen: np.ndarray, weights: np.ndarray, sigma: float,
+                      bound: float, rng: np.random.Generator) -> np.ndarray:
+    """``weights`` (the parents' links, genome after genome) with, in every ``chosen``
+    genome, each link into an output node moved by a Gaussian step of ``sigma`` (clipped to
+    ``±bound``); every other weight unchanged. One draw per moved link, in link order."""
+    counts = np.array([p.n_links for p in parents], dtype=np.int64)
+    sites = np.flatnonzero(into_outputs(parents) & np.repeat(np.asarray(chosen, dtype=bool), counts))
+    out = np.array(weights, dtype=np.float32, copy=True)
+    stepped = out[sites].astype(np.float64) + sigma * rng.standard_normal(sites.size)
+    out[sites] = np.clip(stepped, -bound, bound).astype(np.float32)
     return out
 
 
@@ -441,7 +467,13 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
     n_act = np.array([p.n_nodes - N_INPUTS for p in parents])
     before = np.concatenate([p.link_weight for p in parents])
     weights = mutate_weights(before, rates, rng)
-    if rates.weights_only_p_weight > 0 and light.any():
+    if rates.weights_only_links == "output" and light.any():
+        # The weights-only children start again from their parents' weights and step only
+        # the links into the outputs; nothing is drawn for this otherwise (recorded runs
+        # resume exactly).
+        fine = step_output_links(parents, light, before, rates.weights_only_sigma, rates.weight_bound, rng)
+        weights = np.where(np.repeat(light, n_links), fine, weights)
+    elif rates.weights_only_p_weight > 0 and light.any():
         # The weights-only children start again from their parents' weights with their own
         # rates; nothing is drawn for this without them (recorded runs resume exactly).
         fine = mutate_some_weights(before, n_links, light, rates.weights_only_p_weight,

@@ -242,6 +242,36 @@ def test_weights_only_rates_unset_draw_nothing_for_them():
     assert rc != ra and not all(np.array_equal(x.link_weight, y.link_weight) for x, y in zip(a, c))
 
 
+def test_weights_only_children_on_output_links_step_every_link_into_an_output_and_nothing_else():
+    """weights_only_links=output: a weights-only child keeps its parent's graph, activations
+    and every weight but those of the links into an output node, which all move by Gaussian
+    steps of weights_only_sigma (clipped to the bound); the other children mutate as usual."""
+    rng = np.random.default_rng(5)
+    grow = CPPNEncoding((3, 8, 8), **BOLD)
+    parents = grow.random(200, rng)
+    for _ in range(4):
+        parents = grow.vary(parents, rng, 0)
+
+    def children(p_weights_only, sigma):
+        enc = CPPNEncoding((3, 8, 8), p_weights_only=p_weights_only, weights_only_links="output",
+                           weights_only_sigma=sigma, **BOLD)
+        return enc.vary(parents, np.random.default_rng(6), 0)
+
+    steps = []
+    for p, c in zip(parents, children(1.0, 0.05)):
+        assert same_graph(p, c) and np.array_equal(p.node_act, c.node_act)
+        into = (p.link_dst >= N_INPUTS) & (p.link_dst < N_INPUTS + p.n_out)
+        assert np.array_equal(c.link_weight[~into], p.link_weight[~into])
+        assert np.all(c.link_weight[into] != p.link_weight[into])
+        steps.append(c.link_weight[into].astype(np.float64) - p.link_weight[into])
+    steps = np.concatenate(steps)
+    assert steps.size > 600 and 0.045 < steps.std() < 0.055 and abs(steps.mean()) < 0.01
+    wide = np.concatenate([c.link_weight - p.link_weight for p, c in zip(parents, children(1.0, 1000.0))])
+    assert np.abs(wide).max() > 1 and all(np.abs(c.link_weight).max() <= 10.0 for c in children(1.0, 1000.0))
+    half = [same_graph(p, c) for p, c in zip(parents, children(0.5, 0.05))]
+    assert 0.3 < np.mean(half) < 0.9  # the other half mostly change their graphs
+
+
 def test_layers_detect_cycles():
     import pytest
 
