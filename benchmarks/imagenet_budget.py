@@ -102,12 +102,16 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                          "curiosity-bold-fine80-30-waves, the patterns added at weights within "
                                          "±0.3"),
     "curiosity-bold-fine80-30-out": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                           "weights_only_above=0.3", "--param", "weights_only_links=output"],
+                                           "weights_only_above=0.3", "--param", "weights_only_output=1"],
                                      "curiosity-bold-fine80-30, the weights-only children stepping every link into "
                                      "an output node (Gaussian, sigma 0.02) instead of a polynomial mutation"),
     "curiosity-bold-fine80-10-out": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                           "weights_only_above=0.1", "--param", "weights_only_links=output"],
+                                           "weights_only_above=0.1", "--param", "weights_only_output=1"],
                                      "curiosity-bold-fine80-30-out, from 10 % confidence"),
+    "curiosity-bold-fine80-30-out25": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
+                                             "weights_only_above=0.3", "--param", "weights_only_output=0.25"],
+                                       "curiosity-bold-fine80-30, a quarter of the weights-only children stepping "
+                                       "the output links (Gaussian, sigma 0.02), the rest polynomial steps"),
     "curiosity-bold-fine50-50": (100, [*BOLD, "--param", "p_weights_only=0.5", "--param", "weights_only_above=0.5"],
                                  "curiosity-bold, but half the children of champions at >= 50 % confidence "
                                  "change only link weights"),

@@ -36,7 +36,6 @@ from evofool.encodings.cppn_render import (DEFAULT_CHUNK_ELEMENTS, render_batch,
 __all__ = ["CPPNEncoding", "Genome", "render_one_reference"]
 
 REFINE_LINKS = ("output", "all", "dense")  # --param refine_links: which link weights --refine grad moves
-WEIGHTS_ONLY_LINKS = ("all", "output")  # --param weights_only_links: which weights the weights-only children move
 
 
 def _probability(default: float, what: str) -> Param:
@@ -96,11 +95,11 @@ class CPPNEncoding(Encoding):
         # As whole runs (fine80-30 with 0.02 / 100, seeds 0 and 1, 200k evaluations) it ended level
         # with fine80-30's own: median 67.83 / 71.48 % against 74.57 / 66.31 %. Off by default.
         "weights_only_p_weight": Param(float, MutationRates.weights_only_p_weight, low=0.0, high=1.0,
-                                       inert=inert_when(("p_weights_only", 0), ("weights_only_links", "output")),
+                                       inert=inert_when(("p_weights_only", 0), ("weights_only_output", 1)),
                                        help="per-weight probability of mutation for the weights-only children, "
                                             "at least one weight each (0: p_weight)"),
         "weights_only_eta": Param(float, MutationRates.weights_only_eta, low=0.0,
-                                  inert=inert_when(("p_weights_only", 0), ("weights_only_links", "output")),
+                                  inert=inert_when(("p_weights_only", 0), ("weights_only_output", 1)),
                                   help="polynomial mutation eta for the weights-only children (0: eta)"),
         # The links into the output nodes are the smooth part of a CPPN (the image is a squashed
         # weighted sum of its hidden planes there; see refine_links). Measured on the 200k-evaluation
@@ -110,19 +109,20 @@ class CPPNEncoding(Encoding):
         # log-prob gain 1.5-2.1 / 2.0-2.4 / 1.1-2.0 / 0.6-1.0, against the run's weights-only
         # polynomial children's 2-3 % and 0.26-0.42; at 2-30 %: 0.02 gained 11 against 4.1 (all
         # links, polynomial) and 0.005-0.47 (the structural children those champions get).
-        # As whole runs it lost (curiosity-bold-fine80-30 + output, seed 0, Intel Xeon): median 19.43 %
+        # As whole runs, given to every weights-only child (1), it lost (curiosity-bold-fine80-30, seed 0,
+        # Intel Xeon): median 19.43 %
         # at 50k evaluations and 26.89 % at 75k against 27.03 % at 50k with polynomial steps; from
         # 10 % confidence 19.02 and 27.80 %. A child that only re-weighs its parent's planes
         # climbs its own class, but no longer brings the new planes that later children build
-        # on. Off by default (all).
-        "weights_only_links": Param(str, MutationRates.weights_only_links, choices=WEIGHTS_ONLY_LINKS,
-                                    inert=inert_when(("p_weights_only", 0)),
-                                    help="the weights-only children move weights chosen among all links (all: "
-                                         "polynomial, weights_only_p_weight / _eta) or every link into an "
-                                         "output node (output: Gaussian steps of weights_only_sigma)"),
+        # on. Off by default (0).
+        "weights_only_output": Param(float, MutationRates.weights_only_output, low=0.0, high=1.0,
+                                     inert=inert_when(("p_weights_only", 0)),
+                                     help="share of the weights-only children that step every link into an "
+                                          "output node (Gaussian, weights_only_sigma) and no other weight; the "
+                                          "rest take polynomial steps (0: none)"),
         "weights_only_sigma": Param(float, MutationRates.weights_only_sigma, low=0.0, low_open=True,
-                                    inert=inert_when(("p_weights_only", 0), ("weights_only_links", "all")),
-                                    help="standard deviation of the output-link steps (weights_only_links=output)"),
+                                    inert=inert_when(("p_weights_only", 0), ("weights_only_output", 0)),
+                                    help="standard deviation of the output-link steps"),
         # The direct encoding's pattern mutations as a CPPN operator: a new sine node fed by x, y
         # and the bias (a grating) or by d and the bias (rings), added into one output at a
         # small weight, so a child keeps its parent's image with one whole-image pattern added
@@ -201,7 +201,7 @@ class CPPNEncoding(Encoding):
                                    weights_only_above=float(p["weights_only_above"]),
                                    weights_only_p_weight=float(p["weights_only_p_weight"]),
                                    weights_only_eta=float(p["weights_only_eta"]),
-                                   weights_only_links=p["weights_only_links"],
+                                   weights_only_output=float(p["weights_only_output"]),
                                    weights_only_sigma=float(p["weights_only_sigma"]),
                                    wave_weight=float(p["wave_weight"]),
                                    **{k: float(p[k]) for k in self.PROBABILITIES})
@@ -388,7 +388,7 @@ class CPPNEncoding(Encoding):
             "p_remove_link": r.p_remove_link, "p_add_node": r.p_add_node,
             "p_remove_node": r.p_remove_node, "p_weights_only": r.p_weights_only,
             "weights_only_above": r.weights_only_above, "weights_only_p_weight": r.weights_only_p_weight,
-            "weights_only_eta": r.weights_only_eta, "weights_only_links": r.weights_only_links,
+            "weights_only_eta": r.weights_only_eta, "weights_only_output": r.weights_only_output,
             "weights_only_sigma": r.weights_only_sigma, "p_add_wave": r.p_add_wave, "wave_weight": r.wave_weight,
             "activations": list(ACTIVATIONS),
             "colour_space": "hsv" if self.n_out == 3 else "gray",

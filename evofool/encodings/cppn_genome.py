@@ -119,10 +119,10 @@ class MutationRates:
     # bound of the weight that adds it to an output; 0 as in the paper (nothing drawn).
     p_add_wave: float = 0.0
     wave_weight: float = 1.0
-    # Which weights the weights-only children move: "all" (the polynomial mutation above) or
-    # "output", every link into an output node by a Gaussian step of weights_only_sigma
-    # (step_output_links).
-    weights_only_links: str = "all"
+    # Share of the weights-only children that move every link into an output node by a
+    # Gaussian step of weights_only_sigma (step_output_links) and no other weight; the rest
+    # take the polynomial steps above. 0 as before it (nothing drawn), 1 all of them.
+    weights_only_output: float = 0.0
     weights_only_sigma: float = 0.02
 
 
@@ -467,19 +467,23 @@ def mutate_batch(parents: list[Genome], rng: np.random.Generator, counters: Coun
     n_act = np.array([p.n_nodes - N_INPUTS for p in parents])
     before = np.concatenate([p.link_weight for p in parents])
     weights = mutate_weights(before, rates, rng)
-    if rates.weights_only_links == "output" and light.any():
-        # The weights-only children start again from their parents' weights and step only
-        # the links into the outputs; nothing is drawn for this otherwise (recorded runs
-        # resume exactly).
-        fine = step_output_links(parents, light, before, rates.weights_only_sigma, rates.weight_bound, rng)
-        weights = np.where(np.repeat(light, n_links), fine, weights)
-    elif rates.weights_only_p_weight > 0 and light.any():
+    # Which weights-only children step their output links instead: drawn only for a share
+    # strictly between 0 and 1, so runs recorded before it (0) resume exactly.
+    output = np.zeros(n, dtype=bool)
+    if rates.weights_only_output >= 1:
+        output = light.copy()
+    elif rates.weights_only_output > 0 and light.any():
+        output = light & (rng.random(n) < rates.weights_only_output)
+    polynomial = light & ~output
+    if rates.weights_only_p_weight > 0 and polynomial.any():
         # The weights-only children start again from their parents' weights with their own
         # rates; nothing is drawn for this without them (recorded runs resume exactly).
-        fine = mutate_some_weights(before, n_links, light, rates.weights_only_p_weight,
+        fine = mutate_some_weights(before, n_links, polynomial, rates.weights_only_p_weight,
                                    rates.weights_only_eta or rates.eta, rates.weight_bound, rng)
-        keep = np.repeat(light, n_links)
-        weights = np.where(keep, fine, weights)
+        weights = np.where(np.repeat(polynomial, n_links), fine, weights)
+    if output.any():
+        fine = step_output_links(parents, output, before, rates.weights_only_sigma, rates.weight_bound, rng)
+        weights = np.where(np.repeat(output, n_links), fine, weights)
     acts = np.concatenate([p.node_act[N_INPUTS:] for p in parents])
     redraw = rng.random(acts.size) < rates.p_activation
     acts = np.where(redraw, rng.integers(0, N_ACT, size=acts.size), acts).astype(np.int8)

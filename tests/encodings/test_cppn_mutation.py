@@ -243,32 +243,40 @@ def test_weights_only_rates_unset_draw_nothing_for_them():
 
 
 def test_weights_only_children_on_output_links_step_every_link_into_an_output_and_nothing_else():
-    """weights_only_links=output: a weights-only child keeps its parent's graph, activations
-    and every weight but those of the links into an output node, which all move by Gaussian
-    steps of weights_only_sigma (clipped to the bound); the other children mutate as usual."""
+    """weights_only_output: that share of the weights-only children keeps its parent's graph,
+    activations and every weight but those of the links into an output node, which all move
+    by Gaussian steps of weights_only_sigma (clipped to the bound); the other weights-only
+    children take polynomial steps, and children that are not weights-only mutate as usual."""
     rng = np.random.default_rng(5)
     grow = CPPNEncoding((3, 8, 8), **BOLD)
     parents = grow.random(200, rng)
     for _ in range(4):
         parents = grow.vary(parents, rng, 0)
+    into = [(p.link_dst >= N_INPUTS) & (p.link_dst < N_INPUTS + p.n_out) for p in parents]
 
-    def children(p_weights_only, sigma):
-        enc = CPPNEncoding((3, 8, 8), p_weights_only=p_weights_only, weights_only_links="output",
-                           weights_only_sigma=sigma, **BOLD)
+    def children(share, sigma=0.05, p_weights_only=1.0):
+        enc = CPPNEncoding((3, 8, 8), p_weights_only=p_weights_only, weights_only_output=share,
+                           weights_only_sigma=sigma, weights_only_p_weight=0.02, **BOLD)
         return enc.vary(parents, np.random.default_rng(6), 0)
 
+    def output_only(p, c, out):  # every output link moved, nothing else
+        return (same_graph(p, c) and np.array_equal(c.link_weight[~out], p.link_weight[~out])
+                and bool(np.all(c.link_weight[out] != p.link_weight[out])))
+
     steps = []
-    for p, c in zip(parents, children(1.0, 0.05)):
-        assert same_graph(p, c) and np.array_equal(p.node_act, c.node_act)
-        into = (p.link_dst >= N_INPUTS) & (p.link_dst < N_INPUTS + p.n_out)
-        assert np.array_equal(c.link_weight[~into], p.link_weight[~into])
-        assert np.all(c.link_weight[into] != p.link_weight[into])
-        steps.append(c.link_weight[into].astype(np.float64) - p.link_weight[into])
+    for p, c, out in zip(parents, children(1.0), into):
+        assert output_only(p, c, out) and np.array_equal(p.node_act, c.node_act)
+        steps.append(c.link_weight[out].astype(np.float64) - p.link_weight[out])
     steps = np.concatenate(steps)
     assert steps.size > 600 and 0.045 < steps.std() < 0.055 and abs(steps.mean()) < 0.01
-    wide = np.concatenate([c.link_weight - p.link_weight for p, c in zip(parents, children(1.0, 1000.0))])
-    assert np.abs(wide).max() > 1 and all(np.abs(c.link_weight).max() <= 10.0 for c in children(1.0, 1000.0))
-    half = [same_graph(p, c) for p, c in zip(parents, children(0.5, 0.05))]
+    wide = children(1.0, sigma=1000.0)
+    assert max(np.abs(c.link_weight - p.link_weight).max() for p, c in zip(parents, wide)) > 1
+    assert all(np.abs(c.link_weight).max() <= 10.0 for c in wide)
+    mixed = [output_only(p, c, out) for p, c, out in zip(parents, children(0.25), into)]
+    assert 0.15 < np.mean(mixed) < 0.35  # a quarter step their output links ...
+    assert all(same_graph(p, c) for p, c in zip(parents, children(0.25)))  # ... the rest only weights too
+    assert not any(output_only(p, c, out) for p, c, out in zip(parents, children(0.0), into) if out.sum() > 2)
+    half = [same_graph(p, c) for p, c in zip(parents, children(1.0, p_weights_only=0.5))]
     assert 0.3 < np.mean(half) < 0.9  # the other half mostly change their graphs
 
 

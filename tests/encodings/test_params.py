@@ -130,12 +130,12 @@ INERT = [
     ("cppn", {}, "crossover_sigma", 3.0, "crossover_rate=0"),
     ("cppn", {"crossover_rate": 0.9}, "crossover_sigma", 3.0, "crossover=uniform"),
     ("cppn", {}, "wave_weight", 0.3, "p_add_wave=0"),
-    ("cppn", {}, "weights_only_links", "output", "p_weights_only=0"),
-    ("cppn", {"p_weights_only": 0.5}, "weights_only_sigma", 0.3, "weights_only_links=all"),
-    ("cppn", {"p_weights_only": 0.5, "weights_only_links": "output"}, "weights_only_p_weight", 0.5,
-     "weights_only_links=output"),
-    ("cppn", {"p_weights_only": 0.5, "weights_only_links": "output"}, "weights_only_eta", 100.0,
-     "weights_only_links=output"),
+    ("cppn", {}, "weights_only_output", 0.5, "p_weights_only=0"),
+    ("cppn", {"p_weights_only": 0.5}, "weights_only_sigma", 0.3, "weights_only_output=0"),
+    ("cppn", {"p_weights_only": 0.5, "weights_only_output": 1.0}, "weights_only_p_weight", 0.5,
+     "weights_only_output=1"),
+    ("cppn", {"p_weights_only": 0.5, "weights_only_output": 1.0}, "weights_only_eta", 100.0,
+     "weights_only_output=1"),
 ]
 COUNTS = [
     ("direct", {"crossover_rate": 0.9, "mutation": "polynomial"}, "crossover_eta", 2.0),
@@ -151,8 +151,11 @@ COUNTS = [
     ("cppn", {"crossover_rate": 0.9}, "crossover", "line"),
     ("cppn", {"crossover_rate": 0.9, "crossover": "line"}, "crossover_sigma", 3.0),
     ("cppn", {"p_add_wave": 0.5}, "wave_weight", 0.3),
-    ("cppn", {"p_weights_only": 0.5}, "weights_only_links", "output"),
-    ("cppn", {"p_weights_only": 0.5, "weights_only_links": "output"}, "weights_only_sigma", 0.3),
+    ("cppn", {"p_weights_only": 0.5}, "weights_only_output", 0.5),
+    ("cppn", {"p_weights_only": 0.5}, "weights_only_output", 1.0),
+    ("cppn", {"p_weights_only": 0.5, "weights_only_output": 1.0}, "weights_only_sigma", 0.3),
+    ("cppn", {"p_weights_only": 0.5, "weights_only_output": 0.5, "weights_only_p_weight": 0.02},
+     "weights_only_p_weight", 0.5),
 ]
 
 
