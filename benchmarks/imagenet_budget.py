@@ -36,6 +36,13 @@ from pathlib import Path
 BOLD = ["--selection", "curiosity", "--param", "p_add_node=0.8", "--param", "p_add_link=0.8", "--param",
         "p_remove_node=0.3", "--param", "p_remove_link=0.5"]
 
+
+def fine80(above: str) -> list[str]:
+    """curiosity-bold with 80 % of the children of champions at >= ``above`` confidence changing
+    only link weights (the fine80-30 family builds on these flags)."""
+    return [*BOLD, "--param", "p_weights_only=0.8", "--param", f"weights_only_above={above}"]
+
+
 # The direct encoding's mutation and first images before patterns from flat colours became its
 # defaults: the direct variants measured before then pin them, so a new folder computes what they did.
 NOISE = ["--param", "init=noise"]
@@ -76,40 +83,32 @@ VARIANTS: dict[str, tuple[int, list[str], str]] = {
                                "activations kept)"),
     "curiosity-bold-light80": (100, [*BOLD, "--param", "p_weights_only=0.8"],
                                "curiosity-bold, but 80 % of the children change only link weights"),
-    "curiosity-bold-fine80-30": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param", "weights_only_above=0.3"],
+    "curiosity-bold-fine80-30": (100, fine80("0.3"),
                                  "curiosity-bold, but 80 % of the children of champions at >= 30 % confidence "
                                  "change only link weights"),
-    "curiosity-bold-fine80-30-sparse": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                              "weights_only_above=0.3", "--param", "weights_only_p_weight=0.02",
+    "curiosity-bold-fine80-30-sparse": (100, [*fine80("0.3"), "--param", "weights_only_p_weight=0.02",
                                               "--param", "weights_only_eta=100"],
                                         "curiosity-bold-fine80-30, the weights-only children moving 1-2 weights "
                                         "(p 0.02, at least one) by smaller steps (eta 100)"),
-    "curiosity-bold-fine80-10-sparse": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                              "weights_only_above=0.1", "--param", "weights_only_p_weight=0.02",
+    "curiosity-bold-fine80-10-sparse": (100, [*fine80("0.1"), "--param", "weights_only_p_weight=0.02",
                                               "--param", "weights_only_eta=100"],
                                         "curiosity-bold-fine80-30-sparse, but from 10 % confidence"),
-    "curiosity-bold-fine80-30-extrap": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                              "weights_only_above=0.3", "--extrapolate", "on"],
+    "curiosity-bold-fine80-30-extrap": (100, [*fine80("0.3"), "--extrapolate", "on"],
                                         "curiosity-bold-fine80-30, and each weight step that won its parent's cell "
                                         "continued at 0.5, 1 and 2 times its length (--extrapolate on)"),
-    "curiosity-bold-fine80-30-waves": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                             "weights_only_above=0.3", "--param", "p_add_wave=0.5"],
+    "curiosity-bold-fine80-30-waves": (100, [*fine80("0.3"), "--param", "p_add_wave=0.5"],
                                        "curiosity-bold-fine80-30, and half the structural children add a "
                                        "grating or rings node into an output (the direct encoding's patterns)"),
-    "curiosity-bold-fine80-30-waves03": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                               "weights_only_above=0.3", "--param", "p_add_wave=0.5", "--param",
+    "curiosity-bold-fine80-30-waves03": (100, [*fine80("0.3"), "--param", "p_add_wave=0.5", "--param",
                                                "wave_weight=0.3"],
                                          "curiosity-bold-fine80-30-waves, the patterns added at weights within "
                                          "±0.3"),
-    "curiosity-bold-fine80-30-out": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                           "weights_only_above=0.3", "--param", "weights_only_output=1"],
+    "curiosity-bold-fine80-30-out": (100, [*fine80("0.3"), "--param", "weights_only_output=1"],
                                      "curiosity-bold-fine80-30, the weights-only children stepping every link into "
                                      "an output node (Gaussian, sigma 0.02) instead of a polynomial mutation"),
-    "curiosity-bold-fine80-10-out": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                           "weights_only_above=0.1", "--param", "weights_only_output=1"],
+    "curiosity-bold-fine80-10-out": (100, [*fine80("0.1"), "--param", "weights_only_output=1"],
                                      "curiosity-bold-fine80-30-out, from 10 % confidence"),
-    "curiosity-bold-fine80-30-out25": (100, [*BOLD, "--param", "p_weights_only=0.8", "--param",
-                                             "weights_only_above=0.3", "--param", "weights_only_output=0.25"],
+    "curiosity-bold-fine80-30-out25": (100, [*fine80("0.3"), "--param", "weights_only_output=0.25"],
                                        "curiosity-bold-fine80-30, a quarter of the weights-only children stepping "
                                        "the output links (Gaussian, sigma 0.02), the rest polynomial steps"),
     "curiosity-bold-fine50-50": (100, [*BOLD, "--param", "p_weights_only=0.5", "--param", "weights_only_above=0.5"],
