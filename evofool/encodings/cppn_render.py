@@ -91,9 +91,9 @@ class Layout:
     """One batch flattened into a single node order (built with NumPy).
 
     Row 0..3 of the value tensor are the shared inputs; then every non-input node of
-    every genome that has a path to an output, sorted by (layer, activation, genome, position), outputs last (as
-    layer ``depth + 1``). A step is a run of rows of one layer; within it each
-    activation owns a contiguous run of rows.
+    every genome that has a path to an output (``feeds_outputs``), sorted by (layer,
+    activation, genome, position), outputs last (as layer ``depth + 1``). A step is a run
+    of rows of one layer; within it each activation owns a contiguous run of rows.
 
     Each node's first incoming link (by source row) is stored per row, so a layer
     starts with one dense gather-multiply into its rows; a node without links gets
