@@ -150,18 +150,24 @@ def compute_layers(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray
     raise ValueError("CPPN graph has a cycle")
 
 
-def reachable_from_inputs(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Boolean ``(N,)``: nodes reachable from some input (inputs included)."""
-    reached = np.zeros(n_nodes, dtype=bool)
-    reached[:N_INPUTS] = True
-    count = N_INPUTS
+def reached_from(start: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Boolean per node: in ``start`` (a boolean mask) or at the end of a path from one along
+    the links ``src -> dst`` (pass them swapped to follow the links backwards)."""
+    reached = np.array(start, dtype=bool, copy=True)
+    count = int(np.count_nonzero(reached))
     while True:  # the reached set only grows: an equal count means it stopped growing
-        new = reached.copy()
-        new[dst[reached[src]]] = True
-        new_count = int(np.count_nonzero(new))
+        reached[dst[reached[src]]] = True
+        new_count = int(np.count_nonzero(reached))
         if new_count == count:
             return reached
-        reached, count = new, new_count
+        count = new_count
+
+
+def reachable_from_inputs(n_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Boolean ``(N,)``: nodes reachable from some input (inputs included)."""
+    inputs = np.zeros(n_nodes, dtype=bool)
+    inputs[:N_INPUTS] = True
+    return reached_from(inputs, src, dst)
 
 
 def outputs_connected(n_out: int, n_nodes: int, src: np.ndarray, dst: np.ndarray) -> bool:

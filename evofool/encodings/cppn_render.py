@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from evofool.encodings.cppn_genome import N_INPUTS, Genome
+from evofool.encodings.cppn_genome import N_INPUTS, Genome, reached_from
 
 # GPU: about how many node values (rows × pixels) one chunk may hold (bounds memory).
 DEFAULT_CHUNK_ELEMENTS = 2**27
@@ -91,7 +91,7 @@ class Layout:
     """One batch flattened into a single node order (built with NumPy).
 
     Row 0..3 of the value tensor are the shared inputs; then every non-input node of
-    every genome that has a path to an output (``feeds_outputs``), sorted by (layer,
+    every genome that has a path to an output, sorted by (layer,
     activation, genome, position), outputs last (as layer ``depth + 1``). A step is a run
     of rows of one layer; within it each activation owns a contiguous run of rows.
 
@@ -124,19 +124,6 @@ class Layout:
     extra_link: np.ndarray
 
 
-def feeds_outputs(is_out: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Per node (``is_out`` marks the outputs), whether it is an output or has a path to one
-    along the links ``src -> dst``: one vectorised pass per layer of depth, back from the outputs."""
-    alive = is_out.copy()
-    count = int(alive.sum())
-    while True:
-        alive[src[alive[dst]]] = True
-        now = int(alive.sum())
-        if now == count:
-            return alive
-        count = now
-
-
 def build_layout(genomes: list[Genome], n_out: int) -> Layout:
     """Rows and sorted links for a batch: array concatenation and sorting, no per-link Python."""
     b = len(genomes)
@@ -159,7 +146,7 @@ def build_layout(genomes: list[Genome], n_out: int) -> Layout:
     # remove_node) change no pixel. 10 % of the hidden nodes of a 200k-evaluation ImageNet
     # archive (curiosity-bold-fine80-30-waves seed 0, 32.7 nodes a genome). A kept node keeps
     # all its links, so its sum and the image are the same bits.
-    alive = feeds_outputs(is_out, link_src, link_dst)
+    alive = reached_from(is_out, link_dst, link_src)  # the outputs and every node with a path to one
     nodes = np.flatnonzero((local >= N_INPUTS) & alive)
     order = nodes[np.lexsort((local[nodes], gidx[nodes], act[nodes], layer[nodes]))]
     row = local.copy()  # inputs: the shared rows 0..3
